@@ -1,0 +1,169 @@
+/**
+ * Kernels the tfjs 4.22 wasm backend lacks or runs slowly, registered from the project.
+ *
+ * 1. `UnsortedSegmentSum` — the gradient of `gather` (embedding lookups). wasm has none, so
+ *    training an embedding would fail without it.
+ * 2. `BatchMatMul` — wasm reaches its XNNPACK kernel only when neither operand is transposed
+ *    and both batch sizes are 1 (tfjs-backend-wasm/src/cc/batch_mat_mul_impl.cc); everything
+ *    else runs a naive loop 10–13× slower. Almost every training gradient is a transposed
+ *    product and attention is batched, so we route every call to the fast kernel:
+ *      - a transposed operand is transposed explicitly first (a cheap copy);
+ *      - a right operand shared by the whole batch (batch 1) folds the left batch into rows:
+ *        [B, M, K]·[K, N] is one [B·M, K]·[K, N] product;
+ *      - a true batch runs one 2-D product per batch entry on zero-copy views into the
+ *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
+ *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
+ *    that gives the original, which remains the path for broadcasting patterns we do not route.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+
+/** The parts of tfjs-backend-wasm's BackendWasm we use (not exported as a type by the package). */
+interface WasmBackendLike {
+  wasm: {
+    cwrap: (name: string, ret: null, args: string[]) => (...args: unknown[]) => void;
+    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
+  };
+  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
+  dataIdNextNumber: number;
+  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
+  disposeData(dataId: object): void;
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+let registered = false;
+
+/** Registers the project's wasm kernels once; call after the wasm backend is initialised. */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  registered = true;
+  const quiet = tf.env().getBool('IS_TEST') ? undefined : silenceKernelWarnings();
+  try {
+    tf.registerKernel(unsortedSegmentSumConfig);
+    const original = tf.getKernel('BatchMatMul', 'wasm');
+    if (original) tf.registerKernel(makeFastBatchMatMul(original.kernelFunc));
+  } finally {
+    quiet?.();
+  }
+}
+
+/** tfjs warns when a kernel is registered twice; we do it on purpose. Returns the restorer. */
+function silenceKernelWarnings(): () => void {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].includes('is already registered')) return;
+    warn(...args);
+  };
+  return () => {
+    console.warn = warn;
+  };
+}
+
+const unsortedSegmentSumConfig: KernelConfig = {
+  kernelName: 'UnsortedSegmentSum',
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, backend, attrs }) => {
+    const wasm = backend as unknown as WasmBackendLike;
+    const { x, segmentIds } = inputs as { x: TensorInfo; segmentIds: TensorInfo };
+    const numSegments = (attrs as NamedAttrMap).numSegments as number;
+    const numRows = segmentIds.shape.reduce((a, b) => a * b, 1);
+    const rowSize = x.shape.slice(segmentIds.shape.length).reduce((a, b) => a * b, 1);
+    const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
+    const out = wasm.makeOutput(outShape, x.dtype);
+    // Views are taken after makeOutput: a malloc may grow (and detach) the wasm heap.
+    const xs = wasm.typedArrayFromHeap(x);
+    const ids = wasm.typedArrayFromHeap(segmentIds);
+    const outValues = wasm.typedArrayFromHeap(out);
+    outValues.fill(0);
+    for (let r = 0; r < numRows; r++) {
+      const seg = ids[r];
+      if (seg < 0 || seg >= numSegments) continue; // TF drops out-of-range ids
+      const src = r * rowSize;
+      const dst = seg * rowSize;
+      for (let j = 0; j < rowSize; j++) outValues[dst + j] += xs[src + j];
+    }
+    return out;
+  },
+};
+
+function makeFastBatchMatMul(originalFunc: KernelFunc): KernelConfig {
+  let wasmBatchMatMul: ((...args: unknown[]) => void) | undefined;
+  const transposeFunc = tf.getKernel('Transpose', 'wasm')!.kernelFunc;
+  const reshapeFunc = tf.getKernel('Reshape', 'wasm')!.kernelFunc;
+
+  /** A tensor id for `size` floats at byte `offset` of the wasm heap; no allocation. */
+  function registerView(backend: WasmBackendLike, offset: number, size: number): number {
+    const id = backend.dataIdNextNumber++;
+    backend.wasm.tfjs.registerTensor(id, size, offset);
+    return id;
+  }
+
+  function shapeBytes(shape: number[]): Uint8Array {
+    return new Uint8Array(new Int32Array(shape).buffer);
+  }
+
+  return {
+    kernelName: 'BatchMatMul',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const backend = args.backend as unknown as WasmBackendLike;
+      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+      const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+      if (a.dtype !== 'float32' || b.dtype !== 'float32') return originalFunc(args);
+      wasmBatchMatMul ??= backend.wasm.cwrap('BatchMatMul', null, [
+        'number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number',
+      ]);
+      const aRank = a.shape.length;
+      const bRank = b.shape.length;
+      const outerA = a.shape.slice(0, -2);
+      const outerB = b.shape.slice(0, -2);
+      const batchA = outerA.reduce((x, y) => x * y, 1);
+      const batchB = outerB.reduce((x, y) => x * y, 1);
+      const sameBatch = batchA === batchB && (aRank === bRank || batchA === 1) && outerA.every((d, i) => d === outerB[i]);
+      if (!(batchB === 1 || sameBatch)) return originalFunc(args); // general broadcasting: not routed
+
+      const m = transposeA ? a.shape[aRank - 1] : a.shape[aRank - 2];
+      const k = transposeA ? a.shape[aRank - 2] : a.shape[aRank - 1];
+      const n = transposeB ? b.shape[bRank - 2] : b.shape[bRank - 1];
+      const kB = transposeB ? b.shape[bRank - 1] : b.shape[bRank - 2];
+      if (k !== kB) return originalFunc(args); // let the original report the shape error
+
+      const temps: TensorInfo[] = [];
+      const swapLast = (t: TensorInfo, batch: number, rows: number, cols: number): TensorInfo => {
+        // [batch, rows, cols] -> [batch, cols, rows]
+        const t3 = reshapeFunc({ inputs: { x: t }, backend: args.backend, attrs: { shape: [batch, rows, cols] } }) as TensorInfo;
+        const tt = transposeFunc({ inputs: { x: t3 }, backend: args.backend, attrs: { perm: [0, 2, 1] } }) as TensorInfo;
+        temps.push(t3, tt);
+        return tt;
+      };
+      const aPlain = transposeA ? swapLast(a, batchA, k, m) : a; // [batchA, m, k]
+      const bPlain = transposeB ? swapLast(b, batchB, n, k) : b; // [batchB, k, n]
+
+      const batch = Math.max(batchA, batchB);
+      const outShape = [...(outerA.length >= outerB.length ? outerA : outerB), m, n];
+      const out = backend.makeOutput(outShape, 'float32');
+      const aOffset = backend.dataIdMap.get(aPlain.dataId).memoryOffset;
+      const bOffset = backend.dataIdMap.get(bPlain.dataId).memoryOffset;
+      const outOffset = backend.dataIdMap.get(out.dataId).memoryOffset;
+      const f = wasmBatchMatMul;
+      const run = (aOff: number, rows: number, bOff: number, oOff: number) => {
+        const aId = registerView(backend, aOff, rows * k);
+        const bId = registerView(backend, bOff, k * n);
+        const oId = registerView(backend, oOff, rows * n);
+        f(aId, shapeBytes([1, rows, k]), 3, bId, shapeBytes([1, k, n]), 3, false, false, oId);
+        backend.wasm.tfjs.disposeData(aId);
+        backend.wasm.tfjs.disposeData(bId);
+        backend.wasm.tfjs.disposeData(oId);
+      };
+      if (batchB === 1) {
+        run(aOffset, batchA * m, bOffset, outOffset); // [batchA·m, k]·[k, n]
+      } else if (batchA === 1) {
+        for (let i = 0; i < batch; i++) run(aOffset, m, bOffset + i * k * n * 4, outOffset + i * m * n * 4);
+      } else {
+        for (let i = 0; i < batch; i++) run(aOffset + i * m * k * 4, m, bOffset + i * k * n * 4, outOffset + i * m * n * 4);
+      }
+      for (const t of temps) backend.disposeData(t.dataId);
+      return out;
+    },
+  };
+}
