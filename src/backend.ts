@@ -65,6 +65,15 @@ async function tryNative(pkg: '@tensorflow/tfjs-node-gpu' | '@tensorflow/tfjs-no
   }
 }
 
+/**
+ * The cpu backend prints a multi-line "install tfjs-node" banner on first use in Node. Our own
+ * stderr line already says which backend runs and why, so mark the banner as shown.
+ */
+function silenceCpuBanner(): void {
+  const cpu = tf.findBackend('cpu') as unknown as { firstUse?: boolean } | null;
+  if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
+}
+
 async function useWasm(): Promise<void> {
   await import('@tensorflow/tfjs-backend-wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('backend: the wasm backend failed to initialise');
@@ -75,6 +84,7 @@ async function useWasm(): Promise<void> {
  * Selects and initialises a backend. Idempotent for the same name; `quiet` suppresses the stderr line.
  */
 export async function initBackend(name: BackendName = 'auto', opts: { quiet?: boolean } = {}): Promise<BackendInfo> {
+  silenceCpuBanner();
   if (current && (name === 'auto' || name === current.name) && tf.getBackend() === current.name) return current;
   const skipped: string[] = [];
   let info: BackendInfo | undefined;

@@ -1,0 +1,168 @@
+/**
+ * The Llama decoder exactly as Hugging Face's `LlamaForCausalLM` / `LlamaForSequenceClassification`
+ * define it: embeddings; per layer RMSNorm → grouped-query attention with rotary embeddings →
+ * residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm; LM head (tied to the embeddings when
+ * `tie_word_embeddings`) or, for a reward model, a scalar `score` head read at the last real token.
+ *
+ * Parameters are tf.Variables keyed by their HF names. Linear weights are stored transposed
+ * relative to HF (`[in, out]`, HF has `[out, in]`): the forward product `x·W` then needs no
+ * transpose flag, which is the only form the wasm backend runs on its fast kernel. The
+ * checkpoint layer transposes on load and save (`toHfTensors` / `fromHfTensors`).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { type LlamaConfig, type ModelDims, modelDims } from './config.js';
+import { type AttentionContext } from './attention.js';
+import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
+
+/** HF names of linear weights (stored [in, out] internally, [out, in] in checkpoints). */
+export function isLinearWeight(name: string): boolean {
+  return /_proj\.weight$/.test(name) || name === 'lm_head.weight' || name === 'score.weight';
+}
+
+export interface ParamSpec {
+  name: string;
+  /** Internal shape ([in, out] for linear weights). */
+  shape: number[];
+  kind: 'embedding' | 'linear' | 'norm';
+}
+
+/** Every parameter a config implies, in a fixed order. */
+export function parameterSpecs(config: LlamaConfig): ParamSpec[] {
+  const d = modelDims(config);
+  const qDim = d.numHeads * d.headDim;
+  const kvDim = d.numKvHeads * d.headDim;
+  const specs: ParamSpec[] = [{ name: 'model.embed_tokens.weight', shape: [d.vocabSize, d.hiddenSize], kind: 'embedding' }];
+  for (let l = 0; l < d.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    specs.push(
+      { name: `${p}.input_layernorm.weight`, shape: [d.hiddenSize], kind: 'norm' },
+      { name: `${p}.self_attn.q_proj.weight`, shape: [d.hiddenSize, qDim], kind: 'linear' },
+      { name: `${p}.self_attn.k_proj.weight`, shape: [d.hiddenSize, kvDim], kind: 'linear' },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [d.hiddenSize, kvDim], kind: 'linear' },
+      { name: `${p}.self_attn.o_proj.weight`, shape: [qDim, d.hiddenSize], kind: 'linear' },
+      { name: `${p}.post_attention_layernorm.weight`, shape: [d.hiddenSize], kind: 'norm' },
+      { name: `${p}.mlp.gate_proj.weight`, shape: [d.hiddenSize, d.intermediateSize], kind: 'linear' },
+      { name: `${p}.mlp.up_proj.weight`, shape: [d.hiddenSize, d.intermediateSize], kind: 'linear' },
+      { name: `${p}.mlp.down_proj.weight`, shape: [d.intermediateSize, d.hiddenSize], kind: 'linear' },
+    );
+  }
+  specs.push({ name: 'model.norm.weight', shape: [d.hiddenSize], kind: 'norm' });
+  if (d.isRewardModel) specs.push({ name: 'score.weight', shape: [d.hiddenSize, 1], kind: 'linear' });
+  else if (!d.tied) specs.push({ name: 'lm_head.weight', shape: [d.hiddenSize, d.vocabSize], kind: 'linear' });
+  return specs;
+}
+
+export interface ForwardOutput {
+  /** Final-norm hidden states [B, T, C]. */
+  hidden: tf.Tensor3D;
+}
+
+export class LlamaModel {
+  readonly dims: ModelDims;
+  private readonly invFreq: Float64Array;
+
+  constructor(
+    readonly config: LlamaConfig,
+    /** Parameters by HF name, linear weights [in, out]. */
+    readonly params: Map<string, tf.Variable>,
+  ) {
+    this.dims = modelDims(config);
+    this.invFreq = ropeInverseFrequencies(config, this.dims.headDim);
+    for (const spec of parameterSpecs(config)) {
+      const p = params.get(spec.name);
+      if (!p) throw new Error(`model: missing parameter ${spec.name}`);
+      if (p.shape.join(',') !== spec.shape.join(',')) {
+        throw new Error(`model: parameter ${spec.name} has shape [${p.shape}], expected [${spec.shape}]`);
+      }
+    }
+  }
+
+  private param(name: string): tf.Variable {
+    return this.params.get(name)!;
+  }
+
+  /** RMSNorm (Zhang & Sennrich 2019): x · rsqrt(mean(x²) + ε) · w, over the last axis. */
+  private rmsNorm(x: tf.Tensor2D, weight: tf.Tensor): tf.Tensor2D {
+    const variance = tf.mean(tf.square(x), -1, true); // [N, 1]
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, this.dims.rmsNormEps))), weight);
+  }
+
+  /**
+   * Runs the decoder over `inputIds` [B, T] (int32) and returns the final-norm hidden states.
+   * The attention context supplies positions and decides what each token can see.
+   */
+  forward(inputIds: tf.Tensor2D, ctx: AttentionContext): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [b, t] = inputIds.shape;
+      const { hiddenSize: c, numHeads: h, numKvHeads: hkv, headDim: d } = this.dims;
+      if (ctx.batchSize !== b || ctx.numNewTokens !== t) {
+        throw new Error(`model: attention context is for [${ctx.batchSize}, ${ctx.numNewTokens}] tokens, input is [${b}, ${t}]`);
+      }
+      const tables = ropeTables(this.invFreq, ctx.positions);
+      const cos = tf.tensor4d(tables.cos, [b, 1, t, d]); // [B, 1, T, D]
+      const sin = tf.tensor4d(tables.sin, [b, 1, t, d]); // [B, 1, T, D]
+
+      const flatIds = tf.reshape(inputIds, [b * t]); // [B·T]
+      let x = tf.gather(this.param('model.embed_tokens.weight'), flatIds) as tf.Tensor2D; // [B·T, C]
+      for (let l = 0; l < this.dims.numLayers; l++) {
+        const p = `model.layers.${l}`;
+        // 1) attention block
+        const xn = this.rmsNorm(x, this.param(`${p}.input_layernorm.weight`)); // [B·T, C]
+        const toHeads = (y: tf.Tensor2D, numHeads: number) =>
+          tf.transpose(tf.reshape(y, [b, t, numHeads, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, heads, T, D]
+        const q = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.q_proj.weight`)), h), cos, sin); // [B, H, T, D]
+        const k = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.k_proj.weight`)), hkv), cos, sin); // [B, Hkv, T, D]
+        const v = toHeads(tf.matMul(xn, this.param(`${p}.self_attn.v_proj.weight`)), hkv); // [B, Hkv, T, D]
+        const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
+        const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
+        x = tf.add(x, tf.matMul(merged, this.param(`${p}.self_attn.o_proj.weight`))); // [B·T, C]
+        // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
+        const xn2 = this.rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
+        const gate = tf.matMul(xn2, this.param(`${p}.mlp.gate_proj.weight`)); // [B·T, I]
+        const up = tf.matMul(xn2, this.param(`${p}.mlp.up_proj.weight`)); // [B·T, I]
+        const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
+        x = tf.add(x, tf.matMul(act, this.param(`${p}.mlp.down_proj.weight`))); // [B·T, C]
+      }
+      const out = this.rmsNorm(x, this.param('model.norm.weight')); // [B·T, C]
+      return tf.reshape(out, [b, t, c]) as tf.Tensor3D; // [B, T, C]
+    });
+  }
+
+  /** LM head: hidden [B, T, C] → logits [B, T, V]. */
+  logits(hidden: tf.Tensor3D): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [b, t, c] = hidden.shape;
+      const flat = tf.reshape(hidden, [b * t, c]); // [B·T, C]
+      const logits = this.dims.tied
+        ? tf.matMul(flat, this.param('model.embed_tokens.weight'), false, true) // [B·T, V]
+        : tf.matMul(flat, this.param('lm_head.weight')); // [B·T, V]
+      return tf.reshape(logits, [b, t, this.dims.vocabSize]) as tf.Tensor3D; // [B, T, V]
+    });
+  }
+
+  /**
+   * Reward head: the scalar score of each row read at its last real token, as HF's
+   * `LlamaForSequenceClassification` does. hidden [B, T, C], lastIndex [B] → rewards [B].
+   */
+  rewards(hidden: tf.Tensor3D, lastIndex: ArrayLike<number>): tf.Tensor1D {
+    if (!this.dims.isRewardModel) throw new Error('model: rewards() needs a LlamaForSequenceClassification model');
+    return tf.tidy(() => {
+      const [b, t, c] = hidden.shape;
+      const rows = Int32Array.from({ length: b }, (_, r) => r * t + lastIndex[r]);
+      const last = tf.gather(tf.reshape(hidden, [b * t, c]), tf.tensor1d(rows, 'int32')); // [B, C]
+      return tf.reshape(tf.matMul(last, this.param('score.weight')), [b]) as tf.Tensor1D; // [B]
+    });
+  }
+
+  /** Parameter count. */
+  numParameters(): number {
+    let n = 0;
+    for (const p of this.params.values()) n += p.size;
+    return n;
+  }
+
+  dispose(): void {
+    for (const p of this.params.values()) p.dispose();
+    this.params.clear();
+  }
+}

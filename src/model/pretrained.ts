@@ -1,0 +1,65 @@
+/**
+ * A model as a Hugging Face folder: `config.json`, `model.safetensors` (or shards + index),
+ * tokenizer files and `generation_config.json`. `loadPretrained` reads any Llama-family folder
+ * (F32/F16/BF16, tied or not, sharded or not); `savePretrained` writes one that transformers
+ * loads unchanged, atomically (a temporary folder renamed on success).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseLlamaConfig, type LlamaConfig } from './config.js';
+import { LlamaModel } from './llama.js';
+import { fromHfTensors, toHfTensors } from './weights.js';
+import { CONFIG_NAME, copyTokenizerFiles, loadTensorsFromFolder, readJsonFile, saveFolder } from './checkpoint-io.js';
+import { CheckpointError } from './safetensors.js';
+
+/** Reads and validates `DIR/config.json`; errors name the file and every bad field. */
+export function loadConfig(dir: string): LlamaConfig {
+  const file = path.join(dir, CONFIG_NAME);
+  if (!fs.existsSync(file)) throw new CheckpointError(`checkpoint: ${dir}: no ${CONFIG_NAME}`);
+  return parseLlamaConfig(readJsonFile(file), file);
+}
+
+/** Loads a model folder. The config decides causal LM vs reward model. */
+export async function loadPretrained(dir: string): Promise<LlamaModel> {
+  const config = loadConfig(dir);
+  const { tensors } = await loadTensorsFromFolder(dir);
+  return new LlamaModel(config, fromHfTensors(config, tensors, dir));
+}
+
+export interface SaveOptions {
+  /** Stored dtype: F32 (default) or BF16 (half the bytes, what HF hubs hold). */
+  dtype?: 'F32' | 'BF16';
+  /** Copy tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json from here. */
+  tokenizerDir?: string;
+  /** Extra files by relative path (optimizer state, trainer state, …), written in the same atomic rename. */
+  files?: Record<string, string | Buffer>;
+  /** Shard above this many bytes (transformers' default 5 GB). */
+  maxShardBytes?: number;
+}
+
+/** The generation_config.json transformers writes next to a causal LM. */
+export function generationConfig(config: LlamaConfig): object {
+  return {
+    _from_model_config: true,
+    bos_token_id: config.bos_token_id ?? undefined,
+    eos_token_id: config.eos_token_id ?? undefined,
+    pad_token_id: config.pad_token_id ?? undefined,
+    transformers_version: '4.46.0',
+  };
+}
+
+export async function savePretrained(model: LlamaModel, dir: string, opts: SaveOptions = {}): Promise<void> {
+  const files: Record<string, string | Buffer> = { ...(opts.files ?? {}) };
+  // Read now, before the swap: the tokenizer folder may be the folder being replaced.
+  if (opts.tokenizerDir) copyTokenizerFiles(opts.tokenizerDir, files);
+  if (!model.dims.isRewardModel && !('generation_config.json' in files)) {
+    files['generation_config.json'] = JSON.stringify(generationConfig(model.config), null, 2) + '\n';
+  }
+  await saveFolder(dir, {
+    tensors: toHfTensors(model),
+    config: { ...model.config },
+    dtype: opts.dtype,
+    maxShardBytes: opts.maxShardBytes,
+    files,
+  });
+}
