@@ -107,12 +107,15 @@ export class FullAttention implements AttentionContext {
   }
 
   attend(_layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D): tf.Tensor4D {
-    // One bias tensor shared by all layers; created inside the caller's tidy on first use
-    // and kept alive with tf.keep until dispose().
-    this.bias ??= tf.keep(tf.tensor(this.biasValues, [this.batchSize, 1, 1, this.numNewTokens, this.numNewTokens]));
+    // One bias tensor shared by all layers of a forward pass, owned by the caller's tidy (the
+    // model's forward); a later forward with the same context makes it again.
+    if (!this.bias || this.bias.isDisposed) {
+      this.bias = tf.tensor(this.biasValues, [this.batchSize, 1, 1, this.numNewTokens, this.numNewTokens]);
+    }
     return scaledDotProductAttention(q, k, v, this.bias);
   }
 
+  /** Releases the bias tensor now instead of at the end of the caller's tidy. */
   dispose(): void {
     this.bias?.dispose();
     this.bias = undefined;

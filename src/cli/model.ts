@@ -1,0 +1,224 @@
+/**
+ * Commands over single models: `model init`, `model average`, `pretrain`, `logprobs`, `generate`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
+import { averageModels, createModel } from '../model/create.js';
+import { loadPretrained } from '../model/pretrained.js';
+import { countParameters } from '../model/config.js';
+import { pretrain } from '../trainers/pretrain.js';
+import { responseLogprobs, type PromptResponseIds } from '../trainers/causal-lm.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { applyChatTemplate } from '../tokenizer/chat-template.js';
+import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
+import { TokenRowSchema } from '../../data/rows.js';
+import { DataError } from '../../data/errors.js';
+import { generate } from '../../samplers/generate.js';
+import { DecodingOptionsSchema } from '../../samplers/decoding.js';
+import type { LlamaModel } from '../model/llama.js';
+
+/** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
+async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
+  return fs.existsSync(path.join(dir, 'tokenizer.json')) ? Tokenizer.fromFolder(dir) : undefined;
+}
+
+/** Prompt ids: the chat template with the generation prompt, or [BOS] + text. */
+export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean): number[] {
+  if (chat) return tok.encode(applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true }));
+  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt)];
+}
+
+function checkIds(ids: number[], model: LlamaModel, where: string, field: string): void {
+  const bad = ids.findIndex((id) => id >= model.dims.vocabSize);
+  if (bad >= 0) throw new Error(`${where}: ${field}.${bad}: token id ${ids[bad]} is not below the vocabulary size ${model.dims.vocabSize}`);
+}
+
+export function registerModelCommands(program: Command): void {
+  const model = program.command('model').description('create, inspect and merge model folders (Hugging Face layout)');
+
+  model
+    .command('init')
+    .description('random-initialise a model from an architecture file, sized to a tokenizer')
+    .requiredOption('--config <file>', 'architecture file, e.g. configs/models/tiny.json')
+    .option('--tokenizer <dir>', 'tokenizer folder (sets vocab_size and special token ids; copied into the model)')
+    .requiredOption('--out <dir>', 'model folder to write')
+    .option('--seed <n>', 'initialisation seed', intArg('--seed', { min: 0 }), 0)
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign model init --config configs/models/tiny.json --tokenizer runs/tok --out runs/base'))
+    .action(async (o) => {
+      await useBackend(o.backend);
+      const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed });
+      console.log(`model init: ${o.out}: ${m.numParameters().toLocaleString('en-US')} parameters, vocab ${m.dims.vocabSize}, ${m.dims.numLayers} layers`);
+      m.dispose();
+    });
+
+  model
+    .command('info')
+    .description('print a model folder\'s architecture and parameter count')
+    .argument('<dir>', 'model folder')
+    .action(async (dir: string) => {
+      const { loadConfig } = await import('../model/pretrained.js');
+      const config = loadConfig(dir);
+      console.log(JSON.stringify({ architecture: config.architectures[0], parameters: countParameters(config), ...config }, null, 2));
+    });
+
+  model
+    .command('average')
+    .description('average the weights of several models of one architecture (Llama 3 model averaging)')
+    .argument('<dirs...>', 'model folders')
+    .requiredOption('--out <dir>', 'model folder to write')
+    .option('--weights <list>', 'comma-separated coefficients (normalised); default uniform')
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign model average runs/sft-a/model runs/sft-b/model --out runs/sft-avg'))
+    .action(async (dirs: string[], o) => {
+      await useBackend(o.backend);
+      const weights = o.weights ? String(o.weights).split(',').map((w, i) => floatArg(`--weights[${i}]`, { min: 0 })(w)) : undefined;
+      if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
+      await averageModels(dirs, o.out, weights);
+      console.log(`model average: ${o.out}: average of ${dirs.length} models`);
+    });
+
+  program
+    .command('pretrain')
+    .description('next-token training on a text corpus (a from-scratch model becomes a base model)')
+    .requiredOption('--model <dir>', 'model folder to start from')
+    .requiredOption('--corpus <file>', 'text file (documents separated by blank lines) or JSONL with a text field')
+    .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--max-steps <n>', 'optimizer steps (default: one epoch)', intArg('--max-steps', { min: 1 }))
+    .option('--epochs <n>', 'passes over the corpus', floatArg('--epochs', { min: 0 }))
+    .option('--batch-size <n>', 'rows per optimizer step', intArg('--batch-size', { min: 1 }))
+    .option('--micro-batch-size <n>', 'rows per forward/backward (gradient accumulation)', intArg('--micro-batch-size', { min: 1 }))
+    .option('--seq-len <n>', 'tokens per row', intArg('--seq-len', { min: 2 }))
+    .option('--lr <lr>', 'peak learning rate', floatArg('--lr', { min: 0 }))
+    .option('--warmup-ratio <r>', 'fraction of steps warming up', floatArg('--warmup-ratio', { min: 0, max: 1 }))
+    .option('--weight-decay <w>', 'AdamW decoupled weight decay', floatArg('--weight-decay', { min: 0 }))
+    .option('--log-every <n>', 'steps between log lines', intArg('--log-every', { min: 1 }))
+    .option('--save-every <n>', 'steps between checkpoints', intArg('--save-every', { min: 0 }))
+    .option('--seed <n>', 'seed for data order', intArg('--seed', { min: 0 }))
+    .option('--resume', 'continue from the latest checkpoint in --out')
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign pretrain --model runs/base --corpus data/corpus.txt --out runs/pretrain --max-steps 200 --batch-size 8 --seq-len 128'))
+    .action(async (o) => {
+      let bar: ReturnType<typeof progress> | undefined;
+      const result = await pretrain(
+        {
+          model: o.model, corpus: o.corpus, out: o.out, backend: o.backend, maxSteps: o.maxSteps, epochs: o.epochs,
+          batchSize: o.batchSize, microBatchSize: o.microBatchSize, seqLen: o.seqLen, lr: o.lr, warmupRatio: o.warmupRatio,
+          weightDecay: o.weightDecay, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, resume: Boolean(o.resume),
+        },
+        {
+          onStart: ({ numSteps, numTrainRows, numEvalRows }) => {
+            console.error(`pretrain: ${numTrainRows} training rows, ${numEvalRows} held out, ${numSteps} steps`);
+            bar = progress('pretrain', numSteps);
+          },
+          onLog: (r) => {
+            if (r.split === 'train') bar?.update(r.step, { loss: r.loss, 'tok/s': r.tokens_per_s, lr: r.lr });
+            else console.error(`\neval step ${r.step}: loss ${Number(r.loss).toFixed(4)} perplexity ${Number(r.perplexity).toFixed(2)}`);
+          },
+        },
+      );
+      bar?.done();
+      console.log(`pretrain: saved ${result.modelDir} (${result.tokensPerSecond.toFixed(0)} tokens/s, final eval loss ${Number(result.lastEval?.loss).toFixed(4)})`);
+    });
+
+  program
+    .command('logprobs')
+    .description('log-probabilities of each response token given its prompt, one output row per input row')
+    .requiredOption('--model <dir>', 'model folder')
+    .requiredOption('--input <file>', 'JSONL rows {"prompt","response"} or {"prompt_ids","response_ids"}')
+    .option('--output <file>', 'JSONL output (default: standard output)')
+    .option('--chat', 'wrap text prompts in the chat template (generation prompt added)')
+    .option('--add-eos', 'score the end-of-turn token after the response too')
+    .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', { min: 1 }), 8)
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
+    .action(async (o) => {
+      await useBackend(o.backend);
+      const { rows } = await readJsonl(o.input, TokenRowSchema);
+      const m = await loadPretrained(o.model);
+      if (m.dims.isRewardModel) throw new Error(`logprobs: ${o.model} is a reward model; use \`tfalign rm score\``);
+      const tok = await optionalTokenizer(o.model);
+      const endId = tok?.eotTokenId ?? tok?.eosTokenId;
+      const parts: PromptResponseIds[] = rows.map(({ line, value }) => {
+        const where = `${o.input}:${line}`;
+        let ids: PromptResponseIds;
+        if ('prompt_ids' in value) {
+          ids = { promptIds: value.prompt_ids, responseIds: value.response_ids };
+        } else {
+          if (!tok) throw new DataError(o.input, line, 'prompt', `${o.model} has no tokenizer.json; give prompt_ids/response_ids`);
+          ids = { promptIds: encodePrompt(tok, value.prompt, Boolean(o.chat)), responseIds: tok.encode(value.response) };
+          if (o.addEos && endId !== undefined) ids.responseIds.push(endId);
+        }
+        checkIds(ids.promptIds, m, where, 'prompt_ids');
+        checkIds(ids.responseIds, m, where, 'response_ids');
+        if (ids.promptIds.length === 0) throw new Error(`${where}: prompt: empty (the first response token needs a context)`);
+        const total = ids.promptIds.length + ids.responseIds.length;
+        if (total > m.dims.maxPositions) throw new Error(`${where}: prompt: ${total} tokens exceed the context of ${m.dims.maxPositions}`);
+        return ids;
+      });
+      const padId = tok?.padTokenId ?? endId ?? 0;
+      const results = responseLogprobs(m, parts, o.batchSize, padId);
+      const outRows = results.map((lp) => ({
+        logprob: lp.reduce((a, b) => a + b, 0),
+        num_tokens: lp.length,
+        token_logprobs: Array.from(lp),
+      }));
+      if (o.output) await writeJsonlAtomic(o.output, outRows);
+      else for (const r of outRows) process.stdout.write(JSON.stringify(r) + '\n');
+      m.dispose();
+    });
+
+  program
+    .command('generate')
+    .description('sample completions of a prompt (greedy at temperature 0), with a KV cache')
+    .requiredOption('--model <dir>', 'model folder')
+    .option('--prompt <text>', 'prompt text')
+    .option('--prompt-ids <json>', 'prompt as a JSON array of token ids (no tokenizer needed)')
+    .option('--chat', 'wrap the prompt in the chat template')
+    .option('-n, --num-samples <k>', 'samples of the prompt', intArg('-n', { min: 1 }), 1)
+    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1 }), 64)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 0, max: 1 }), 1)
+    .option('--seed <s>', 'sample i uses seed + i', intArg('--seed', { min: 0 }), 0)
+    .option('--kv-cache <kind>', 'dense (per-sample cache) or none (recompute every step)', 'dense')
+    .option('--json', 'print one JSON object per sample')
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign generate --model runs/pretrain/model --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
+    .action(async (o) => {
+      if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('generate: give exactly one of --prompt or --prompt-ids');
+      if (!['dense', 'none'].includes(o.kvCache)) throw new Error(`--kv-cache: expected dense or none, got "${o.kvCache}"`);
+      await useBackend(o.backend);
+      const m = await loadPretrained(o.model);
+      const tok = await optionalTokenizer(o.model);
+      let promptIds: number[];
+      if (o.promptIds !== undefined) {
+        try {
+          promptIds = JSON.parse(o.promptIds);
+        } catch {
+          throw new Error('--prompt-ids: expected a JSON array of integers');
+        }
+        if (!Array.isArray(promptIds) || !promptIds.every((x) => Number.isInteger(x) && x >= 0)) throw new Error('--prompt-ids: expected a JSON array of non-negative integers');
+      } else {
+        if (!tok) throw new Error(`generate: ${o.model} has no tokenizer.json; use --prompt-ids`);
+        promptIds = encodePrompt(tok, o.prompt, Boolean(o.chat));
+      }
+      checkIds(promptIds, m, 'generate', 'prompt_ids');
+      const eos = m.config.eos_token_id;
+      const stopTokenIds = eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
+      const decoding = DecodingOptionsSchema.parse({ temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds });
+      const t0 = performance.now();
+      const samples = generate(m, promptIds, { numSamples: o.numSamples, decoding, seed: o.seed, kvCache: o.kvCache });
+      const seconds = (performance.now() - t0) / 1000;
+      samples.forEach((s, i) => {
+        const text = tok ? tok.decode(s.tokenIds, { skipSpecialTokens: true }) : undefined;
+        if (o.json) console.log(JSON.stringify({ index: i, text, token_ids: s.tokenIds, finish_reason: s.finishReason }));
+        else console.log(`--- sample ${i} (${s.tokenIds.length} tokens, ${s.finishReason})\n${text ?? JSON.stringify(s.tokenIds)}`);
+      });
+      const numTokens = samples.reduce((a, s) => a + s.tokenIds.length, 0);
+      console.error(`generate: ${numTokens} tokens in ${seconds.toFixed(2)} s (${(numTokens / seconds).toFixed(1)} tokens/s)`);
+      m.dispose();
+    });
+}

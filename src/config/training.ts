@@ -1,0 +1,49 @@
+/**
+ * The hyperparameters every trainer shares. Each trainer builds its schema from
+ * `trainingOptionsSchema(recipeDefaults)`, so a recipe's defaults (lr 1e-5 for SFT and DPO in
+ * Llama 3, a larger one for pretraining) live in that trainer's schema and nowhere else.
+ */
+import { z } from 'zod';
+import { BACKEND_NAMES } from '../backend.js';
+
+export interface RecipeDefaults {
+  lr: number;
+  batchSize: number;
+  epochs: number;
+  warmupRatio: number;
+  lrDecay: 'cosine' | 'linear' | 'constant';
+  weightDecay: number;
+  maxGradNorm: number;
+}
+
+export function trainingOptionsSchema(d: RecipeDefaults) {
+  return z.object({
+    backend: z.enum(BACKEND_NAMES).default('auto').describe('Tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm.'),
+    seed: z.number().int().nonnegative().default(42).describe('Seed for initialisation, data order and sampling; same seed, same run.'),
+    lr: z.number().positive().default(d.lr).describe(`Peak learning rate (default ${d.lr}, this recipe's).`),
+    batchSize: z.number().int().positive().default(d.batchSize).describe('Rows per optimizer step (the global batch).'),
+    microBatchSize: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Rows per forward/backward pass; gradients of batchSize/microBatchSize passes are accumulated. Default: batchSize (no accumulation).'),
+    epochs: z.number().positive().default(d.epochs).describe('Passes over the training rows; fractional values stop part-way.'),
+    maxSteps: z.number().int().positive().optional().describe('Stop after this many optimizer steps; overrides epochs.'),
+    warmupRatio: z.number().min(0).max(1).default(d.warmupRatio).describe('Fraction of steps with linear warmup from 0.'),
+    lrDecay: z.enum(['cosine', 'linear', 'constant']).default(d.lrDecay).describe('Learning-rate shape after warmup.'),
+    minLrRatio: z.number().min(0).max(1).default(0).describe('Final learning rate as a fraction of lr (cosine/linear).'),
+    weightDecay: z.number().min(0).default(d.weightDecay).describe('AdamW decoupled weight decay; norms are exempt.'),
+    adamBeta1: z.number().min(0).lt(1).default(0.9).describe('AdamW β1.'),
+    adamBeta2: z.number().min(0).lt(1).default(0.95).describe('AdamW β2 (0.95 as in Llama pretraining; more stable than 0.999 for short runs).'),
+    adamEps: z.number().positive().default(1e-8).describe('AdamW ε.'),
+    maxGradNorm: z.number().min(0).default(d.maxGradNorm).describe('Clip the global gradient norm to this; 0 disables.'),
+    logEvery: z.number().int().positive().default(10).describe('Steps between metric lines in metrics.jsonl and on the console.'),
+    evalEvery: z.number().int().min(0).default(0).describe('Steps between evaluations; 0 evaluates only at the end.'),
+    saveEvery: z.number().int().min(0).default(0).describe('Steps between checkpoints (checkpoint-<step>/); 0 saves only at the end.'),
+    saveTotalLimit: z.number().int().min(0).default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
+    evalFraction: z.number().min(0).lt(1).default(0.05).describe('Fraction of rows held out for evaluation when no eval file is given.'),
+  });
+}
+
+export type TrainingOptions = z.infer<ReturnType<typeof trainingOptionsSchema>>;

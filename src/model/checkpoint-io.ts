@@ -1,0 +1,357 @@
+/**
+ * Hugging Face checkpoint folders on disk: `config.json`, `model.safetensors` or shards
+ * `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`, and tokenizer files.
+ * Moves named tensors only; what the names mean is the model code's business.
+ *
+ * Saving is crash-safe: everything is written and fsynced in a sibling folder
+ * `DIR.tmp-<pid>-<random>`, then swapped in by two renames (`DIR` → `DIR.old-…`, tmp → `DIR`)
+ * and the old folder removed. A crash while writing leaves `DIR` untouched; a crash between
+ * the renames leaves both complete folders on disk, and loading `DIR` then names the `.old-`
+ * folder to rename back (Node has no atomic directory exchange).
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  CheckpointError,
+  DTYPE_BYTES,
+  numElements,
+  readSafetensors,
+  readSafetensorsHeader,
+  writeSafetensors,
+  type NamedTensor,
+  type SafetensorsDtype,
+  type SafetensorsWriteDtype,
+} from './safetensors.js';
+
+export const SAFE_WEIGHTS_NAME = 'model.safetensors';
+export const SAFE_WEIGHTS_INDEX_NAME = 'model.safetensors.index.json';
+export const CONFIG_NAME = 'config.json';
+
+/** Files besides weights and config that make a folder usable by HF tools; carried over on save when present. */
+export const TOKENIZER_FILE_NAMES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'generation_config.json',
+  'chat_template.jinja',
+] as const;
+
+/** transformers' default `max_shard_size` ("5GB", decimal). */
+export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+
+/** What `saveFolder` writes. */
+export interface SaveFolderContents {
+  /** Tensors by HF name, HF shape, row-major float32 values. */
+  tensors: Map<string, NamedTensor>;
+  /** The HF `config.json` object; `torch_dtype` is set to match `dtype`. */
+  config: object;
+  /** Stored element type: `F32` (default) or `BF16` (round to nearest even; half the bytes). */
+  dtype?: SafetensorsWriteDtype;
+  /** Shard when the tensors' total bytes exceed this (HF naming + index json). Default 5 GB. */
+  maxShardBytes?: number;
+  /** Extra files by relative path (tokenizer.json, generation_config.json, optimizer state, …). */
+  files?: Record<string, string | Buffer>;
+}
+
+function fail(where: string, message: string): never {
+  throw new CheckpointError(`checkpoint: ${where}: ${message}`);
+}
+
+function errorCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message.split('\n')[0] ?? String(err);
+}
+
+/** Reads and parses a JSON file; errors name the file. */
+export function readJsonFile(filePath: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(filePath, 'utf8');
+  } catch (err) {
+    fail(filePath, `cannot read (${errorCode(err)})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    fail(filePath, `not valid JSON (${(err as Error).message.split('\n')[0]})`);
+  }
+}
+
+function isFile(filePath: string): boolean {
+  return fs.statSync(filePath, { throwIfNoEntry: false })?.isFile() ?? false;
+}
+
+/** Leftover `DIR.old-…` folders: complete checkpoints from a save interrupted between its two renames. */
+function findInterruptedSaves(dir: string): string[] {
+  const parent = path.dirname(dir);
+  const prefix = `${path.basename(dir)}.old-`;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(parent);
+  } catch {
+    return [];
+  }
+  return entries.filter((entry) => entry.startsWith(prefix)).map((entry) => path.join(parent, entry));
+}
+
+/** Validates `model.safetensors.index.json` and groups tensor names by shard file. */
+function readShardIndex(dir: string): Map<string, Set<string>> {
+  const indexPath = path.join(dir, SAFE_WEIGHTS_INDEX_NAME);
+  const index = readJsonFile(indexPath);
+  if (typeof index !== 'object' || index === null || Array.isArray(index)) fail(indexPath, 'is not a JSON object');
+  const weightMap = (index as Record<string, unknown>).weight_map;
+  if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+    fail(indexPath, 'weight_map is missing or not an object');
+  }
+  const namesByShard = new Map<string, Set<string>>();
+  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+    // A shard must be a plain file name in DIR: `../x` or `/etc/x` would read outside the checkpoint.
+    if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '..' || shard === '.') {
+      fail(indexPath, `weight_map.${name} is ${JSON.stringify(shard)}, not a shard file name`);
+    }
+    let names = namesByShard.get(shard);
+    if (!names) namesByShard.set(shard, (names = new Set()));
+    names.add(name);
+  }
+  return namesByShard;
+}
+
+/**
+ * Loads every tensor of an HF checkpoint folder: `model.safetensors` when present (as
+ * transformers prefers it), else the shards listed in `model.safetensors.index.json`.
+ * Returned data is float32; `dtypes` records each tensor's stored type.
+ */
+export async function loadTensorsFromFolder(
+  dir: string,
+): Promise<{ tensors: Map<string, NamedTensor>; dtypes: Map<string, SafetensorsDtype> }> {
+  const stat = fs.statSync(dir, { throwIfNoEntry: false });
+  if (!stat) {
+    const leftovers = findInterruptedSaves(dir);
+    const hint = leftovers.length > 0 ? ` (an interrupted save left ${leftovers.join(', ')}; rename it back to ${dir})` : '';
+    fail(dir, `no such directory${hint}`);
+  }
+  if (!stat.isDirectory()) fail(dir, 'is not a directory');
+
+  const singlePath = path.join(dir, SAFE_WEIGHTS_NAME);
+  if (isFile(singlePath)) {
+    const { tensors, dtypes } = readSafetensors(singlePath);
+    return { tensors, dtypes };
+  }
+  if (isFile(path.join(dir, SAFE_WEIGHTS_INDEX_NAME))) {
+    const tensors = new Map<string, NamedTensor>();
+    const dtypes = new Map<string, SafetensorsDtype>();
+    for (const [shard, names] of readShardIndex(dir)) {
+      const shardPath = path.join(dir, shard);
+      if (!isFile(shardPath)) fail(dir, `shard ${shard} listed in ${SAFE_WEIGHTS_INDEX_NAME} is missing`);
+      const header = readSafetensorsHeader(shardPath);
+      for (const name of names) {
+        if (!header.tensors.has(name)) fail(dir, `tensor ${name} listed in ${SAFE_WEIGHTS_INDEX_NAME} is missing from ${shard}`);
+      }
+      const shardContents = readSafetensors(shardPath, { names });
+      for (const [name, tensor] of shardContents.tensors) tensors.set(name, tensor);
+      for (const [name, dtype] of shardContents.dtypes) dtypes.set(name, dtype);
+    }
+    return { tensors, dtypes };
+  }
+  if (isFile(path.join(dir, 'pytorch_model.bin')) || isFile(path.join(dir, 'pytorch_model.bin.index.json'))) {
+    fail(
+      dir,
+      'holds only pytorch_model.bin (PyTorch pickle), which cannot be read here; convert it to safetensors first, ' +
+        'e.g. AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True) in Python',
+    );
+  }
+  fail(dir, `no ${SAFE_WEIGHTS_NAME} or ${SAFE_WEIGHTS_INDEX_NAME}`);
+}
+
+/**
+ * Groups names (sorted) into shards of at most `maxShardBytes` each, greedily in order, as
+ * transformers does; a tensor larger than the limit gets a shard of its own.
+ */
+function planShards(names: string[], bytesOf: (name: string) => number, maxShardBytes: number): string[][] {
+  const shards: string[][] = [];
+  let current: string[] = [];
+  let currentBytes = 0;
+  for (const name of names) {
+    const numBytes = bytesOf(name);
+    if (current.length > 0 && currentBytes + numBytes > maxShardBytes) {
+      shards.push(current);
+      current = [];
+      currentBytes = 0;
+    }
+    current.push(name);
+    currentBytes += numBytes;
+  }
+  if (current.length > 0 || shards.length === 0) shards.push(current);
+  return shards;
+}
+
+/** `model-00001-of-00003.safetensors`, HF's shard naming. */
+export function shardFileName(index: number, numShards: number): string {
+  const pad = (n: number) => String(n).padStart(5, '0');
+  return `model-${pad(index + 1)}-of-${pad(numShards)}.safetensors`;
+}
+
+/** Flushes a file or directory to disk. Platforms that cannot fsync directories (Windows) skip that step. */
+function fsyncPath(target: string, isDirectory: boolean): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(target, 'r');
+  } catch (err) {
+    if (isDirectory) return;
+    throw err;
+  }
+  try {
+    fs.fsyncSync(fd);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!(isDirectory && (code === 'EISDIR' || code === 'EPERM' || code === 'EINVAL' || code === 'EBADF'))) throw err;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function writeFileSynced(filePath: string, contents: string | Buffer): void {
+  fs.mkdirSync(path.dirname(filePath), { recursive: true });
+  const fd = fs.openSync(filePath, 'w');
+  try {
+    fs.writeFileSync(fd, contents);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Names that `saveFolder` writes itself; `files` may not use them. */
+function isReservedName(relativePath: string): boolean {
+  return (
+    relativePath === CONFIG_NAME ||
+    relativePath === SAFE_WEIGHTS_NAME ||
+    relativePath === SAFE_WEIGHTS_INDEX_NAME ||
+    /^model-\d{5}-of-\d{5}\.safetensors$/.test(relativePath)
+  );
+}
+
+/** Checks everything that can be checked before touching the disk. */
+function validateContents(dir: string, contents: SaveFolderContents): void {
+  const dtype = contents.dtype ?? 'F32';
+  if (dtype !== 'F32' && dtype !== 'BF16') fail(dir, `dtype ${String(dtype)} cannot be written (use F32 or BF16)`);
+  const maxShardBytes = contents.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+  if (!(Number.isFinite(maxShardBytes) && maxShardBytes > 0)) fail(dir, `maxShardBytes ${maxShardBytes} must be a positive number`);
+  if (typeof contents.config !== 'object' || contents.config === null || Array.isArray(contents.config)) {
+    fail(dir, 'config must be a JSON object');
+  }
+  for (const [name, { shape, data }] of contents.tensors) {
+    if (!Array.isArray(shape) || !shape.every((dim) => Number.isSafeInteger(dim) && dim >= 0)) {
+      fail(dir, `tensor ${name}: shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
+    }
+    if (!(data instanceof Float32Array)) fail(dir, `tensor ${name}: data is not a Float32Array`);
+    if (data.length !== numElements(shape)) {
+      fail(dir, `tensor ${name}: data has ${data.length} values but shape [${shape.join(', ')}] needs ${numElements(shape)}`);
+    }
+  }
+  for (const relativePath of Object.keys(contents.files ?? {})) {
+    const normalized = path.normalize(relativePath);
+    if (path.isAbsolute(relativePath) || normalized === '..' || normalized.startsWith(`..${path.sep}`) || normalized === '.' || relativePath === '') {
+      fail(dir, `file ${JSON.stringify(relativePath)} must be a relative path inside the checkpoint`);
+    }
+    if (isReservedName(normalized)) fail(dir, `file ${relativePath} is written by saveFolder itself`);
+  }
+}
+
+/** Writes the whole checkpoint into `target` (an empty folder), fsyncing every file. */
+function writeContents(target: string, contents: SaveFolderContents): void {
+  const dtype = contents.dtype ?? 'F32';
+  const torchDtype = dtype === 'BF16' ? 'bfloat16' : 'float32';
+  const config: Record<string, unknown> = { ...(contents.config as Record<string, unknown>), torch_dtype: torchDtype };
+  // transformers ≥ 4.56 writes `dtype` instead of `torch_dtype`; keep it truthful when present.
+  if ('dtype' in config) config.dtype = torchDtype;
+  writeFileSynced(path.join(target, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
+
+  const bytesPerValue = DTYPE_BYTES[dtype];
+  const bytesOf = (name: string) => contents.tensors.get(name)!.data.length * bytesPerValue;
+  const names = [...contents.tensors.keys()].sort();
+  const totalBytes = names.reduce((sum, name) => sum + bytesOf(name), 0);
+  const maxShardBytes = contents.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+  const shards = totalBytes > maxShardBytes ? planShards(names, bytesOf, maxShardBytes) : [names];
+  // transformers refuses safetensors files whose metadata lacks a known `format`.
+  const metadata = { format: 'pt' };
+  const weightMap: Record<string, string> = {};
+  shards.forEach((shardNames, i) => {
+    const fileName = shards.length === 1 ? SAFE_WEIGHTS_NAME : shardFileName(i, shards.length);
+    const shardTensors = new Map(shardNames.map((name) => [name, contents.tensors.get(name)!] as const));
+    const filePath = path.join(target, fileName);
+    writeSafetensors(filePath, shardTensors, { dtype, metadata });
+    fsyncPath(filePath, false);
+    for (const name of shardNames) weightMap[name] = fileName;
+  });
+  if (shards.length > 1) {
+    const index = { metadata: { total_size: totalBytes }, weight_map: weightMap };
+    writeFileSynced(path.join(target, SAFE_WEIGHTS_INDEX_NAME), `${JSON.stringify(index, null, 2)}\n`);
+  }
+
+  const directories = new Set<string>([target]);
+  for (const [relativePath, fileContents] of Object.entries(contents.files ?? {})) {
+    const filePath = path.join(target, relativePath);
+    writeFileSynced(filePath, fileContents);
+    directories.add(path.dirname(filePath));
+  }
+  for (const directory of directories) fsyncPath(directory, true);
+}
+
+/**
+ * Writes an HF checkpoint folder at `dir`, replacing any previous one atomically (see the file
+ * comment). Shards when the tensors exceed `maxShardBytes`; sets `torch_dtype` in config.json.
+ * On failure no `.tmp-` folder is left behind and the previous `dir` is intact.
+ */
+export async function saveFolder(dir: string, contents: SaveFolderContents): Promise<void> {
+  const target = path.resolve(dir);
+  validateContents(dir, contents);
+  const existing = fs.statSync(target, { throwIfNoEntry: false });
+  if (existing && !existing.isDirectory()) fail(dir, 'exists and is not a directory');
+
+  const parent = path.dirname(target);
+  fs.mkdirSync(parent, { recursive: true });
+  const suffix = () => `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = `${target}.tmp-${suffix()}`;
+  fs.mkdirSync(tmp);
+  try {
+    writeContents(tmp, contents);
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+
+  // Swap: old aside, new in. If the second rename fails, the old checkpoint goes back.
+  const old = existing ? `${target}.old-${suffix()}` : undefined;
+  try {
+    if (old) fs.renameSync(target, old);
+    try {
+      fs.renameSync(tmp, target);
+    } catch (err) {
+      if (old) fs.renameSync(old, target);
+      throw err;
+    }
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  fsyncPath(parent, true);
+  if (old) fs.rmSync(old, { recursive: true, force: true });
+}
+
+/**
+ * Reads the tokenizer and generation files present in `fromDir` (see `TOKENIZER_FILE_NAMES`)
+ * into `toFiles`, for `saveFolder`'s `files`. Entries already in `toFiles` are kept, so a caller
+ * can override one. Returns the names copied.
+ */
+export function copyTokenizerFiles(fromDir: string, toFiles: Record<string, string | Buffer>): string[] {
+  const copied: string[] = [];
+  for (const name of TOKENIZER_FILE_NAMES) {
+    if (name in toFiles) continue;
+    const filePath = path.join(fromDir, name);
+    if (!isFile(filePath)) continue;
+    toFiles[name] = fs.readFileSync(filePath);
+    copied.push(name);
+  }
+  return copied;
+}

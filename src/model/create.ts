@@ -1,0 +1,62 @@
+/**
+ * New models and merged models as HF folders: `createModel` random-initialises an architecture
+ * file (configs/models/*.json) sized to a tokenizer; `averageModels` averages the weights of
+ * several checkpoints of one architecture (Llama 3 averages RM, SFT and DPO models).
+ */
+import * as fs from 'node:fs';
+import { parseLlamaConfig } from './config.js';
+import { readJsonFile } from './checkpoint-io.js';
+import { initModel, toHfTensors, fromHfTensors } from './weights.js';
+import { loadPretrained, savePretrained } from './pretrained.js';
+import { LlamaModel } from './llama.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { averageWeights } from '../train/average.js';
+
+export interface CreateModelOptions {
+  /** Architecture file (HF config.json fields). */
+  configFile: string;
+  /** Tokenizer folder: sets vocab_size and the special token ids, and is copied into the model. */
+  tokenizerDir?: string;
+  out: string;
+  seed: number;
+}
+
+export async function createModel(opts: CreateModelOptions): Promise<LlamaModel> {
+  if (!fs.existsSync(opts.configFile)) throw new Error(`model init: ${opts.configFile}: no such file`);
+  const raw = readJsonFile(opts.configFile) as Record<string, unknown>;
+  if (opts.tokenizerDir) {
+    const tok = await Tokenizer.fromFolder(opts.tokenizerDir);
+    raw.vocab_size = tok.vocabSize;
+    raw.bos_token_id = tok.bosTokenId ?? null;
+    // generation stops at any end token (Llama 3 lists both <|end_of_text|> and <|eot_id|>)
+    const endIds = [...new Set([tok.eosTokenId, tok.eotTokenId].filter((id): id is number => id !== undefined))];
+    raw.eos_token_id = endIds.length === 0 ? null : endIds.length === 1 ? endIds[0] : endIds;
+    raw.pad_token_id = tok.padTokenId ?? null;
+  }
+  const config = parseLlamaConfig(raw, opts.configFile);
+  const model = initModel(config, opts.seed);
+  await savePretrained(model, opts.out, { tokenizerDir: opts.tokenizerDir });
+  return model;
+}
+
+/**
+ * Uniform (or weighted) average of several model folders of the same architecture, saved as a
+ * new folder with the first one's config and tokenizer.
+ */
+export async function averageModels(dirs: string[], out: string, coefficients?: number[]): Promise<void> {
+  if (dirs.length < 2) throw new Error('model average: give at least two model folders');
+  const first = await loadPretrained(dirs[0]);
+  const sets = [toHfTensors(first)];
+  for (const dir of dirs.slice(1)) {
+    const m = await loadPretrained(dir);
+    if (JSON.stringify(m.config.architectures) !== JSON.stringify(first.config.architectures)) {
+      throw new Error(`model average: ${dir} is a ${m.config.architectures[0]}, ${dirs[0]} a ${first.config.architectures[0]}`);
+    }
+    sets.push(toHfTensors(m));
+    m.dispose();
+  }
+  const averaged = new LlamaModel(first.config, fromHfTensors(first.config, averageWeights(sets, coefficients), 'average'));
+  await savePretrained(averaged, out, { tokenizerDir: dirs[0] });
+  first.dispose();
+  averaged.dispose();
+}

@@ -1,0 +1,210 @@
+/**
+ * The step loop every trainer runs: schedule → step (compute, reduce, clip, apply) → log →
+ * evaluate → checkpoint, with resume from the latest checkpoint of the run folder. It knows
+ * nothing of the model's task: a trainer supplies micro-batches and a loss function. Like
+ * minGPT's trainer, extensions hook in by callbacks (`onLog`).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { LlamaModel } from '../model/llama.js';
+import { loadPretrained, savePretrained } from '../model/pretrained.js';
+import type { TrainingOptions } from '../config/training.js';
+import { AdamW } from './adamw.js';
+import { learningRateAt } from './schedule.js';
+import { Rng } from './seed.js';
+import { LocalStepEngine, type LossFn, type StepEngine } from './step-engine.js';
+import { FINAL_MODEL_DIR, listCheckpoints, loadCheckpointState, saveCheckpoint } from './checkpoint.js';
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+export interface LogRecord {
+  step: number;
+  split: 'train' | 'eval';
+  [name: string]: number | string;
+}
+
+export interface TrainingLoopArgs<B> {
+  /** Run folder: checkpoints, metrics.jsonl and the final model (`model/`). */
+  runDir: string;
+  model: LlamaModel;
+  options: TrainingOptions;
+  /** Total optimizer steps. */
+  numSteps: number;
+  /** The micro-batches of optimizer step `step`; a pure function of the step, so resume replays nothing. */
+  batchesAt: (step: number) => B[];
+  lossFn: LossFn<B>;
+  /** Tokens a micro-batch feeds through the model (for tokens/s). */
+  numTokensOf: (batch: B) => number;
+  /** Held-out metrics (names without prefix; logged as eval). */
+  evaluate?: () => Record<string, number>;
+  /** Tokenizer files to copy into checkpoints and the final model. */
+  tokenizerDir?: string;
+  /** Continue from the latest checkpoint in runDir. */
+  resume?: boolean;
+  /** Called for every log record (progress bars, rounds' SQLite metrics). */
+  onLog?: (record: LogRecord) => void;
+  /** Where gradients are computed; default: this thread. */
+  engine?: StepEngine<B>;
+}
+
+export interface TrainingResult {
+  /** The final model folder (runDir/model). */
+  modelDir: string;
+  /** Last train record and last eval metrics. */
+  lastTrain?: LogRecord;
+  lastEval?: LogRecord;
+  numSteps: number;
+  /** Mean tokens/s over the steps this process ran. */
+  tokensPerSecond: number;
+}
+
+/** Number of optimizer steps for `numRows` rows under the options (epochs or maxSteps). */
+export function numTrainingSteps(numRows: number, o: TrainingOptions): number {
+  if (o.maxSteps !== undefined) return o.maxSteps;
+  return Math.max(1, Math.ceil((numRows / o.batchSize) * o.epochs));
+}
+
+/** Splits a global batch of rows into micro-batches of `microBatchSize`. */
+export function microBatches<R>(rows: R[], o: TrainingOptions): R[][] {
+  const size = o.microBatchSize ?? o.batchSize;
+  const out: R[][] = [];
+  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Row indices of optimizer step `step`: epochs are seeded shuffles of all rows, laid end to end,
+ * so any step's batch is known without replaying the ones before it.
+ */
+export function batchIndicesAt(step: number, numRows: number, batchSize: number, seed: number): number[] {
+  const out: number[] = [];
+  let cursor = step * batchSize;
+  let epoch = -1;
+  let order: number[] = [];
+  while (out.length < batchSize) {
+    const e = Math.floor(cursor / numRows);
+    if (e !== epoch) {
+      epoch = e;
+      order = Array.from({ length: numRows }, (_, i) => i);
+      new Rng(seed).fork(e).shuffle(order);
+    }
+    out.push(order[cursor % numRows]);
+    cursor++;
+  }
+  return out;
+}
+
+function appendMetrics(runDir: string, record: LogRecord): void {
+  fs.appendFileSync(path.join(runDir, METRICS_FILE), JSON.stringify(record) + '\n');
+}
+
+/** On resume, drops metric lines after the checkpoint's step (they will be produced again). */
+function truncateMetrics(runDir: string, step: number): void {
+  const file = path.join(runDir, METRICS_FILE);
+  if (!fs.existsSync(file)) return;
+  const kept = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as LogRecord).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
+}
+
+/** Copies a checkpoint's weights into the model's variables. */
+async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
+  const saved = await loadPretrained(dir);
+  for (const [name, variable] of model.params) variable.assign(saved.params.get(name)!);
+  saved.dispose();
+}
+
+export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
+  const { runDir, model, options: o, numSteps } = args;
+  fs.mkdirSync(runDir, { recursive: true });
+  if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
+    throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
+  }
+  const engine =
+    args.engine ??
+    new LocalStepEngine<B>(
+      model.params,
+      args.lossFn,
+      new AdamW({ lr: o.lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEps, weightDecay: o.weightDecay }),
+      { maxGradNorm: o.maxGradNorm },
+    );
+  const schedule = { lr: o.lr, warmupSteps: Math.round(o.warmupRatio * numSteps), totalSteps: numSteps, decay: o.lrDecay, minLrRatio: o.minLrRatio };
+
+  // 1) resume: weights, optimizer moments and step from the latest complete checkpoint
+  let startStep = 0;
+  const existing = listCheckpoints(runDir);
+  if (args.resume && existing.length > 0) {
+    const latest = existing[existing.length - 1];
+    await restoreWeights(model, latest.dir);
+    startStep = loadCheckpointState(latest.dir, engine.optimizer, model).globalStep;
+    truncateMetrics(runDir, startStep);
+  } else if (!args.resume) {
+    fs.rmSync(path.join(runDir, METRICS_FILE), { force: true });
+  }
+
+  const log = (record: LogRecord) => {
+    appendMetrics(runDir, record);
+    args.onLog?.(record);
+  };
+  const runEval = (step: number): LogRecord | undefined => {
+    if (!args.evaluate) return undefined;
+    const record: LogRecord = { step, split: 'eval', ...args.evaluate() };
+    log(record);
+    return record;
+  };
+  const save = (step: number) =>
+    saveCheckpoint(runDir, {
+      model,
+      optimizer: engine.optimizer,
+      state: { globalStep: step, epoch: 0, samplesSeen: step * o.batchSize, rngState: new Rng(o.seed).state() },
+      tokenizerDir: args.tokenizerDir,
+      saveTotalLimit: o.saveTotalLimit,
+    });
+
+  // 2) train
+  let lastTrain: LogRecord | undefined;
+  let lastEval: LogRecord | undefined;
+  let windowTokens = 0;
+  let windowStart = performance.now();
+  let totalTokens = 0;
+  const runStart = performance.now();
+  try {
+    for (let step = startStep; step < numSteps; step++) {
+      const batches = args.batchesAt(step);
+      const lr = learningRateAt(step, schedule);
+      const result = await engine.step(batches, lr);
+      if (!Number.isFinite(result.loss)) throw new Error(`train: loss is ${result.loss} at step ${step + 1} (lr ${lr.toExponential(2)}); lower the learning rate or check the data`);
+      const tokens = batches.reduce((a, b) => a + args.numTokensOf(b), 0);
+      windowTokens += tokens;
+      totalTokens += tokens;
+      const done = step + 1;
+      if (done % o.logEvery === 0 || done === numSteps) {
+        const seconds = (performance.now() - windowStart) / 1000;
+        lastTrain = { step: done, split: 'train', loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: windowTokens / seconds, ...result.metrics };
+        log(lastTrain);
+        windowTokens = 0;
+        windowStart = performance.now();
+      }
+      if (o.evalEvery > 0 && done % o.evalEvery === 0 && done !== numSteps) lastEval = runEval(done) ?? lastEval;
+      if (o.saveEvery > 0 && done % o.saveEvery === 0 && done !== numSteps) await save(done);
+    }
+    // 3) final evaluation, checkpoint and model
+    lastEval = runEval(numSteps) ?? lastEval;
+    if (o.saveEvery > 0) await save(numSteps);
+    const modelDir = path.join(runDir, FINAL_MODEL_DIR);
+    await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
+    const seconds = (performance.now() - runStart) / 1000;
+    return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
+  } finally {
+    if (!args.engine) await engine.close();
+  }
+}

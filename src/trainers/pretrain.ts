@@ -1,0 +1,99 @@
+/**
+ * Pretraining recipe: next-token prediction on a text corpus, so a from-scratch model becomes a
+ * base model for the alignment demos. Reads top to bottom: validate → setup → train → save.
+ *
+ * Documents are wrapped as [BOS] text [EOS], laid end to end and cut into rows of exactly
+ * `seqLen` tokens (no padding); each piece keeps its own document id, so attention and the loss
+ * never cross a document boundary.
+ */
+import { z } from 'zod';
+import { trainingOptionsSchema } from '../config/training.js';
+import { loadPretrained } from '../model/pretrained.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { readCorpus } from '../../data/corpus.js';
+import { packRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
+import { causalLmLoss, evaluateCausalLm } from './causal-lm.js';
+import { Rng } from '../train/seed.js';
+import { initBackend } from '../backend.js';
+
+export const PretrainConfigSchema = trainingOptionsSchema({
+  lr: 1e-3, // small from-scratch models train fast at 1e-3 (nanoGPT's shakespeare-char uses 1e-3)
+  batchSize: 8,
+  epochs: 1,
+  warmupRatio: 0.05,
+  lrDecay: 'cosine',
+  weightDecay: 0.1,
+  maxGradNorm: 1,
+}).extend({
+  model: z.string().min(1).describe('Model folder (HF layout) to start from, e.g. one made by `tfalign model init`.'),
+  corpus: z.string().min(1).describe('Text file (documents separated by blank lines) or JSONL with a `text` field.'),
+  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out/model.'),
+  seqLen: z.number().int().min(2).default(256).describe('Tokens per training row (default 256, the issue benchmark size).'),
+  resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
+});
+export type PretrainConfigInput = z.input<typeof PretrainConfigSchema>;
+export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
+
+export interface TrainerHooks {
+  onLog?: (record: LogRecord) => void;
+  /** Called once before training with the number of steps. */
+  onStart?: (info: { numSteps: number; numTrainRows: number; numEvalRows: number }) => void;
+}
+
+export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks = {}): Promise<TrainingResult> {
+  // 1) validate
+  const config = PretrainConfigSchema.parse(input);
+  await initBackend(config.backend);
+
+  // 2) setup: tokenizer → model → data (tokenize, pack, split)
+  const tokenizer = await Tokenizer.fromFolder(config.model);
+  const model = await loadPretrained(config.model);
+  if (model.dims.isRewardModel) throw new Error(`pretrain: ${config.model} is a reward model; pretraining needs a causal LM`);
+  if (config.seqLen > model.dims.maxPositions) {
+    throw new Error(`pretrain: seqLen ${config.seqLen} exceeds the model's max_position_embeddings ${model.dims.maxPositions}`);
+  }
+  const documents = await readCorpus(config.corpus);
+  const bos = tokenizer.bosTokenId;
+  const eos = tokenizer.eosTokenId ?? tokenizer.eotTokenId;
+  const rows: SequenceRow[] = documents.map((doc) => {
+    const ids = [...(bos !== undefined ? [bos] : []), ...tokenizer.encode(doc), ...(eos !== undefined ? [eos] : [])];
+    return { ids, targetMask: ids.map((_, i) => (i === 0 ? 0 : 1)) };
+  });
+  const padId = tokenizer.padTokenId ?? eos ?? 0;
+  const packed = packRows(rows, { seqLen: config.seqLen, padId, allowSplit: true });
+  if (packed.batchSize < 2) throw new Error(`pretrain: ${config.corpus} gives ${packed.batchSize} row of ${config.seqLen} tokens; need at least 2 (a train and an eval row)`);
+  const order = Array.from({ length: packed.batchSize }, (_, i) => i);
+  new Rng(config.seed).shuffle(order);
+  const numEval = Math.max(1, Math.round(packed.batchSize * config.evalFraction));
+  const evalRows = order.slice(0, numEval);
+  const trainRows = order.slice(numEval);
+  const evalBatches: TokenBatch[] = [];
+  const microSize = config.microBatchSize ?? config.batchSize;
+  for (let i = 0; i < evalRows.length; i += microSize) evalBatches.push(selectRows(packed, evalRows.slice(i, i + microSize)));
+  const numSteps = numTrainingSteps(trainRows.length, config);
+  hooks.onStart?.({ numSteps, numTrainRows: trainRows.length, numEvalRows: evalRows.length });
+
+  // 3) train
+  try {
+    return await runTrainingLoop<TokenBatch>({
+      runDir: config.out,
+      model,
+      options: config,
+      numSteps,
+      batchesAt: (step) =>
+        microBatches(batchIndicesAt(step, trainRows.length, config.batchSize, config.seed).map((i) => trainRows[i]), config).map((idx) =>
+          selectRows(packed, idx),
+        ),
+      lossFn: (batch) => causalLmLoss(model, batch),
+      numTokensOf: (batch) => batch.numRealTokens,
+      evaluate: () => evaluateCausalLm(model, evalBatches),
+      tokenizerDir: config.model,
+      resume: config.resume,
+      onLog: hooks.onLog,
+    });
+  } finally {
+    // 4) the final model is saved by the loop (out/model); release the weights
+    model.dispose();
+  }
+}
