@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { trainingOptionsSchema } from '../config/training.js';
+import { validateConfig } from '../config/load.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readCorpus } from '../../data/corpus.js';
@@ -43,7 +44,7 @@ export interface TrainerHooks {
 
 export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks = {}): Promise<TrainingResult> {
   // 1) validate
-  const config = PretrainConfigSchema.parse(input);
+  const config = validateConfig(PretrainConfigSchema, input, 'pretrain config');
   await initBackend(config.backend);
 
   // 2) setup: tokenizer → model → data (tokenize, pack, split)
