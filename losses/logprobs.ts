@@ -34,7 +34,7 @@ export function tokenLogprobs(logits: tf.Tensor3D, labels: tf.Tensor2D): tf.Tens
   }
   assertLabelsInVocab(labels, vocabSize);
   return tf.tidy(() => {
-    const logNormalizer = tf.logSumExp(logits, -1); // [B, T]
+    const logNormalizer = logSumExpLastAxis(logits) as tf.Tensor2D; // [B, T]
     const flatLogits = tf.reshape(logits, [numRows * numSteps * vocabSize]); // [B·T·V]
     const rowOffsets = tf.mul(tf.range(0, numRows * numSteps, 1, 'int32'), tf.scalar(vocabSize, 'int32')); // [B·T]
     const flatIndices = tf.add(rowOffsets, tf.reshape(labels, [numRows * numSteps])); // [B·T]
@@ -44,6 +44,27 @@ export function tokenLogprobs(logits: tf.Tensor3D, labels: tf.Tensor2D): tf.Tens
 }
 
 /** Throws a one-line error naming the first label outside [0, vocabSize). Reads the labels (small: [B, T]). */
+/**
+ * log Σ_v exp(x_v) over the last axis, with a hand-written gradient: ∂/∂x = softmax(x).
+ * tf.logSumExp differentiates through its max-subtraction too (an Equal mask over every logit,
+ * B·T·V elements), although that term cancels exactly; here one exp over the logits is all the
+ * backward pass costs.
+ */
+const logSumExpLastAxis = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const x = args[0] as tf.Tensor;
+  const save = args[1] as tf.GradSaveFunc;
+  const max = tf.max(x, -1, true); // [..., 1]
+  const lse = tf.add(tf.log(tf.sum(tf.exp(tf.sub(x, max)), -1, true)), max); // [..., 1]
+  save([x, lse]);
+  return {
+    value: tf.squeeze(lse, [-1]), // [...]
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [input, logNormalizer] = saved;
+      return tf.mul(tf.expandDims(dy, -1), tf.exp(tf.sub(input, logNormalizer))); // [..., V]
+    },
+  };
+});
+
 function assertLabelsInVocab(labels: tf.Tensor2D, vocabSize: number): void {
   const values = labels.dataSync();
   const numSteps = labels.shape[1];

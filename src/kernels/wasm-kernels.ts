@@ -2,7 +2,7 @@
  * Kernels the tfjs 4.22 wasm backend lacks or runs slowly, registered from the project.
  *
  * 1. `UnsortedSegmentSum` — the gradient of `gather` (embedding lookups). wasm has none, so
- *    training an embedding would fail without it.
+ *    training an embedding would fail without it. `Identity` shares data instead of copying it.
  * 2. `BatchMatMul` — wasm reaches its XNNPACK kernel only when neither operand is transposed
  *    and both batch sizes are 1 (tfjs-backend-wasm/src/cc/batch_mat_mul_impl.cc); everything
  *    else runs a naive loop 10–13× slower. Almost every training gradient is a transposed
@@ -40,6 +40,9 @@ export function registerWasmKernels(): void {
   const quiet = tf.env().getBool('IS_TEST') ? undefined : silenceKernelWarnings();
   try {
     tf.registerKernel(unsortedSegmentSumConfig);
+    tf.registerKernel(identityConfig);
+    const transpose = tf.getKernel('Transpose', 'wasm');
+    if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
     if (original) tf.registerKernel(makeFastBatchMatMul(original.kernelFunc));
   } finally {
@@ -56,6 +59,91 @@ function silenceKernelWarnings(): () => void {
   };
   return () => {
     console.warn = warn;
+  };
+}
+
+/**
+ * `Identity` without a copy. The engine clones every tensor it saves for the backward pass, and
+ * wasm's Identity memcpy's it (seconds per training step at 12M parameters); sharing the data
+ * with a reference count is what the cpu backend does and is safe because tensor data is never
+ * written in place (a variable's assign swaps its data id).
+ */
+const identityConfig: KernelConfig = {
+  kernelName: 'Identity',
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, backend }) => {
+    const { x } = inputs as { x: TensorInfo };
+    (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  },
+};
+
+/**
+ * `Transpose` in JS over the wasm heap: wasm's kernel computes a full index per element (≈8 ns
+ * per float here); these two patterns cover every transpose the model and the routed BatchMatMul
+ * run, at memcpy-like speed:
+ *   - the last axis stays in place ([B, T, H, D] → [B, H, T, D]): copy D-float runs;
+ *   - the last two axes swap ([B, R, C] → [B, C, R]): a cache-blocked 2-D transpose per batch.
+ * Anything else goes to the original kernel.
+ */
+function makeFastTranspose(originalFunc: KernelFunc): KernelConfig {
+  return {
+    kernelName: 'Transpose',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const backend = args.backend as unknown as WasmBackendLike;
+      const { x } = args.inputs as { x: TensorInfo };
+      const perm = (args.attrs as { perm: number[] }).perm;
+      const rank = x.shape.length;
+      if (x.dtype !== 'float32' || rank < 2) return originalFunc(args);
+      const outShape = perm.map((p) => x.shape[p]);
+      const lastKept = perm[rank - 1] === rank - 1;
+      const swapsLastTwo = perm[rank - 1] === rank - 2 && perm[rank - 2] === rank - 1 && perm.slice(0, rank - 2).every((p, i) => p === i);
+      if (!lastKept && !swapsLastTwo) return originalFunc(args);
+      const out = backend.makeOutput(outShape, 'float32');
+      // Views are taken after makeOutput: its malloc may grow (and detach) the wasm heap.
+      const src = backend.typedArrayFromHeap(x) as Float32Array;
+      const dst = backend.typedArrayFromHeap(out) as Float32Array;
+      if (swapsLastTwo) {
+        const rows = x.shape[rank - 2];
+        const cols = x.shape[rank - 1];
+        const batch = src.length / (rows * cols);
+        // Inner loop writes contiguously; an 8-wide tile keeps the strided reads in cache without
+        // the set conflicts large power-of-two strides cause with bigger tiles (measured here).
+        const tile = 8;
+        for (let b = 0; b < batch; b++) {
+          const base = b * rows * cols;
+          for (let j0 = 0; j0 < cols; j0 += tile) {
+            const jEnd = Math.min(j0 + tile, cols);
+            for (let i0 = 0; i0 < rows; i0 += tile) {
+              const iEnd = Math.min(i0 + tile, rows);
+              for (let j = j0; j < jEnd; j++) {
+                const dstBase = base + j * rows;
+                for (let i = i0; i < iEnd; i++) dst[dstBase + i] = src[base + i * cols + j];
+              }
+            }
+          }
+        }
+        return out;
+      }
+      // The last axis is kept: move runs of `run` contiguous floats.
+      const run = x.shape[rank - 1];
+      const inStrides = new Array<number>(rank);
+      inStrides[rank - 1] = 1;
+      for (let d = rank - 2; d >= 0; d--) inStrides[d] = inStrides[d + 1] * x.shape[d + 1];
+      const numRuns = src.length / run;
+      const index = new Array<number>(rank - 1).fill(0); // position in the output's leading axes
+      for (let r = 0; r < numRuns; r++) {
+        let from = 0;
+        for (let d = 0; d < rank - 1; d++) from += index[d] * inStrides[perm[d]];
+        dst.set(src.subarray(from, from + run), r * run);
+        for (let d = rank - 2; d >= 0; d--) {
+          if (++index[d] < outShape[d]) break;
+          index[d] = 0;
+        }
+      }
+      return out;
+    },
   };
 }
 
