@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { registerTokenizerCommands } from './tokenizer.js';
 import { registerModelCommands } from './model.js';
+import { registerSftCommands } from './sft.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(add --help for usage)');
   registerTokenizerCommands(program);
   registerModelCommands(program);
+  registerSftCommands(program);
   return program;
 }
 

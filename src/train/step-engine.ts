@@ -107,5 +107,8 @@ export class LocalStepEngine<B> implements StepEngine<B> {
     }
   }
 
-  async close(): Promise<void> {}
+  /** Frees the optimizer's moments (the model's weights belong to the caller). */
+  async close(): Promise<void> {
+    this.optimizer.dispose();
+  }
 }

@@ -1,0 +1,99 @@
+/**
+ * `npm run bench`: one JSON object per line on stdout.
+ *
+ *   train      forward+backward+AdamW tokens/s of configs/models/small.json at batch 8 × 256, per backend
+ *   generate   generation tokens/s (dense KV cache, one prompt, K samples)
+ *
+ * Flags: --quick (tiny.json, few steps: a smoke run in seconds), --backends wasm,cpu,
+ * --only train|generate. Each case runs in a fresh child process so backends do not share memory.
+ * Further cases (DPO/RM steps, sampling, workers, curation) are added by their own bench files.
+ */
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, type BackendName } from '../src/backend.js';
+import { benchTrainStep } from './train-step.js';
+import { parseLlamaConfig } from '../src/model/config.js';
+import { readJsonFile } from '../src/model/checkpoint-io.js';
+import { initModel } from '../src/model/weights.js';
+import { generate } from '../samplers/generate.js';
+import { DecodingOptionsSchema } from '../samplers/decoding.js';
+
+interface Case {
+  bench: 'train' | 'generate';
+  backend: BackendName;
+  config: string;
+  batchSize: number;
+  seqLen: number;
+  numSteps: number;
+}
+
+function machine(): Record<string, string | number> {
+  return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version };
+}
+
+async function runCase(c: Case): Promise<Record<string, unknown>> {
+  const info = await initBackend(c.backend, { quiet: true });
+  if (c.bench === 'train') {
+    const r = await benchTrainStep({ configFile: c.config, batchSize: c.batchSize, seqLen: c.seqLen, numSteps: c.numSteps, numWarmupSteps: 1 });
+    return { bench: 'train', backend: info.name, config: c.config, ...r, ...machine() };
+  }
+  const config = parseLlamaConfig(readJsonFile(c.config), c.config);
+  const model = initModel(config, 0);
+  const prompt = Array.from({ length: c.seqLen }, (_, i) => (i * 7919) % config.vocab_size);
+  const decoding = DecodingOptionsSchema.parse({ temperature: 1, maxNewTokens: c.numSteps });
+  generate(model, prompt.slice(0, 8), { numSamples: 1, decoding: { ...decoding, maxNewTokens: 2 }, seed: 0, kvCache: 'dense' }); // warm-up
+  const start = performance.now();
+  const out = generate(model, prompt, { numSamples: c.batchSize, decoding, seed: 0, kvCache: 'dense' });
+  const seconds = (performance.now() - start) / 1000;
+  const numTokens = out.reduce((a, s) => a + s.tokenIds.length, 0);
+  model.dispose();
+  return {
+    bench: 'generate', backend: info.name, config: c.config, prompt_tokens: c.seqLen, samples: c.batchSize, new_tokens: numTokens,
+    seconds, tokens_per_s: numTokens / seconds, num_tensors_after: tf.memory().numTensors, ...machine(),
+  };
+}
+
+function parseArgs(argv: string[]) {
+  const get = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  return {
+    quick: argv.includes('--quick'),
+    backends: (get('--backends') ?? 'wasm,cpu').split(',') as BackendName[],
+    only: get('--only'),
+    child: get('--case'),
+  };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.child) {
+    console.log(JSON.stringify(await runCase(JSON.parse(args.child) as Case)));
+    return;
+  }
+  const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
+  const cases: Case[] = [];
+  for (const backend of args.backends) {
+    if (!args.only || args.only === 'train') {
+      // cpu is ~40× slower than wasm: one measured step is enough to place it.
+      cases.push({ bench: 'train', backend, config, batchSize: 8, seqLen: args.quick ? 64 : 256, numSteps: args.quick ? 3 : backend === 'cpu' ? 1 : 3 });
+    }
+    if (!args.only || args.only === 'generate') {
+      cases.push({ bench: 'generate', backend, config, batchSize: 4, seqLen: args.quick ? 16 : 64, numSteps: args.quick ? 8 : backend === 'cpu' ? 8 : 64 });
+    }
+  }
+  const self = fileURLToPath(import.meta.url);
+  for (const c of cases) {
+    const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    if (child.status !== 0) {
+      console.log(JSON.stringify({ bench: c.bench, backend: c.backend, error: `exit ${child.status}` }));
+      continue;
+    }
+    process.stdout.write(child.stdout);
+  }
+}
+
+await main();
