@@ -7,6 +7,8 @@ import { Command } from 'commander';
 import { registerTokenizerCommands } from './tokenizer.js';
 import { registerModelCommands } from './model.js';
 import { registerSftCommands } from './sft.js';
+import { registerRmCommands } from './rm.js';
+import { registerDpoCommands } from './dpo.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -16,6 +18,8 @@ export function buildProgram(): Command {
   registerTokenizerCommands(program);
   registerModelCommands(program);
   registerSftCommands(program);
+  registerRmCommands(program);
+  registerDpoCommands(program);
   return program;
 }
 

@@ -2,7 +2,7 @@
  * Pretraining recipe: next-token prediction on a text corpus, so a from-scratch model becomes a
  * base model for the alignment demos. Reads top to bottom: validate → setup → train → save.
  *
- * Documents are wrapped as [BOS] text [EOS], laid end to end and cut into rows of exactly
+ * Documents are wrapped as [BOS] text [EOS] (unless the text already starts/ends with them), laid end to end and cut into rows of exactly
  * `seqLen` tokens (no padding); each piece keeps its own document id, so attention and the loss
  * never cross a document boundary.
  */
@@ -57,8 +57,13 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const documents = await readCorpus(config.corpus);
   const bos = tokenizer.bosTokenId;
   const eos = tokenizer.eosTokenId ?? tokenizer.eotTokenId;
+  const endIds = new Set([tokenizer.eosTokenId, tokenizer.eotTokenId].filter((id) => id !== undefined));
   const rows: SequenceRow[] = documents.map((doc) => {
-    const ids = [...(bos !== undefined ? [bos] : []), ...tokenizer.encode(doc), ...(eos !== undefined ? [eos] : [])];
+    // BOS/EOS wrap each document unless its text already carries them (chat-formatted corpora).
+    const body = tokenizer.encode(doc);
+    const head = bos !== undefined && body[0] !== bos ? [bos] : [];
+    const tail = eos !== undefined && !endIds.has(body[body.length - 1]) ? [eos] : [];
+    const ids = [...head, ...body, ...tail];
     return { ids, targetMask: ids.map((_, i) => (i === 0 ? 0 : 1)) };
   });
   const padId = tokenizer.padTokenId ?? eos ?? 0;

@@ -1,0 +1,55 @@
+/**
+ * The public API: `import { … } from 'tfalign'`. Explicit named exports only; everything here
+ * works end to end and is covered by tests.
+ */
+
+// Backends
+export { initBackend, currentBackend, describeBackend, BACKEND_NAMES, type BackendName, type BackendInfo } from './backend.js';
+
+// Models and checkpoints
+export { LlamaConfigSchema, parseLlamaConfig, modelDims, countParameters, type LlamaConfig, type LlamaConfigInput, type ModelDims } from './model/config.js';
+export { LlamaModel, parameterSpecs } from './model/llama.js';
+export { FullAttention, DenseKVCache, scaledDotProductAttention, type AttentionContext } from './model/attention.js';
+export { initModel, toRewardModel, toHfTensors, fromHfTensors } from './model/weights.js';
+export { loadPretrained, savePretrained, loadConfig, type SaveOptions } from './model/pretrained.js';
+export { createModel, averageModels } from './model/create.js';
+export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor } from './model/safetensors.js';
+
+// Tokenizers and chat format
+export { Tokenizer } from './tokenizer/tokenizer.js';
+export { trainByteLevelBpe, buildTokenizerConfig, writeTokenizerFolder } from './tokenizer/bpe-trainer.js';
+export { applyChatTemplate, tokenizeConversation, tokenizePromptResponse, LLAMA3_CHAT_TEMPLATE, type ChatMessage } from './tokenizer/chat-template.js';
+
+// Training core
+export { AdamW } from './train/adamw.js';
+export { learningRateAt } from './train/schedule.js';
+export { clipByGlobalNorm, globalNorm } from './train/grad-clip.js';
+export { computeGradients, GradientAccumulator } from './train/grad-accumulator.js';
+export { averageWeights } from './train/average.js';
+export { Rng } from './train/seed.js';
+export { runTrainingLoop, type TrainingResult, type LogRecord } from './train/loop.js';
+export { LocalStepEngine, type StepEngine, type LossFn, type MicroBatchLoss } from './train/step-engine.js';
+export { trainingOptionsSchema, type TrainingOptions } from './config/training.js';
+export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
+
+// Trainers
+export { pretrain, PretrainConfigSchema, type PretrainConfigInput } from './trainers/pretrain.js';
+export { sft, SftConfigSchema, type SftConfigInput } from './trainers/sft.js';
+export { responseLogprobs, causalLmLoss } from './trainers/causal-lm.js';
+export { trainRewardModel, RewardConfigSchema, type RewardConfigInput } from './trainers/reward.js';
+export { scoreResponses, scoreTokenIds } from './trainers/reward-scoring.js';
+export { dpo, DpoConfigSchema, type DpoConfigInput } from './trainers/dpo.js';
+
+// Losses
+export * as losses from '../losses/index.js';
+
+// Sampling
+export { generate, type GeneratedSequence, type GenerateOptions } from '../samplers/generate.js';
+export { DecodingOptionsSchema, sampleToken, type DecodingOptions } from '../samplers/decoding.js';
+export { KVCacheManager, PagedKVStorage } from '../samplers/kv/index.js';
+
+// Data
+export { readJsonl, writeJsonlAtomic } from '../data/jsonl.js';
+export { SftRowSchema, PreferenceRowSchema, PromptRowSchema, STRENGTHS, type SftRow, type PreferenceRow, type Strength } from '../data/rows.js';
+export { DataError } from '../data/errors.js';
+export * as synthetic from '../data/synthetic/index.js';

@@ -1,0 +1,394 @@
+/**
+ * DPO recipe (Rafailov et al. 2023) as Llama 3 runs it (arXiv 2407.21783 §4.1.4): from an SFT
+ * checkpoint, β = 0.1, lr 1e-5, header and termination tokens masked out of the chosen and rejected
+ * log-probs, plus an NLL term with coefficient α = 0.2 on the chosen responses (RPO, Pang et al.
+ * 2024). Reads top to bottom: validate → setup (tokenizer → data → model → reference log-probs) →
+ * train via `runTrainingLoop` → save.
+ *
+ * Reference: the starting model is both the policy's initial weights and π_ref. By default its
+ * log-probs are computed once before training (`reference-logps.ts`) and stored in
+ * `OUT/reference_logps.jsonl`, so only one model is ever held. `referenceMode: 'resident'` instead
+ * keeps a second, frozen copy and computes the reference per batch, as TRL does without
+ * `precompute_ref_log_probs`; it gives the same losses and exists so a benchmark can measure the
+ * memory that precomputing saves.
+ *
+ * Pairs: a row's chosen response is its `edited` response when it has one (Llama 3 ranks
+ * edited > chosen > rejected), and its rejected response is `rejected`; the (chosen, rejected) pair
+ * of such a row is not added as well, so every prompt weighs one pair and the reference file stays
+ * one row per pair. The strongest contrast the annotators produced is the one trained on.
+ *
+ * Batch layout: the first half of a micro-batch's rows are the chosen sequences (prompt + chosen),
+ * the second half the rejected ones in the same pair order, all right-padded to one length.
+ */
+import { z } from 'zod';
+import * as tf from '@tensorflow/tfjs';
+import * as path from 'node:path';
+import { trainingOptionsSchema } from '../config/training.js';
+import { validateConfig } from '../config/load.js';
+import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { modelDims } from '../model/config.js';
+import type { LlamaModel } from '../model/llama.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { readJsonl } from '../../data/jsonl.js';
+import { filterByStrength, PreferenceRowSchema, StrengthSchema } from '../../data/rows.js';
+import { tokenizePreferenceRow, TokenizeOptionsSchema, TokenizeReport, type TokenizeOptions } from '../../data/tokenize.js';
+import { padRows, type TokenBatch } from '../../data/collate.js';
+import { DPO_LOSSES, dpoMetrics, type PreferenceLoss } from '../../losses/dpo.js';
+import { sequenceLogps } from '../../losses/logprobs.js';
+import { formattingTokenMask } from '../../losses/masks.js';
+import { chosenNllLoss, preferenceWithNllLoss } from '../../losses/nll.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
+import type { MicroBatchLoss } from '../train/step-engine.js';
+import { Rng } from '../train/seed.js';
+import { initBackend } from '../backend.js';
+import { batchTokenLogprobs } from './causal-lm.js';
+import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps, type PreferencePairIds } from './reference-logps.js';
+
+/** The chat format's header and end-of-turn tokens, which Llama 3 masks out of the DPO log-probs. */
+export const LLAMA3_FORMATTING_TOKENS = ['<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'] as const;
+
+const DPO_LOSS_NAMES = Object.keys(DPO_LOSSES) as [PreferenceLoss['name'], ...PreferenceLoss['name'][]];
+
+export const REFERENCE_MODES = ['precomputed', 'resident'] as const;
+export type ReferenceMode = (typeof REFERENCE_MODES)[number];
+
+export const DpoConfigSchema = trainingOptionsSchema({
+  lr: 1e-5, // Llama 3 §4.1.4
+  batchSize: 8,
+  epochs: 1,
+  warmupRatio: 0.03,
+  lrDecay: 'cosine',
+  weightDecay: 0,
+  maxGradNorm: 1,
+})
+  .extend(TokenizeOptionsSchema.shape)
+  .extend({
+    model: z.string().min(1).describe('SFT model folder (HF layout): the policy starts here and it is the frozen reference π_ref.'),
+    train: z.string().min(1).describe('Preference JSONL: {prompt, chosen, rejected, edited?, strength?} per line.'),
+    eval: z.string().min(1).optional().describe('Held-out preference JSONL; default: `evalFraction` of the training pairs.'),
+    out: z.string().min(1).describe('Run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, and the final model in out/model.'),
+    beta: z.number().positive().finite().default(0.1).describe('β > 0: strength of the KL penalty to the reference (Llama 3: 0.1; IPO: τ).'),
+    lossType: z.enum(DPO_LOSS_NAMES).default('sigmoid').describe(`Preference loss by TRL loss_type: ${DPO_LOSS_NAMES.join(' | ')}.`),
+    labelSmoothing: z.number().min(0).lt(0.5).default(0).describe('ε in [0, 0.5): assumed rate of flipped labels (cDPO); sigmoid loss only.'),
+    nllCoefficient: z.number().min(0).finite().default(0.2).describe('α ≥ 0: weight of the NLL term on chosen responses (Llama 3 / RPO: 0.2; 0 = plain DPO).'),
+    maskFormattingTokens: z.boolean().default(true).describe('Leave `formattingTokens` out of the chosen and rejected log-probs (Llama 3).'),
+    formattingTokens: z
+      .array(z.string().min(1))
+      .default([...LLAMA3_FORMATTING_TOKENS])
+      .describe('Token strings masked when maskFormattingTokens; each must be a token of the model\'s tokenizer. Default: the Llama 3 header and end-of-turn tokens.'),
+    strengths: z
+      .array(StrengthSchema)
+      .min(1)
+      .default(['significantly_better', 'better'])
+      .describe('Preference strengths trained on (Llama 3: significantly_better and better); rows without one count as better.'),
+    skipInvalid: z.boolean().default(false).describe('Skip (and count) invalid JSONL rows instead of stopping at the first.'),
+    referenceMode: z
+      .enum(REFERENCE_MODES)
+      .default('precomputed')
+      .describe('precomputed: reference log-probs computed once and stored, one model in memory; resident: a second frozen model scores every batch (TRL without precompute; for memory benchmarks).'),
+    resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`, reusing stored reference log-probs of unchanged pairs.'),
+  });
+export type DpoConfigInput = z.input<typeof DpoConfigSchema>;
+export type DpoConfig = z.infer<typeof DpoConfigSchema>;
+
+/** One micro-batch of P pairs. */
+export interface DpoBatch {
+  /** 2P rows: rows 0..P−1 are prompt+chosen, rows P..2P−1 prompt+rejected (same pair order), right-padded; targets on response tokens. */
+  tokens: TokenBatch;
+  numPairs: number;
+  /** [P] log π_ref(y_w|x), masked like the policy's. */
+  refChosenLogps: Float32Array;
+  /** [P] log π_ref(y_l|x). */
+  refRejectedLogps: Float32Array;
+}
+
+/** Collates pairs and their reference values into the chosen-then-rejected layout of `DpoBatch`. */
+export function collatePairs(pairs: readonly PreferencePairIds[], reference: { chosen: ArrayLike<number>; rejected: ArrayLike<number> }, padId: number): DpoBatch {
+  const sequence = (promptIds: number[], responseIds: number[]) => ({
+    ids: [...promptIds, ...responseIds],
+    targetMask: [...promptIds.map(() => 0), ...responseIds.map(() => 1)],
+  });
+  const tokens = padRows([...pairs.map((p) => sequence(p.promptIds, p.chosenIds)), ...pairs.map((p) => sequence(p.promptIds, p.rejectedIds))], padId);
+  return { tokens, numPairs: pairs.length, refChosenLogps: Float32Array.from(reference.chosen), refRejectedLogps: Float32Array.from(reference.rejected) };
+}
+
+/** What the loss needs besides the batch. */
+export interface DpoLossOptions {
+  loss: PreferenceLoss;
+  beta: number;
+  labelSmoothing: number;
+  nllCoefficient: number;
+  /** Ids masked out of the sequence log-probs (not out of the NLL term). */
+  formattingTokenIds: readonly number[];
+}
+
+/** Every tensor of one micro-batch's objective. */
+export interface DpoTerms {
+  /** mean(losses) + α · nllLoss. */
+  loss: tf.Scalar;
+  /** [P] per-pair preference loss. */
+  losses: tf.Tensor1D;
+  nllLoss: tf.Scalar;
+  /** [P] each. */
+  chosenRewards: tf.Tensor1D;
+  rejectedRewards: tf.Tensor1D;
+  policyChosenLogps: tf.Tensor1D;
+  policyRejectedLogps: tf.Tensor1D;
+}
+
+/**
+ * The DPO objective from the policy's token log-probs of a `DpoBatch`:
+ *
+ *   L = mean_p L_pref(h_p) + α · L_NLL
+ *
+ * with sequence log-probs summed under the mask targets × formattingTokenMask(labels) (Llama 3
+ * masks header and termination tokens out of both chosen and rejected), and L_NLL the mean token
+ * cross-entropy over ALL chosen response tokens, formatting tokens included: Llama 3 masks them from
+ * the DPO log-probs only, and the NLL term is where the model still learns to emit `<|eot_id|>`.
+ *
+ * @param tokenLogps [2P, T−1] from `batchTokenLogprobs` (rows laid out as in `DpoBatch`).
+ */
+export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLossOptions): DpoTerms {
+  const { numPairs: p } = batch;
+  const { batchSize: rows, seqLen: t } = batch.tokens;
+  if (tokenLogps.shape[0] !== rows || tokenLogps.shape[1] !== t - 1 || rows !== 2 * p) {
+    throw new Error(`dpo: token log-probs [${tokenLogps.shape}] do not match a batch of ${p} pairs × ${t} tokens`);
+  }
+  return tf.tidy(() => {
+    const targets = tf.tensor2d(batch.tokens.targets, [rows, t - 1]); // [2P, T−1]
+    const labels = tf.tensor2d(batch.tokens.labels, [rows, t - 1], 'int32'); // [2P, T−1]
+    const dpoMask = formattingTokenMask(labels, targets, opts.formattingTokenIds); // [2P, T−1]
+    const seqLogps = sequenceLogps(tokenLogps, dpoMask); // [2P]
+    const policyChosenLogps = tf.slice(seqLogps, [0], [p]) as tf.Tensor1D; // [P]
+    const policyRejectedLogps = tf.slice(seqLogps, [p], [p]) as tf.Tensor1D; // [P]
+    const { losses, chosenRewards, rejectedRewards } = opts.loss.compute(
+      {
+        policyChosenLogps,
+        policyRejectedLogps,
+        refChosenLogps: tf.tensor1d(batch.refChosenLogps),
+        refRejectedLogps: tf.tensor1d(batch.refRejectedLogps),
+      },
+      { beta: opts.beta, labelSmoothing: opts.labelSmoothing },
+    );
+    const chosenTokenLogps = tf.slice(tokenLogps, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
+    const chosenTargets = tf.slice(targets, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
+    const nllLoss = chosenNllLoss(chosenTokenLogps, chosenTargets);
+    const loss = preferenceWithNllLoss(losses, nllLoss, opts.nllCoefficient);
+    return { loss, losses, nllLoss, chosenRewards, rejectedRewards, policyChosenLogps, policyRejectedLogps };
+  });
+}
+
+/** The training loss of one micro-batch under the policy, with TRL's metrics; weight = number of pairs. */
+export function dpoLoss(model: LlamaModel, batch: DpoBatch, opts: DpoLossOptions): MicroBatchLoss {
+  let metrics: Record<string, number> = {};
+  const loss = tf.tidy(() => {
+    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens), batch, opts);
+    metrics = { ...dpoMetrics(terms, terms, terms.nllLoss) };
+    return terms.loss;
+  });
+  return { loss, weight: batch.numPairs, metrics };
+}
+
+/**
+ * The DPO metrics and loss over held-out batches, without gradients: means over pairs (the NLL is
+ * weighted by pairs too, as the training log combines micro-batches).
+ */
+export function evaluateDpo(model: LlamaModel, batches: readonly DpoBatch[], opts: DpoLossOptions): Record<string, number> {
+  const sums: Record<string, number> = {};
+  let numPairs = 0;
+  for (const batch of batches) {
+    const { loss, metrics } = dpoLoss(model, batch, opts);
+    const values = { ...metrics, loss: loss.dataSync()[0] };
+    loss.dispose();
+    for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v * batch.numPairs;
+    numPairs += batch.numPairs;
+  }
+  return { ...Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / numPairs])), num_pairs: numPairs };
+}
+
+/** Ids of `tokens` in the tokenizer; unknown tokens are one error naming all of them. */
+export function resolveFormattingTokens(tokenizer: Tokenizer, tokens: readonly string[], source: string): number[] {
+  const unknown = tokens.filter((token) => tokenizer.tokenToId(token) === undefined);
+  if (unknown.length > 0) {
+    throw new Error(`${source}: formattingTokens: ${unknown.map((u) => JSON.stringify(u)).join(', ')} not in the tokenizer (set maskFormattingTokens: false or list tokens it has)`);
+  }
+  return [...new Set(tokens.map((token) => tokenizer.tokenToId(token)!))];
+}
+
+/** Runs the loss once on a dummy pair so a bad option combination fails before anything is written. */
+function checkLossOptions(loss: PreferenceLoss, config: DpoConfig): void {
+  try {
+    tf.tidy(() => {
+      const zero = tf.zeros([1]) as tf.Tensor1D;
+      loss.compute({ policyChosenLogps: zero, policyRejectedLogps: zero, refChosenLogps: zero, refRejectedLogps: zero }, { beta: config.beta, labelSmoothing: config.labelSmoothing });
+    });
+  } catch (err) {
+    throw new Error(`dpo config: ${(err as Error).message.replace(/^losses\/dpo\.ts: /, '')}`);
+  }
+}
+
+/** The pairs of one preference file and what happened to its rows. */
+interface ReadPairsResult {
+  pairs: PreferencePairIds[];
+  /** One line, e.g. `data/train.jsonl: 120 rows, 2 invalid skipped, 20 not of strength …; 98 rows: 97 kept, …`. */
+  summary: string;
+}
+
+async function readPairs(file: string, tokenizer: Tokenizer, config: DpoConfig, tokenizeOptions: TokenizeOptions): Promise<ReadPairsResult> {
+  const { rows, numSkipped } = await readJsonl(file, PreferenceRowSchema, { skipInvalid: config.skipInvalid });
+  const kept = filterByStrength(rows.map((r) => r.value), config.strengths);
+  const report = new TokenizeReport();
+  const pairs: PreferencePairIds[] = [];
+  for (const row of kept) {
+    const tokenized = tokenizePreferenceRow(tokenizer, row, tokenizeOptions, report);
+    if (!tokenized) continue;
+    // best first: [edited?, chosen, rejected]; the edited response (when present) is the chosen one
+    const chosenIds = tokenized.responses[0];
+    const rejectedIds = tokenized.responses[tokenized.responses.length - 1];
+    if (chosenIds.length === rejectedIds.length && chosenIds.every((id, i) => id === rejectedIds[i])) {
+      report.numKept--;
+      report.drop('identical_responses');
+      continue;
+    }
+    pairs.push({ promptIds: tokenized.promptIds, chosenIds, rejectedIds });
+  }
+  const summary = `${file}: ${rows.length + numSkipped} rows, ${numSkipped} invalid skipped, ${rows.length - kept.length} not of strength ${config.strengths.join('/')}; ${report.summary()}`;
+  if (pairs.length === 0) throw new Error(`dpo: ${file}: no preference pairs left (${summary})`);
+  return { pairs, summary };
+}
+
+export interface DpoStartInfo {
+  numSteps: number;
+  numTrainPairs: number;
+  numEvalPairs: number;
+  referenceMode: ReferenceMode;
+  /** Models held in memory during training: 1 (precomputed) or 2 (resident). */
+  numModelsLoaded: number;
+  /** One line per data file. */
+  dataSummary: string[];
+}
+
+export interface DpoReferenceInfo {
+  file: string;
+  numComputed: number;
+  numReused: number;
+  seconds: number;
+}
+
+export interface DpoHooks {
+  onLog?: (record: LogRecord) => void;
+  /** Called once before training. */
+  onStart?: (info: DpoStartInfo) => void;
+  /** Called after the reference log-probs are computed or read back (precomputed mode only). */
+  onReference?: (info: DpoReferenceInfo) => void;
+}
+
+export interface DpoResult extends TrainingResult {
+  /** Precomputed mode: what was computed and reused. */
+  reference?: DpoReferenceInfo;
+}
+
+export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<DpoResult> {
+  // 1) validate: the config, the loss options and the formatting tokens, before anything is written
+  const config = validateConfig(DpoConfigSchema, input, 'dpo config');
+  const loss = DPO_LOSSES[config.lossType];
+  checkLossOptions(loss, config);
+  const microSize = config.microBatchSize ?? config.batchSize;
+  if (config.batchSize % microSize !== 0) throw new Error(`dpo config: microBatchSize: ${microSize} must divide batchSize ${config.batchSize}`);
+  await initBackend(config.backend);
+
+  // 2) setup: tokenizer and model config → data (cheap to fail) → model weights → reference log-probs
+  const tokenizer = await Tokenizer.fromFolder(config.model);
+  const formattingTokenIds = config.maskFormattingTokens ? resolveFormattingTokens(tokenizer, config.formattingTokens, 'dpo config') : [];
+  const lossOptions: DpoLossOptions = { loss, beta: config.beta, labelSmoothing: config.labelSmoothing, nllCoefficient: config.nllCoefficient, formattingTokenIds };
+  const dims = modelDims(loadModelConfig(config.model));
+  if (dims.isRewardModel) throw new Error(`dpo: ${config.model} is a reward model; DPO needs a causal LM (an SFT checkpoint)`);
+  // rows longer than the model's context are dropped as too long, like rows longer than maxLength
+  const tokenizeOptions = { ...config, maxLength: Math.min(config.maxLength, dims.maxPositions) };
+  const trainData = await readPairs(config.train, tokenizer, config, tokenizeOptions);
+  let trainPairs = trainData.pairs;
+  let evalPairs: PreferencePairIds[] = [];
+  const dataSummary = [trainData.summary];
+  if (config.eval) {
+    const evalData = await readPairs(config.eval, tokenizer, config, tokenizeOptions);
+    evalPairs = evalData.pairs;
+    dataSummary.push(evalData.summary);
+  } else if (config.evalFraction > 0 && trainPairs.length >= 2) {
+    const order = trainPairs.map((_, i) => i);
+    new Rng(config.seed).shuffle(order);
+    const numEval = Math.max(1, Math.round(trainPairs.length * config.evalFraction));
+    evalPairs = order.slice(0, numEval).map((i) => trainPairs[i]);
+    trainPairs = order.slice(numEval).map((i) => trainPairs[i]);
+  }
+
+  const policy = await loadPretrained(config.model);
+  let reference: LlamaModel | undefined;
+  try {
+    const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
+    const referenceOptions = { batchSize: 2 * microSize, padId, formattingTokenIds };
+
+    // Reference values. Precomputed: from the starting weights, before the loop restores a
+    // checkpoint on resume, so they are π_ref's even then. Resident: a frozen second copy.
+    let referenceOf: (split: 'train' | 'eval', indices: number[]) => PairLogps;
+    let referenceInfo: DpoReferenceInfo | undefined;
+    if (config.referenceMode === 'precomputed') {
+      const start = performance.now();
+      const stored = await loadOrComputeReferenceLogps({
+        file: path.join(config.out, REFERENCE_LOGPS_FILE),
+        model: policy,
+        train: trainPairs,
+        eval: evalPairs,
+        reuse: config.resume,
+        ...referenceOptions,
+      });
+      referenceInfo = { file: stored.file, numComputed: stored.numComputed, numReused: stored.numReused, seconds: (performance.now() - start) / 1000 };
+      hooks.onReference?.(referenceInfo);
+      referenceOf = (split, indices) => ({
+        chosen: Float64Array.from(indices, (i) => stored[split].chosen[i]),
+        rejected: Float64Array.from(indices, (i) => stored[split].rejected[i]),
+      });
+    } else {
+      const frozen = await loadPretrained(config.model);
+      for (const variable of frozen.params.values()) variable.trainable = false;
+      reference = frozen;
+      const pairsOf = { train: trainPairs, eval: evalPairs };
+      // runs in batchesAt / evaluate, outside the gradient tape, as TRL's no_grad reference pass
+      referenceOf = (split, indices) => computeReferenceLogps(frozen, indices.map((i) => pairsOf[split][i]), referenceOptions);
+    }
+
+    const batchOf = (split: 'train' | 'eval', indices: number[]): DpoBatch =>
+      collatePairs(indices.map((i) => (split === 'train' ? trainPairs : evalPairs)[i]), referenceOf(split, indices), padId);
+    const evalIndexBatches: number[][] = [];
+    for (let i = 0; i < evalPairs.length; i += microSize) evalIndexBatches.push(evalPairs.slice(i, i + microSize).map((_, j) => i + j));
+    const precomputedEval = config.referenceMode === 'precomputed' ? evalIndexBatches.map((idx) => batchOf('eval', idx)) : undefined;
+    const numSteps = numTrainingSteps(trainPairs.length, config);
+    hooks.onStart?.({
+      numSteps,
+      numTrainPairs: trainPairs.length,
+      numEvalPairs: evalPairs.length,
+      referenceMode: config.referenceMode,
+      numModelsLoaded: reference ? 2 : 1,
+      dataSummary,
+    });
+
+    // 3) train
+    const result = await runTrainingLoop<DpoBatch>({
+      runDir: config.out,
+      model: policy,
+      options: config,
+      numSteps,
+      batchesAt: (step) => microBatches(batchIndicesAt(step, trainPairs.length, config.batchSize, config.seed), config).map((idx) => batchOf('train', idx)),
+      lossFn: (batch) => dpoLoss(policy, batch, lossOptions),
+      numTokensOf: (batch) => batch.tokens.numRealTokens,
+      evaluate: evalPairs.length > 0 ? () => evaluateDpo(policy, precomputedEval ?? evalIndexBatches.map((idx) => batchOf('eval', idx)), lossOptions) : undefined,
+      tokenizerDir: config.model,
+      resume: config.resume,
+      onLog: hooks.onLog,
+    });
+    return { ...result, reference: referenceInfo };
+  } finally {
+    // 4) the final model is saved by the loop (out/model); release the weights
+    policy.dispose();
+    reference?.dispose();
+  }
+}
