@@ -9,6 +9,7 @@ import { registerModelCommands } from './model.js';
 import { registerSftCommands } from './sft.js';
 import { registerRmCommands } from './rm.js';
 import { registerDpoCommands } from './dpo.js';
+import { registerRunCommands } from './run.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerSftCommands(program);
   registerRmCommands(program);
   registerDpoCommands(program);
+  registerRunCommands(program);
   return program;
 }
 

@@ -189,7 +189,7 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
       const done = step + 1;
       if (done % o.logEvery === 0 || done === numSteps) {
         const seconds = (performance.now() - windowStart) / 1000;
-        lastTrain = { step: done, split: 'train', loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: windowTokens / seconds, ...result.metrics };
+        lastTrain = { step: done, split: 'train', total_steps: numSteps, loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: windowTokens / seconds, ...result.metrics };
         log(lastTrain);
         windowTokens = 0;
         windowStart = performance.now();

@@ -1,0 +1,200 @@
+/**
+ * Iterative rounds from the command line: `run` (every round), `round N` (one round or one
+ * stage), `status` (rounds and stages with key metrics; read-only, works while a run holds the
+ * lock), `export` (a round's policy or reward model as an HF folder), and `quickstart`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { example, intArg, progress } from './common.js';
+import { AlignmentRun, readRunConfig, STAGE_NAMES, type RunEvents } from '../rounds/runner.js';
+import { RunLayout, DATABASE_FILE } from '../rounds/layout.js';
+import { RunStore } from '../store/store.js';
+import { loadPretrained, savePretrained } from '../model/pretrained.js';
+import type { RoundSummary } from '../store/records.js';
+import { fileURLToPath } from 'node:url';
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** Console output for a run: stage lines, a progress bar per training stage, summaries. */
+export function consoleEvents(): RunEvents {
+  let bar: ReturnType<typeof progress> | undefined;
+  return {
+    onStage: ({ round, stage, status, seconds }) => {
+      bar?.done();
+      bar = undefined;
+      const where = round === 0 ? 'base' : `round ${round}`;
+      if (status === 'start') console.error(`${where} · ${stage} …`);
+      else if (status === 'done') console.error(`${where} · ${stage} done in ${seconds?.toFixed(1)} s`);
+      else if (status === 'skipped') console.error(`${where} · ${stage} already done`);
+      else console.error(`${where} · ${stage} was interrupted: its partial output was removed and it starts over`);
+    },
+    onLine: (line) => {
+      bar?.done();
+      bar = undefined;
+      console.error(`  ${line}`);
+    },
+    onTrainLog: (_round, stage, record) => {
+      if (record.split !== 'train') return;
+      bar ??= progress(`  ${stage}`, Number(record.total_steps ?? record.step));
+      bar.update(record.step, { loss: record.loss, 'tok/s': record.tokens_per_s });
+    },
+  };
+}
+
+function fmt(v: number | undefined, digits = 3): string {
+  return v === undefined || Number.isNaN(v) ? '—' : v.toFixed(digits);
+}
+
+/** The per-round table: RM accuracy, best-of-K gain, judge score and win rates. */
+export function roundTable(summaries: readonly RoundSummary[]): string {
+  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'win vs prev', 'win vs base', 'policy'];
+  const rows = summaries
+    .filter((s) => s.roundIndex > 0)
+    .map((s) => {
+      const m = s.metrics;
+      const done = s.stages.filter((x) => x.status === 'done').length;
+      return [
+        String(s.roundIndex),
+        s.status === 'done' ? 'done' : `${done}/${STAGE_NAMES.length} stages`,
+        fmt(m['rm/accuracy']),
+        fmt(m['sample/best_of_k_gain']),
+        fmt(m['eval/judge_score']),
+        fmt(m['eval/win_rate_vs_previous']),
+        fmt(m['eval/win_rate_vs_base']),
+        m['eval/selected'] === undefined ? '—' : m['eval/selected'] ? 'new best' : 'kept previous',
+      ];
+    });
+  const base = summaries.find((s) => s.roundIndex === 1)?.metrics['eval/base_judge_score'];
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  const lines = [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)];
+  if (base !== undefined) lines.push(`base model judge score: ${fmt(base)}`);
+  return lines.join('\n');
+}
+
+/** Opens the database of a project read-only (status works while a run holds the lock). */
+function openReadOnly(project: string): RunStore {
+  const file = path.join(project, DATABASE_FILE);
+  if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first)`);
+  return RunStore.open(file, { readonly: true });
+}
+
+async function runWithConfig(file: string, sets: string[], force: boolean, selection: Parameters<AlignmentRun['run']>[0]): Promise<AlignmentRun> {
+  const config = readRunConfig(file, sets);
+  const run = await AlignmentRun.open(config, { force, source: file });
+  try {
+    await run.run(selection, consoleEvents());
+  } finally {
+    run.close();
+  }
+  return run;
+}
+
+function printStatus(project: string, name: string): void {
+  const store = openReadOnly(project);
+  try {
+    console.log(roundTable(store.roundSummaries(name)));
+  } finally {
+    store.close();
+  }
+}
+
+export const QUICKSTART_CONFIG = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'quickstart.yaml');
+
+export function registerRunCommands(program: Command): void {
+  program
+    .command('run')
+    .description('run every round of a config (resumes where it stopped)')
+    .requiredOption('--config <file>', 'run config (YAML or JSON)')
+    .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
+    .option('--force', 'continue a run whose config changed')
+    .addHelpText('after', example('tfalign run --config configs/quickstart.yaml', 'tfalign run --config configs/llama3.yaml --set base.model=models/Llama-3.2-1B'))
+    .action(async (o) => {
+      const run = await runWithConfig(o.config, o.set, Boolean(o.force), {});
+      printStatus(run.config.project, run.config.name);
+    });
+
+  program
+    .command('round')
+    .description('run one round, or one stage of it (--stage redoes that stage)')
+    .argument('<n>', 'round number (1-based)', intArg('round', { min: 1 }))
+    .requiredOption('--config <file>', 'run config (YAML or JSON)')
+    .option('--stage <name>', `one stage: ${STAGE_NAMES.join(', ')}`)
+    .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
+    .option('--force', 'continue a run whose config changed')
+    .addHelpText('after', example('tfalign round 2 --config configs/quickstart.yaml', 'tfalign round 2 --config configs/quickstart.yaml --stage evaluate'))
+    .action(async (n: number, o) => {
+      if (o.stage !== undefined && !(STAGE_NAMES as readonly string[]).includes(o.stage)) {
+        throw new Error(`--stage: unknown stage "${o.stage}"; expected one of ${STAGE_NAMES.join(', ')}`);
+      }
+      const run = await runWithConfig(o.config, o.set, Boolean(o.force), { round: n, stage: o.stage });
+      printStatus(run.config.project, run.config.name);
+    });
+
+  program
+    .command('status')
+    .description('rounds and stages of a run with their key metrics (read-only)')
+    .option('--project <dir>', 'project folder holding tfalign.db', '.')
+    .option('--run <name>', 'run name (default: the only run, or list them)')
+    .option('--json', 'print JSON')
+    .addHelpText('after', example('tfalign status --project runs --run quickstart'))
+    .action((o) => {
+      const store = openReadOnly(o.project);
+      try {
+        const runs = store.listRuns();
+        const name = o.run ?? (runs.length === 1 ? runs[0]!.name : undefined);
+        if (name === undefined) {
+          console.log(runs.length === 0 ? 'no runs' : `runs: ${runs.map((r) => `${r.name} (${r.status})`).join(', ')}; pick one with --run`);
+          return;
+        }
+        const summaries = store.roundSummaries(name);
+        if (o.json) console.log(JSON.stringify({ run: store.getRun(name), rounds: summaries }, null, 2));
+        else console.log(roundTable(summaries));
+      } finally {
+        store.close();
+      }
+    });
+
+  program
+    .command('export')
+    .description("write a round's policy (or reward model) as a Hugging Face folder")
+    .requiredOption('--run <name>', 'run name')
+    .requiredOption('--round <n>', 'round number', intArg('--round', { min: 1 }))
+    .requiredOption('--out <dir>', 'folder to write')
+    .option('--project <dir>', 'project folder holding tfalign.db', '.')
+    .option('--what <kind>', 'policy (the round\'s chosen best policy) or reward-model', 'policy')
+    .option('--dtype <dtype>', 'F32 or BF16', 'F32')
+    .addHelpText('after', example('tfalign export --project runs --run quickstart --round 3 --out models/aligned'))
+    .action(async (o) => {
+      const store = openReadOnly(o.project);
+      let source: string | undefined;
+      try {
+        if (o.what === 'policy') source = store.rounds(o.run).find((r) => r.roundIndex === o.round)?.bestPolicyPath ?? undefined;
+        else if (o.what === 'reward-model') source = store.artifacts(o.run, { round: o.round, stage: 'train_reward_model' }).find((a) => a.name === 'reward-model')?.path;
+        else throw new Error(`--what: expected policy or reward-model, got "${o.what}"`);
+      } finally {
+        store.close();
+      }
+      if (!source) throw new Error(`export: run "${o.run}" round ${o.round} has no ${o.what} yet (is the round done?)`);
+      if (o.dtype !== 'F32' && o.dtype !== 'BF16') throw new Error(`--dtype: expected F32 or BF16, got "${o.dtype}"`);
+      const model = await loadPretrained(source);
+      await savePretrained(model, o.out, { tokenizerDir: source, dtype: o.dtype });
+      model.dispose();
+      console.log(`export: ${source} -> ${o.out}`);
+    });
+
+  program
+    .command('quickstart')
+    .description('build a small model from scratch and align it over 3 rounds on a checkable task (configs/quickstart.yaml)')
+    .option('--project <dir>', 'where the run is written', 'runs')
+    .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
+    .addHelpText('after', example('tfalign quickstart', 'tfalign quickstart --set rounds=4'))
+    .action(async (o) => {
+      const started = performance.now();
+      const run = await runWithConfig(QUICKSTART_CONFIG, [`project=${o.project}`, ...o.set], false, {});
+      console.log(`\nquickstart: ${((performance.now() - started) / 1000).toFixed(0)} s; run folder ${new RunLayout(run.config.project, run.config.name).runDir}\n`);
+      printStatus(run.config.project, run.config.name);
+    });
+}

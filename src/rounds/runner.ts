@@ -1,0 +1,243 @@
+/**
+ * The iterative loop: open a run from a config, then run its rounds stage by stage, recording
+ * each stage in SQLite. A stage is marked done only after its files are written, in the same
+ * transaction that records their hashes; a process killed mid-stage leaves it `running`, and the
+ * next `run` resets it, deletes its partial folder and does it again. Finished stages are never
+ * repeated. One process writes a run at a time (a lock file naming the holder).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { initBackend } from '../backend.js';
+import { loadConfig as loadConfigFile, validateConfig } from '../config/load.js';
+import { RunConfigSchema, type RunConfig, type RunConfigInput } from '../config/run.js';
+import { acquireRunLock, type RunLock } from '../store/lock.js';
+import { RunStore } from '../store/store.js';
+import { digestPath, sha256Json } from '../store/hash.js';
+import type { StageName } from '../store/stages.js';
+import type { LogRecord } from '../train/loop.js';
+import { RunLayout } from './layout.js';
+import { loadJudge, type Judge } from './judge-loader.js';
+import { writePromptSets } from './prompts.js';
+import { buildBaseModel } from './base-model.js';
+import { STAGES, STAGE_NAMES, type RoundStageName, type StageContext, type StageOutput } from './stages.js';
+
+export { STAGE_NAMES };
+export const BASE_STAGE = 'build_base' as const;
+
+export interface RunEvents {
+  /** A stage starts / ends (for progress output). */
+  onStage?: (event: { round: number; stage: string; status: 'start' | 'done' | 'skipped' | 'reset'; seconds?: number }) => void;
+  /** Summary lines of stages. */
+  onLine?: (line: string) => void;
+  /** Per-step training records of the stage running. */
+  onTrainLog?: (round: number, stage: string, record: LogRecord) => void;
+}
+
+export interface RunSelection {
+  /** Run only this round (its earlier stages must be done, or are run first). */
+  round?: number;
+  /** Within `round`, only this stage (it is redone if already done). */
+  stage?: RoundStageName;
+}
+
+/**
+ * Reads and validates a run config file with `--set` overrides; every problem listed. Input
+ * paths in the file (base model, architecture, judge module, prompt files) are relative to the
+ * config file; `project` (where outputs go) is relative to the working directory.
+ */
+export function readRunConfig(file: string, sets: readonly string[] = []): RunConfig {
+  const config = loadConfigFile(RunConfigSchema, { file, sets });
+  const dir = path.dirname(path.resolve(file));
+  const resolve = (p: string) => path.resolve(dir, p);
+  if (config.base.model) config.base.model = resolve(config.base.model);
+  if (config.base.fromScratch) config.base.fromScratch.architecture = resolve(config.base.fromScratch.architecture);
+  if (config.preferences.judge) config.preferences.judge = resolve(config.preferences.judge);
+  if (typeof config.prompts.train === 'string') config.prompts.train = resolve(config.prompts.train);
+  if (typeof config.prompts.heldout === 'string') config.prompts.heldout = resolve(config.prompts.heldout);
+  return config;
+}
+
+export class AlignmentRun {
+  readonly layout: RunLayout;
+
+  private constructor(
+    readonly config: RunConfig,
+    private readonly store: RunStore,
+    private readonly lock: RunLock,
+    private readonly judge: Judge,
+  ) {
+    this.layout = new RunLayout(config.project, config.name);
+  }
+
+  /**
+   * Opens (creating or resuming) the run a config describes. Validation happens first: an invalid
+   * config writes nothing. `force` continues a run whose config changed.
+   */
+  static async open(input: RunConfigInput | RunConfig, opts: { force?: boolean; source?: string } = {}): Promise<AlignmentRun> {
+    const config = validateConfig(RunConfigSchema, input, opts.source ?? 'run config');
+    const layout = new RunLayout(config.project, config.name);
+    const judge = await loadJudge(config.preferences.judge!, config.preferences.judgeOptions, opts.source ?? 'run config');
+    fs.mkdirSync(layout.runDir, { recursive: true });
+    const lock = acquireRunLock(config.project, config.name);
+    let store: RunStore | undefined;
+    try {
+      store = RunStore.open(layout.database);
+      store.createRun(config.name, config, sha256Json(config), { force: opts.force });
+      return new AlignmentRun(config, store, lock, judge);
+    } catch (err) {
+      store?.close();
+      lock.release();
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.store.close();
+    this.lock.release();
+  }
+
+  /** Runs what `selection` names (default: every round), resuming where the run stopped. */
+  async run(selection: RunSelection = {}, events: RunEvents = {}): Promise<void> {
+    const { config, store } = this;
+    await initBackend(config.backend);
+    store.setRunStatus(config.name, 'running');
+    try {
+      // Stages a killed process left running: back to pending, their partial folders removed.
+      for (const reset of store.resetRunningStages(config.name)) {
+        fs.rmSync(this.layout.stageDir(reset.roundIndex, reset.stage), { recursive: true, force: true });
+        events.onStage?.({ round: reset.roundIndex, stage: reset.stage, status: 'reset' });
+      }
+      await writePromptSets(config, { train: this.layout.trainPrompts, heldout: this.layout.heldoutPrompts });
+      const basePolicy = await this.ensureBase(events);
+      const rounds = selection.round !== undefined ? [selection.round] : Array.from({ length: config.rounds }, (_, i) => i + 1);
+      for (const round of rounds) {
+        if (round < 1 || round > config.rounds) throw new Error(`round ${round}: the run has rounds 1..${config.rounds}`);
+        for (const stage of STAGE_NAMES) {
+          const only = selection.stage !== undefined && selection.round === round;
+          if (only && stage !== selection.stage) {
+            if (STAGE_NAMES.indexOf(stage) < STAGE_NAMES.indexOf(selection.stage!) && store.stageStatus(config.name, round, stage) !== 'done') {
+              throw new Error(`round ${round} stage ${selection.stage}: earlier stage ${stage} is not done; run \`tfalign round ${round}\` first`);
+            }
+            continue;
+          }
+          if (only && store.stageStatus(config.name, round, stage) === 'done') store.resetStage(config.name, round, stage);
+          await this.runStage(round, stage, basePolicy, events);
+        }
+        if (!(selection.stage !== undefined)) store.completeRound(config.name, round, this.bestPolicyAfter(round, basePolicy));
+      }
+      store.setRunStatus(config.name, selection.round === undefined ? 'done' : 'running');
+    } catch (err) {
+      store.setRunStatus(config.name, 'failed');
+      throw err;
+    }
+  }
+
+  /** The base model: given, or built from scratch once (round 0). */
+  private async ensureBase(events: RunEvents): Promise<string> {
+    const { config, store } = this;
+    if (config.base.model) return config.base.model;
+    const dir = this.layout.baseDir;
+    const modelDir = path.join(dir, 'pretrain', 'model');
+    if (store.stageStatus(config.name, 0, BASE_STAGE) === 'done') {
+      events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'skipped' });
+      return modelDir;
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+    events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'start' });
+    const started = performance.now();
+    store.startStage(config.name, 0, BASE_STAGE);
+    try {
+      const result = await buildBaseModel(config.base.fromScratch!, dir, {
+        seed: config.seed,
+        backend: config.backend,
+        onLog: (r) => events.onTrainLog?.(0, BASE_STAGE, r),
+      });
+      store.completeStage(config.name, 0, BASE_STAGE, [artifact('checkpoint', 'base-model', result.modelDir)], metricRows(result.metrics));
+    } catch (err) {
+      store.failStage(config.name, 0, BASE_STAGE, (err as Error).message);
+      throw err;
+    }
+    events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'done', seconds: (performance.now() - started) / 1000 });
+    return modelDir;
+  }
+
+  /** The best policy after `round` (what its evaluate stage chose), or the base before round 1. */
+  bestPolicyAfter(round: number, basePolicy: string): string {
+    for (let r = round; r >= 1; r--) {
+      const file = path.join(this.layout.stageDir(r, 'evaluate'), 'best_policy.txt');
+      if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
+    }
+    return basePolicy;
+  }
+
+  /** The best judge score so far (to decide whether this round's policy replaces it). */
+  private bestScoreBefore(round: number): number | undefined {
+    const rows = this.store.metrics(this.config.name, { stage: 'evaluate' }).filter((m) => m.roundIndex < round);
+    const scores = rows.filter((m) => m.name === 'eval/judge_score' || m.name === 'eval/previous_judge_score').map((m) => m.value ?? -Infinity);
+    return scores.length > 0 ? Math.max(...scores) : undefined;
+  }
+
+  private async runStage(round: number, stage: RoundStageName, basePolicy: string, events: RunEvents): Promise<void> {
+    const { config, store } = this;
+    if (store.stageStatus(config.name, round, stage) === 'done') {
+      events.onStage?.({ round, stage, status: 'skipped' });
+      return;
+    }
+    const outDir = this.layout.stageDir(round, stage);
+    fs.rmSync(outDir, { recursive: true, force: true });
+    fs.mkdirSync(outDir, { recursive: true });
+    events.onStage?.({ round, stage, status: 'start' });
+    const started = performance.now();
+    store.startStage(config.name, round, stage);
+    const trainMetrics: { step: number; name: string; value: number }[] = [];
+    const ctx: StageContext = {
+      config,
+      layout: this.layout,
+      round,
+      judge: this.judge,
+      basePolicy,
+      bestPolicy: this.bestPolicyAfter(round - 1, basePolicy),
+      outDir,
+      log: (line) => events.onLine?.(line),
+      onTrainLog: (record) => {
+        for (const [name, value] of Object.entries(record)) {
+          if (typeof value === 'number' && name !== 'step') trainMetrics.push({ step: record.step, name: `${stage}/${record.split}/${name}`, value });
+        }
+        events.onTrainLog?.(round, stage, record);
+      },
+    };
+    let output: StageOutput;
+    try {
+      output = await STAGES[stage](ctx, this.bestScoreBefore(round));
+      if (output.samples) {
+        store.addSamples(config.name, output.samples.map((s) => ({ roundIndex: round, stage, promptId: s.promptId, prompt: s.prompt, sampleIndex: s.index, text: s.text, reward: s.reward, numTokens: s.numTokens, finishReason: s.finishReason, selected: s.selected })));
+      }
+      if (output.preferences) {
+        store.addPreferences(config.name, output.preferences.map((p) => ({
+          roundIndex: round, stage, promptId: p.id ?? null, prompt: typeof p.prompt === 'string' ? p.prompt : JSON.stringify(p.prompt),
+          chosen: p.chosen, rejected: p.rejected, edited: p.edited ?? null, strength: p.strength ?? 'better', source: 'judge' as const,
+        })));
+      }
+      store.completeStage(
+        config.name, round, stage,
+        output.artifacts.map((a) => artifact(a.kind, a.name, a.path, a.numRows)),
+        [...trainMetrics, ...metricRows(output.metrics)],
+      );
+    } catch (err) {
+      store.failStage(config.name, round, stage, (err as Error).message);
+      throw err;
+    }
+    events.onStage?.({ round, stage, status: 'done', seconds: (performance.now() - started) / 1000 });
+  }
+}
+
+function artifact(kind: 'checkpoint' | 'dataset' | 'report', name: string, target: string, numRows?: number) {
+  const { sha256, bytes } = digestPath(target);
+  return { kind, name, path: target, sha256, bytes, ...(numRows !== undefined ? { numRows } : {}) };
+}
+
+function metricRows(metrics: Record<string, number>): { name: string; value: number; step: null }[] {
+  return Object.entries(metrics).map(([name, value]) => ({ name, value, step: null }));
+}
+
+export type { StageName };
