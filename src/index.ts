@@ -53,3 +53,9 @@ export { readJsonl, writeJsonlAtomic } from '../data/jsonl.js';
 export { SftRowSchema, PreferenceRowSchema, PromptRowSchema, STRENGTHS, type SftRow, type PreferenceRow, type Strength } from '../data/rows.js';
 export { DataError } from '../data/errors.js';
 export * as synthetic from '../data/synthetic/index.js';
+
+// Rounds
+export { AlignmentRun, readRunConfig, type RunEvents, type RunSelection } from './rounds/runner.js';
+export { RunConfigSchema, type RunConfig, type RunConfigInput } from './config/run.js';
+export { RunStore } from './store/store.js';
+export { acquireRunLock, RunLockedError, type RunLock } from './store/lock.js';

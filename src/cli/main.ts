@@ -10,6 +10,8 @@ import { registerSftCommands } from './sft.js';
 import { registerRmCommands } from './rm.js';
 import { registerDpoCommands } from './dpo.js';
 import { registerRunCommands } from './run.js';
+import { registerReportCommands } from './report.js';
+import { registerAnnotateCommands } from './annotate.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -22,6 +24,8 @@ export function buildProgram(): Command {
   registerRmCommands(program);
   registerDpoCommands(program);
   registerRunCommands(program);
+  registerReportCommands(program);
+  registerAnnotateCommands(program);
   return program;
 }
 

@@ -97,6 +97,7 @@ export function registerModelCommands(program: Command): void {
     .option('--log-every <n>', 'steps between log lines', intArg('--log-every', { min: 1 }))
     .option('--save-every <n>', 'steps between checkpoints', intArg('--save-every', { min: 0 }))
     .option('--seed <n>', 'seed for data order', intArg('--seed', { min: 0 }))
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
     .option('--resume', 'continue from the latest checkpoint in --out')
     .addOption(backendOption())
     .addHelpText('after', example('tfalign pretrain --model runs/base --corpus data/corpus.txt --out runs/pretrain --max-steps 200 --batch-size 8 --seq-len 128'))
@@ -106,7 +107,7 @@ export function registerModelCommands(program: Command): void {
         {
           model: o.model, corpus: o.corpus, out: o.out, backend: o.backend, maxSteps: o.maxSteps, epochs: o.epochs,
           batchSize: o.batchSize, microBatchSize: o.microBatchSize, seqLen: o.seqLen, lr: o.lr, warmupRatio: o.warmupRatio,
-          weightDecay: o.weightDecay, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, resume: Boolean(o.resume),
+          weightDecay: o.weightDecay, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, workers: o.workers, resume: Boolean(o.resume),
         },
         {
           onStart: ({ numSteps, numTrainRows, numEvalRows }) => {

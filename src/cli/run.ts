@@ -48,7 +48,7 @@ function fmt(v: number | undefined, digits = 3): string {
 
 /** The per-round table: RM accuracy, best-of-K gain, judge score and win rates. */
 export function roundTable(summaries: readonly RoundSummary[]): string {
-  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'win vs prev', 'win vs base', 'policy'];
+  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'rm score', 'win vs prev', 'win vs base', 'policy'];
   const rows = summaries
     .filter((s) => s.roundIndex > 0)
     .map((s) => {
@@ -60,17 +60,19 @@ export function roundTable(summaries: readonly RoundSummary[]): string {
         fmt(m['rm/accuracy']),
         fmt(m['sample/best_of_k_gain']),
         fmt(m['eval/judge_score']),
+        fmt(m['eval/rm_score']),
         fmt(m['eval/win_rate_vs_previous']),
         fmt(m['eval/win_rate_vs_base']),
         m['eval/selected'] === undefined ? '—' : m['eval/selected'] ? 'new best' : 'kept previous',
       ];
     });
-  const base = summaries.find((s) => s.roundIndex === 1)?.metrics['eval/base_judge_score'];
+  const firstRound = summaries.find((s) => s.roundIndex === 1)?.metrics ?? {};
+  const base = firstRound['eval/base_judge_score'] ?? firstRound['eval/base_rm_score'];
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   const lines = [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)];
-  if (base !== undefined) lines.push(`base model judge score: ${fmt(base)}`);
+  if (base !== undefined) lines.push(`base model ${firstRound['eval/base_judge_score'] !== undefined ? 'judge' : 'rm'} score: ${fmt(base)}`);
   return lines.join('\n');
 }
 

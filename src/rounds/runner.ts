@@ -64,7 +64,7 @@ export class AlignmentRun {
     readonly config: RunConfig,
     private readonly store: RunStore,
     private readonly lock: RunLock,
-    private readonly judge: Judge,
+    private readonly judge: Judge | undefined,
   ) {
     this.layout = new RunLayout(config.project, config.name);
   }
@@ -76,7 +76,7 @@ export class AlignmentRun {
   static async open(input: RunConfigInput | RunConfig, opts: { force?: boolean; source?: string } = {}): Promise<AlignmentRun> {
     const config = validateConfig(RunConfigSchema, input, opts.source ?? 'run config');
     const layout = new RunLayout(config.project, config.name);
-    const judge = await loadJudge(config.preferences.judge!, config.preferences.judgeOptions, opts.source ?? 'run config');
+    const judge = config.preferences.judge ? await loadJudge(config.preferences.judge, config.preferences.judgeOptions, opts.source ?? 'run config') : undefined;
     fs.mkdirSync(layout.runDir, { recursive: true });
     const lock = acquireRunLock(config.project, config.name);
     let store: RunStore | undefined;
@@ -100,8 +100,12 @@ export class AlignmentRun {
   async run(selection: RunSelection = {}, events: RunEvents = {}): Promise<void> {
     const { config, store } = this;
     await initBackend(config.backend);
+    if (this.lock.takeoverNotice) events.onLine?.(this.lock.takeoverNotice);
     store.setRunStatus(config.name, 'running');
     try {
+      // A kill while the prompt sets were being written leaves temporary files beside them.
+      const promptsDir = path.dirname(this.layout.trainPrompts);
+      if (fs.existsSync(promptsDir)) for (const f of fs.readdirSync(promptsDir)) if (f.includes('.tmp-')) fs.rmSync(path.join(promptsDir, f), { force: true });
       // Stages a killed process left running: back to pending, their partial folders removed.
       for (const reset of store.resetRunningStages(config.name)) {
         fs.rmSync(this.layout.stageDir(reset.roundIndex, reset.stage), { recursive: true, force: true });
@@ -112,23 +116,38 @@ export class AlignmentRun {
       const rounds = selection.round !== undefined ? [selection.round] : Array.from({ length: config.rounds }, (_, i) => i + 1);
       for (const round of rounds) {
         if (round < 1 || round > config.rounds) throw new Error(`round ${round}: the run has rounds 1..${config.rounds}`);
+        if (selection.stage !== undefined) this.redoFrom(round, selection.stage);
         for (const stage of STAGE_NAMES) {
-          const only = selection.stage !== undefined && selection.round === round;
-          if (only && stage !== selection.stage) {
-            if (STAGE_NAMES.indexOf(stage) < STAGE_NAMES.indexOf(selection.stage!) && store.stageStatus(config.name, round, stage) !== 'done') {
+          if (selection.stage !== undefined && stage !== selection.stage && store.stageStatus(config.name, round, stage) !== 'done') {
+            // `--stage X`: earlier stages must be done already; later ones wait for a full run.
+            if (STAGE_NAMES.indexOf(stage) < STAGE_NAMES.indexOf(selection.stage)) {
               throw new Error(`round ${round} stage ${selection.stage}: earlier stage ${stage} is not done; run \`tfalign round ${round}\` first`);
             }
             continue;
           }
-          if (only && store.stageStatus(config.name, round, stage) === 'done') store.resetStage(config.name, round, stage);
           await this.runStage(round, stage, basePolicy, events);
         }
-        if (!(selection.stage !== undefined)) store.completeRound(config.name, round, this.bestPolicyAfter(round, basePolicy));
+        if (STAGE_NAMES.every((stage) => store.stageStatus(config.name, round, stage) === 'done')) {
+          store.completeRound(config.name, round, this.bestPolicyAfter(round, basePolicy));
+        }
       }
-      store.setRunStatus(config.name, selection.round === undefined ? 'done' : 'running');
+      const finished = store.firstUnfinishedStage(config.name, config.rounds, STAGE_NAMES) === null;
+      store.setRunStatus(config.name, finished ? 'done' : 'created');
     } catch (err) {
       store.setRunStatus(config.name, 'failed');
       throw err;
+    }
+  }
+
+  /**
+   * `round N --stage X` on a finished stage: X and the later stages of that round used its
+   * outputs, so all of them go back to pending and their folders are removed.
+   */
+  private redoFrom(round: number, stage: RoundStageName): void {
+    for (const later of STAGE_NAMES.slice(STAGE_NAMES.indexOf(stage))) {
+      if (this.store.stageStatus(this.config.name, round, later) === 'pending') continue;
+      this.store.resetStage(this.config.name, round, later);
+      fs.rmSync(this.layout.stageDir(round, later), { recursive: true, force: true });
     }
   }
 
@@ -147,12 +166,17 @@ export class AlignmentRun {
     const started = performance.now();
     store.startStage(config.name, 0, BASE_STAGE);
     try {
+      const trainMetrics: { step: number; name: string; value: number }[] = [];
       const result = await buildBaseModel(config.base.fromScratch!, dir, {
         seed: config.seed,
         backend: config.backend,
-        onLog: (r) => events.onTrainLog?.(0, BASE_STAGE, r),
+        onLog: (r) => {
+          trainMetrics.push(...trainRecordMetrics('pretrain', r));
+          events.onTrainLog?.(0, BASE_STAGE, r);
+        },
       });
-      store.completeStage(config.name, 0, BASE_STAGE, [artifact('checkpoint', 'base-model', result.modelDir)], metricRows(result.metrics));
+      store.completeStage(config.name, 0, BASE_STAGE, [artifact('checkpoint', 'base-model', result.modelDir)], [...trainMetrics, ...metricRows(result.metrics)]);
+      store.completeRound(config.name, 0, result.modelDir);
     } catch (err) {
       store.failStage(config.name, 0, BASE_STAGE, (err as Error).message);
       throw err;
@@ -168,13 +192,6 @@ export class AlignmentRun {
       if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
     }
     return basePolicy;
-  }
-
-  /** The best judge score so far (to decide whether this round's policy replaces it). */
-  private bestScoreBefore(round: number): number | undefined {
-    const rows = this.store.metrics(this.config.name, { stage: 'evaluate' }).filter((m) => m.roundIndex < round);
-    const scores = rows.filter((m) => m.name === 'eval/judge_score' || m.name === 'eval/previous_judge_score').map((m) => m.value ?? -Infinity);
-    return scores.length > 0 ? Math.max(...scores) : undefined;
   }
 
   private async runStage(round: number, stage: RoundStageName, basePolicy: string, events: RunEvents): Promise<void> {
@@ -200,22 +217,21 @@ export class AlignmentRun {
       outDir,
       log: (line) => events.onLine?.(line),
       onTrainLog: (record) => {
-        for (const [name, value] of Object.entries(record)) {
-          if (typeof value === 'number' && name !== 'step') trainMetrics.push({ step: record.step, name: `${stage}/${record.split}/${name}`, value });
-        }
+        trainMetrics.push(...trainRecordMetrics(stage, record));
         events.onTrainLog?.(round, stage, record);
       },
     };
     let output: StageOutput;
     try {
-      output = await STAGES[stage](ctx, this.bestScoreBefore(round));
+      output = await STAGES[stage](ctx);
       if (output.samples) {
         store.addSamples(config.name, output.samples.map((s) => ({ roundIndex: round, stage, promptId: s.promptId, prompt: s.prompt, sampleIndex: s.index, text: s.text, reward: s.reward, numTokens: s.numTokens, finishReason: s.finishReason, selected: s.selected })));
       }
-      if (output.preferences) {
+      // Imported annotations are already in the store (unless a reset removed them with the stage).
+      if (output.preferences && store.preferences(config.name, { round }).length === 0) {
         store.addPreferences(config.name, output.preferences.map((p) => ({
           roundIndex: round, stage, promptId: p.id ?? null, prompt: typeof p.prompt === 'string' ? p.prompt : JSON.stringify(p.prompt),
-          chosen: p.chosen, rejected: p.rejected, edited: p.edited ?? null, strength: p.strength ?? 'better', source: 'judge' as const,
+          chosen: p.chosen, rejected: p.rejected, edited: p.edited ?? null, strength: p.strength ?? 'better', source: config.preferences.source,
         })));
       }
       store.completeStage(
@@ -234,6 +250,13 @@ export class AlignmentRun {
 function artifact(kind: 'checkpoint' | 'dataset' | 'report', name: string, target: string, numRows?: number) {
   const { sha256, bytes } = digestPath(target);
   return { kind, name, path: target, sha256, bytes, ...(numRows !== undefined ? { numRows } : {}) };
+}
+
+/** A trainer's log record as step metrics named `<stage>/<split>/<name>`. */
+function trainRecordMetrics(stage: string, record: LogRecord): { step: number; name: string; value: number }[] {
+  return Object.entries(record)
+    .filter(([name, value]) => typeof value === 'number' && name !== 'step' && name !== 'total_steps')
+    .map(([name, value]) => ({ step: record.step, name: `${stage}/${record.split}/${name}`, value: value as number }));
 }
 
 function metricRows(metrics: Record<string, number>): { name: string; value: number; step: null }[] {

@@ -29,6 +29,7 @@ import type { RunLayout } from './layout.js';
 import { ROUND_STAGES } from '../store/stages.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
+import { hasImportedPreferences, readImportedPreferences } from './annotations.js';
 
 export const STAGE_NAMES = ROUND_STAGES;
 export type RoundStageName = (typeof ROUND_STAGES)[number];
@@ -37,7 +38,8 @@ export interface StageContext {
   config: RunConfig;
   layout: RunLayout;
   round: number;
-  judge: Judge;
+  /** The judge module, when the config names one (required for `preferences.source: judge`). */
+  judge?: Judge;
   /** The base model folder. */
   basePolicy: string;
   /** The best policy before this round (the base model in round 1). */
@@ -107,7 +109,25 @@ async function readPreferences(file: string): Promise<PreferenceRow[]> {
 // 1) collect_preferences ----------------------------------------------------------------------
 
 export async function collectPreferences(ctx: StageContext): Promise<StageOutput> {
+  return ctx.config.preferences.source === 'file' ? importedPreferences(ctx) : judgedPreferences(ctx);
+}
+
+/** `preferences.source: file`: the pairs people labeled, imported with `tfalign annotate import`. */
+async function importedPreferences(ctx: StageContext): Promise<StageOutput> {
+  if (!hasImportedPreferences(ctx.layout, ctx.round)) {
+    throw new Error(`round ${ctx.round}: no imported preferences; label pairs and run \`tfalign annotate import --run ${ctx.config.name} --round ${ctx.round} FILE\``);
+  }
+  const rows = await readImportedPreferences(ctx.layout, ctx.round);
+  const file = path.join(ctx.outDir, 'preferences.jsonl');
+  await writeJsonlAtomic(file, rows);
+  ctx.log(`collect_preferences: ${rows.length} imported pairs`);
+  return { artifacts: [{ kind: 'dataset', name: 'preferences', path: file, numRows: rows.length }], metrics: { 'pref/num_pairs': rows.length }, preferences: rows };
+}
+
+/** `preferences.source: judge`: two samples per prompt from the best policy, compared by the judge. */
+async function judgedPreferences(ctx: StageContext): Promise<StageOutput> {
   const p = ctx.config.preferences;
+  const judge = ctx.judge!;
   const prompts = promptsOfRound(await readPrompts(ctx.layout.trainPrompts), ctx.round, p.promptsPerRound);
   const { samples } = await sampleTexts(ctx, ctx.bestPolicy, prompts.map((r) => r.prompt), 2, stageSeed(ctx, 1));
   const rng = new Rng(stageSeed(ctx, 1));
@@ -119,7 +139,7 @@ export async function collectPreferences(ctx: StageContext): Promise<StageOutput
       return;
     }
     const text = promptText(prompts[j]!.prompt);
-    const verdict = ctx.judge.compare(text, a!.text, b!.text, rng.fork(j));
+    const verdict = judge.compare(text, a!.text, b!.text, rng.fork(j));
     const [chosen, rejected] = verdict.preferred === 'a' ? [a!.text, b!.text] : [b!.text, a!.text];
     rows.push({
       prompt: prompts[j]!.prompt,
@@ -177,15 +197,20 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   await writeJsonlAtomic(files.sft, rows.sft);
   await writeJsonlAtomic(files.preferences, rows.preferences);
   const sum = rows.summary;
-  // The judge's view of the same selection: what best-of-K buys in true quality.
-  let judgeMean = 0;
-  let judgeBest = 0;
-  scored.forEach((p, j) => {
-    const text = promptText(p.prompt);
-    const judged = p.samples.map((x) => ctx.judge.score(text, x.text));
-    judgeMean += judged.reduce((a, b) => a + b, 0) / judged.length;
-    judgeBest += judged[rows.samples[j]!.best]!;
-  });
+  // The judge's view of the same selection (when there is a judge): what best-of-K buys in true quality.
+  let judgeMean = NaN;
+  let judgeBest = NaN;
+  if (ctx.judge) {
+    const judge = ctx.judge;
+    judgeMean = 0;
+    judgeBest = 0;
+    scored.forEach((p, j) => {
+      const text = promptText(p.prompt);
+      const judged = p.samples.map((x) => judge.score(text, x.text));
+      judgeMean += judged.reduce((a, b) => a + b, 0) / judged.length;
+      judgeBest += judged[rows.samples[j]!.best]!;
+    });
+  }
   const metrics = {
     'sample/reward_mean': sum.rewardMean,
     'sample/best_of_k_mean': sum.bestOfKMean,
@@ -196,7 +221,9 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
     'sample/num_pairs': sum.numPairs,
   };
   ctx.log(
-    `rejection_sample: ${sum.numPrompts} prompts × ${s.k}, reward mean ${sum.rewardMean.toFixed(3)} → best-of-${s.k} ${sum.bestOfKMean.toFixed(3)}; judge ${metrics['sample/judge_mean'].toFixed(3)} → ${metrics['sample/judge_best_of_k'].toFixed(3)} (${stats.tokensPerSecond.toFixed(0)} tokens/s)`,
+    `rejection_sample: ${sum.numPrompts} prompts × ${s.k}, reward mean ${sum.rewardMean.toFixed(3)} → best-of-${s.k} ${sum.bestOfKMean.toFixed(3)}` +
+      (ctx.judge ? `; judge ${metrics['sample/judge_mean'].toFixed(3)} → ${metrics['sample/judge_best_of_k'].toFixed(3)}` : '') +
+      ` (${stats.tokensPerSecond.toFixed(0)} tokens/s)`,
   );
   return {
     artifacts: [
@@ -255,16 +282,22 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
 
 // 6) evaluate ---------------------------------------------------------------------------------
 
-/** Mean judge score of a policy's samples on the held-out prompts, and the samples. */
-async function judgePolicy(ctx: StageContext, policyDir: string, prompts: { prompt: PreferenceRow['prompt'] }[]) {
+/** Scores of each prompt's samples: by the judge when there is one, else by the round's reward model. */
+type SampleScorer = (prompts: readonly PreferenceRow['prompt'][], samples: { text: string }[][]) => number[][];
+
+/** A policy's samples on the held-out prompts, their scores and the mean score. */
+async function scorePolicy(ctx: StageContext, policyDir: string, prompts: readonly PreferenceRow['prompt'][], scorer: SampleScorer) {
   const e = ctx.config.evaluate;
-  const { samples } = await sampleTexts(ctx, policyDir, prompts.map((p) => p.prompt), e.samplesPerPrompt, stageSeed(ctx, 6), {
+  // One seed for every round: each policy is judged on the same prompts with the same random
+  // streams, so a policy scores the same whenever it is evaluated and rounds compare fairly.
+  const evalSeed = ctx.config.seed * 1_000_003 + 6;
+  const { samples } = await sampleTexts(ctx, policyDir, prompts, e.samplesPerPrompt, evalSeed, {
     maxNewTokens: e.maxNewTokens ?? ctx.config.sampling.maxNewTokens,
     temperature: e.temperature,
   });
-  const scores = samples.map((perPrompt, j) => perPrompt.map((s) => ctx.judge.score(promptText(prompts[j]!.prompt), s.text)));
-  const mean = scores.flat().reduce((a, b) => a + b, 0) / scores.flat().length;
-  return { samples, scores, mean };
+  const scores = scorer(prompts, samples);
+  const flat = scores.flat();
+  return { samples, scores, mean: flat.reduce((a, b) => a + b, 0) / flat.length };
 }
 
 /** Fraction of (prompt, sample) pairs where `a` scores above `b`; ties count half. */
@@ -279,47 +312,62 @@ function winRate(a: number[][], b: number[][]): number {
   return wins / n;
 }
 
-export async function evaluateStage(ctx: StageContext, previousBestScore: number | undefined): Promise<StageOutput> {
-  const prompts = await readPrompts(ctx.layout.heldoutPrompts);
+export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
+  const prompts = (await readPrompts(ctx.layout.heldoutPrompts)).map((p) => p.prompt);
   const policyDir = path.join(stageDir(ctx, ctx.round, 'dpo'), 'run', 'model');
-  const current = await judgePolicy(ctx, policyDir, prompts);
-  const previous = await judgePolicy(ctx, ctx.bestPolicy, prompts);
-  const base = ctx.bestPolicy === ctx.basePolicy ? previous : await judgePolicy(ctx, ctx.basePolicy, prompts);
   const rmDir = path.join(stageDir(ctx, ctx.round, 'train_reward_model'), 'run', 'model');
   const rm = await loadPretrained(rmDir);
   const rmTok = await Tokenizer.fromFolder(rmDir);
-  let rmScores: number[];
+  const rmScorer: SampleScorer = (ps, samples) => {
+    const flat = scoreResponses(rm, rmTok, samples.flatMap((perPrompt, j) => perPrompt.map((x) => ({ prompt: ps[j]!, response: x.text }))), { batchSize: 32 });
+    let k = 0;
+    return samples.map((perPrompt) => perPrompt.map(() => flat[k++]!));
+  };
+  const judge = ctx.judge;
+  const scorer: SampleScorer = judge ? (ps, samples) => samples.map((perPrompt, j) => perPrompt.map((x) => judge.score(promptText(ps[j]!), x.text))) : rmScorer;
+  const scoreName = judge ? 'judge' : 'rm';
+  let metrics: Record<string, number>;
+  let current: Awaited<ReturnType<typeof scorePolicy>>;
+  let improved: boolean;
   try {
-    rmScores = scoreResponses(rm, rmTok, current.samples.flatMap((perPrompt, j) => perPrompt.map((s) => ({ prompt: prompts[j]!.prompt, response: s.text }))), { batchSize: 32 });
+    current = await scorePolicy(ctx, policyDir, prompts, scorer);
+    const previous = await scorePolicy(ctx, ctx.bestPolicy, prompts, scorer);
+    const base = ctx.bestPolicy === ctx.basePolicy ? previous : await scorePolicy(ctx, ctx.basePolicy, prompts, scorer);
+    const rmScores = judge ? rmScorer(prompts, current.samples).flat() : current.scores.flat();
+    // The previous best was scored on the same prompts with the same random streams just now.
+    improved = current.mean >= previous.mean;
+    metrics = {
+      [`eval/${scoreName}_score`]: current.mean,
+      [`eval/previous_${scoreName}_score`]: previous.mean,
+      [`eval/base_${scoreName}_score`]: base.mean,
+      'eval/rm_score': rmScores.reduce((a, b) => a + b, 0) / rmScores.length,
+      'eval/win_rate_vs_previous': winRate(current.scores, previous.scores),
+      'eval/win_rate_vs_base': winRate(current.scores, base.scores),
+      'eval/selected': improved ? 1 : 0,
+    };
+    ctx.log(
+      `evaluate: ${scoreName} score ${current.mean.toFixed(3)} (previous best ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}), win rate vs previous ${metrics['eval/win_rate_vs_previous']!.toFixed(3)}, vs base ${metrics['eval/win_rate_vs_base']!.toFixed(3)}; ` +
+        (improved ? "this round's policy is the new best" : 'the previous policy stays the best'),
+    );
   } finally {
     rm.dispose();
   }
-  const bestScore = previousBestScore ?? previous.mean;
-  const improved = current.mean >= bestScore;
-  const metrics = {
-    'eval/judge_score': current.mean,
-    'eval/previous_judge_score': previous.mean,
-    'eval/base_judge_score': base.mean,
-    'eval/rm_score': rmScores.reduce((a, b) => a + b, 0) / rmScores.length,
-    'eval/win_rate_vs_previous': winRate(current.scores, previous.scores),
-    'eval/win_rate_vs_base': winRate(current.scores, base.scores),
-    'eval/selected': improved ? 1 : 0,
-  };
   const report = path.join(ctx.outDir, 'samples.jsonl');
-  await writeJsonlAtomic(report, prompts.map((p, j) => ({ prompt: p.prompt, samples: current.samples[j]!.map((s, i) => ({ text: s.text, judge_score: current.scores[j]![i] })) })));
-  ctx.log(
-    `evaluate: judge score ${current.mean.toFixed(3)} (previous ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}), win rate vs previous ${metrics['eval/win_rate_vs_previous'].toFixed(3)}, vs base ${metrics['eval/win_rate_vs_base'].toFixed(3)}; ` +
-      (improved ? 'this round\'s policy is the new best' : 'the previous policy stays the best'),
-  );
-  fs.writeFileSync(path.join(ctx.outDir, 'best_policy.txt'), (improved ? policyDir : ctx.bestPolicy) + '\n');
+  await writeJsonlAtomic(report, prompts.map((prompt, j) => ({ prompt, samples: current.samples[j]!.map((x, i) => ({ text: x.text, [`${scoreName}_score`]: current.scores[j]![i] })) })));
+  const bestPolicy = improved ? policyDir : ctx.bestPolicy;
+  const bestFile = path.join(ctx.outDir, 'best_policy.txt');
+  fs.writeFileSync(bestFile, bestPolicy + '\n');
   return {
-    artifacts: [{ kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length }],
+    artifacts: [
+      { kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length },
+      { kind: 'report', name: 'best-policy', path: bestFile },
+    ],
     metrics,
-    bestPolicy: improved ? policyDir : ctx.bestPolicy,
+    bestPolicy,
   };
 }
 
-export const STAGES: Record<RoundStageName, (ctx: StageContext, previousBestScore?: number) => Promise<StageOutput>> = {
+export const STAGES: Record<RoundStageName, (ctx: StageContext) => Promise<StageOutput>> = {
   collect_preferences: collectPreferences,
   train_reward_model: trainRewardModelStage,
   rejection_sample: rejectionSample,

@@ -1,0 +1,173 @@
+/**
+ * `tfalign sample`: rejection sampling. K samples of every prompt from the policy (the paged
+ * sampling engine by default), scored by the reward model; writes, atomically, in --out:
+ *   samples.jsonl      {prompt, samples: [{text, reward, num_tokens, finish_reason}], best}
+ *                      (`best` is the index of the highest-reward sample; `id` kept when given)
+ *   sft.jsonl          {prompt, response} (or {messages}) with the best sample
+ *   preferences.jsonl  {prompt, chosen, rejected, chosen_reward, rejected_reward} by --pair-strategy
+ * Progress on stderr (prompts done, samples/s, tokens/s); a summary on stdout at the end.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Option, type Command } from 'commander';
+import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
+import { loadPretrained } from '../model/pretrained.js';
+import type { LlamaModel } from '../model/llama.js';
+import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { tokenizePromptResponse } from '../tokenizer/chat-template.js';
+import { scoreResponses } from '../trainers/reward-scoring.js';
+import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
+import { PromptRowSchema } from '../../data/rows.js';
+import { KV_CACHE_KINDS, SamplingEngine, type KVCacheKind, type SampleOutput } from '../../samplers/engine.js';
+import { buildRejectionRows, PAIR_STRATEGIES, scorePrompts, type PairStrategy, type SampledPrompt } from '../../samplers/rejection.js';
+
+interface SampleCommandOptions {
+  policy: string;
+  rewardModel: string;
+  prompts: string;
+  numSamples: number;
+  out: string;
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  kvCache: KVCacheKind;
+  pairStrategy: PairStrategy;
+  minRewardGap: number;
+  chat?: boolean;
+  maxNumSeqs: number;
+  blockSize: number;
+  kvCacheMb: number;
+  rewardBatchSize: number;
+  backend: string;
+}
+
+/** A folder's tokenizer, with a one-line error naming the flag when it has none. */
+async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
+  if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new Error(`${flag}: ${dir} has no tokenizer.json`);
+  return Tokenizer.fromFolder(dir);
+}
+
+/** Token ids that end a sample: the tokenizer's end-of-turn and EOS, and the config's eos_token_id. */
+function stopTokenIds(model: LlamaModel, tok: Tokenizer): number[] {
+  const eos = model.config.eos_token_id;
+  const fromConfig = eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
+  const ids = [tok.eotTokenId, tok.eosTokenId, ...fromConfig].filter((id): id is number => id !== undefined && id < model.dims.vocabSize);
+  return [...new Set(ids)];
+}
+
+/** The text of a sample: its tokens without the stop token that ended it, special tokens dropped. */
+function sampleText(tok: Tokenizer, output: SampleOutput): string {
+  const ids = output.finishReason === 'stop' ? output.tokenIds.slice(0, -1) : output.tokenIds;
+  return tok.decode(ids, { skipSpecialTokens: true });
+}
+
+export async function runSample(o: SampleCommandOptions): Promise<void> {
+  await useBackend(o.backend);
+  const { rows } = await readJsonl(o.prompts, PromptRowSchema);
+  if (rows.length === 0) throw new Error(`${o.prompts}: no prompts`);
+  const policy = await loadPretrained(o.policy);
+  if (policy.dims.isRewardModel) throw new Error(`--policy: ${o.policy} is a reward model; give a causal LM`);
+  const rewardModel = await loadPretrained(o.rewardModel);
+  if (!rewardModel.dims.isRewardModel) throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
+  const policyTok = await folderTokenizer(o.policy, '--policy');
+  const rewardTok = fs.existsSync(path.join(o.rewardModel, 'tokenizer.json')) ? await Tokenizer.fromFolder(o.rewardModel) : policyTok;
+
+  // 1) Prompts as the policy sees them (chat template with the generation prompt, or [BOS] + text).
+  const requests = rows.map(({ line, value }, j) => {
+    let promptIds: number[];
+    try {
+      promptIds = tokenizePromptResponse(policyTok, value.prompt, '', { chat: o.chat }).promptIds;
+    } catch (err) {
+      throw new Error(`${o.prompts}:${line}: prompt: ${(err as Error).message}`);
+    }
+    const bad = promptIds.find((id) => id >= policy.dims.vocabSize);
+    if (bad !== undefined) throw new Error(`${o.prompts}:${line}: prompt: token id ${bad} is not below the policy's vocabulary size ${policy.dims.vocabSize}`);
+    if (promptIds.length + o.maxNewTokens > policy.dims.maxPositions) {
+      throw new Error(`${o.prompts}:${line}: prompt: ${promptIds.length} tokens + --max-new-tokens ${o.maxNewTokens} exceed the policy's context of ${policy.dims.maxPositions}`);
+    }
+    // Distinct seeds per sample across prompts: sample i of prompt j uses seed + j·K + i.
+    return { promptIds, numSamples: o.numSamples, seed: o.seed + j * o.numSamples };
+  });
+
+  // 2) K samples of every prompt.
+  const engine = new SamplingEngine({
+    model: policy,
+    kvCache: o.kvCache,
+    maxNumSeqs: o.maxNumSeqs,
+    blockSize: o.blockSize,
+    kvCacheBytes: Math.round(o.kvCacheMb * 1024 * 1024),
+  });
+  const bar = progress('sample', rows.length);
+  const start = performance.now();
+  let numDone = 0;
+  let numTokens = 0;
+  const { outputs, stats } = engine.generate(
+    requests,
+    { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds: stopTokenIds(policy, policyTok) },
+    {
+      onRequestDone: (_r, samples) => {
+        numDone++;
+        numTokens += samples.reduce((a, s) => a + s.tokenIds.length, 0);
+        const seconds = Math.max((performance.now() - start) / 1000, 1e-9);
+        bar.update(numDone, { 'samples/s': (numDone * o.numSamples) / seconds, 'tokens/s': numTokens / seconds });
+      },
+    },
+  );
+  bar.done();
+  policy.dispose();
+
+  // 3) Score with the reward model, pick the best, build pairs.
+  const sampled: SampledPrompt[] = rows.map(({ value }, j) => ({
+    prompt: value.prompt,
+    ...(value.id !== undefined ? { id: value.id } : {}),
+    samples: outputs[j]!.map((s) => ({ text: sampleText(policyTok, s), numTokens: s.tokenIds.length, finishReason: s.finishReason })),
+  }));
+  const flatLines = rows.flatMap(({ line }) => Array.from({ length: o.numSamples }, (_, i) => `${o.prompts}:${line} sample ${i}`));
+  const scored = scorePrompts(sampled, (inputs) =>
+    scoreResponses(rewardModel, rewardTok, inputs, { batchSize: o.rewardBatchSize, chat: o.chat, describeRow: (i) => flatLines[i]! }),
+  );
+  rewardModel.dispose();
+  const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
+
+  // 4) Write the three files.
+  await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
+  await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
+  await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);
+  const s = result.summary;
+  const skipped = s.numSkippedGap + s.numSkippedIdentical;
+  console.log(
+    `sample: ${s.numPrompts} prompts × ${o.numSamples} samples, ${stats.numGeneratedTokens} tokens in ${stats.wallSeconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(1)} tokens/s, kv-cache ${stats.kvCache}); ` +
+      `reward mean ${s.rewardMean.toFixed(4)}, best-of-${o.numSamples} mean ${s.bestOfKMean.toFixed(4)}, gain ${s.gain.toFixed(4)}; ` +
+      `${s.numPairs} pairs (${skipped} prompts without: ${s.numSkippedGap} below the gap, ${s.numSkippedIdentical} identical) -> ${o.out}`,
+  );
+}
+
+export function registerSampleCommands(program: Command): void {
+  program
+    .command('sample')
+    .description('rejection sampling: K samples per prompt from the policy, scored by a reward model; best-of-K SFT rows and preference pairs')
+    .requiredOption('--policy <dir>', 'causal LM folder to sample from (with tokenizer.json)')
+    .requiredOption('--reward-model <dir>', 'reward model folder (LlamaForSequenceClassification)')
+    .requiredOption('--prompts <file>', 'JSONL rows {"prompt": text or messages, "id"?}')
+    .requiredOption('-k, --num-samples <k>', 'samples per prompt (Llama 3: 10 to 30)', intArg('-k', { min: 1 }))
+    .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl')
+    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1 }), 256)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 1e-9, max: 1 }), 1)
+    .option('--seed <s>', 'sample i of prompt j uses seed + j·K + i', intArg('--seed', { min: 0 }), 0)
+    .addOption(new Option('--kv-cache <kind>', 'paged (prompt once, shared by its samples), dense (prompt per sample) or none (recompute)').choices([...KV_CACHE_KINDS]).default('paged'))
+    .addOption(new Option('--pair-strategy <s>', 'rejected side of each pair: the worst sample or a random other one').choices([...PAIR_STRATEGIES]).default('best-worst'))
+    .option('--min-reward-gap <g>', 'make no pair when chosen − rejected reward is below this', floatArg('--min-reward-gap', { min: 0 }), 0)
+    .option('--chat', 'render prompts with the chat template (default: when the tokenizer has one)')
+    .option('--no-chat', 'render prompts as [BOS] text')
+    .option('--max-num-seqs <n>', 'most sequences decoding at once (paged)', intArg('--max-num-seqs', { min: 1 }), 128)
+    .option('--block-size <n>', 'tokens per KV block (paged)', intArg('--block-size', { min: 1 }), 16)
+    .option('--kv-cache-mb <mb>', 'memory for the paged KV pool, MiB', floatArg('--kv-cache-mb', { min: 1 }), 256)
+    .option('--reward-batch-size <n>', 'sequences per reward-model forward', intArg('--reward-batch-size', { min: 1 }), 8)
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign sample --policy runs/sft/model --reward-model runs/rm/model --prompts data/prompts.jsonl -k 16 --out runs/rs'))
+    .action(async (o: SampleCommandOptions) => runSample(o));
+}
