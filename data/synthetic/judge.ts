@@ -13,7 +13,7 @@
  *    sure). With the Llama 3 filter {significantly_better, better}, flipped `better` pairs still reach
  *    the reward model and DPO, as real annotation noise does;
  * 4. edits: with probability `editRate` the judge also returns `edited`, the preferred response with
- *    its first error fixed (`fixFirstError`), which always scores above it; never when the preferred
+ *    its first `editFixes` errors fixed (`fixFirstError`), which always scores above it; never when the preferred
  *    response is already correct (an edit equal to the response would make an empty pair).
  *
  * Each `compare` draws exactly three numbers from `rng` (coin, flip, edit) whatever the outcome,
@@ -82,6 +82,12 @@ export const SyntheticJudgeOptionsSchema = z
       .max(1)
       .default(0.2)
       .describe('Probability that a verdict carries an edited response: the preferred one with its first error fixed.'),
+    editFixes: z
+      .number()
+      .int()
+      .min(1)
+      .default(1)
+      .describe('Errors an edit fixes, first to last (1: a light touch-up; a large number: the annotator rewrites the answer).'),
     noisyGapBelow: z
       .number()
       .min(0)
@@ -99,7 +105,7 @@ export function createSyntheticJudge(options: SyntheticJudgeOptions = {}): Judge
     const issue = parsed.error.issues[0]!;
     throw new Error(`synthetic judge: options.${issue.path.join('.')}: ${issue.message}`);
   }
-  const { labelNoise, editRate, noisyGapBelow } = parsed.data;
+  const { labelNoise, editRate, editFixes, noisyGapBelow } = parsed.data;
   return {
     score: taskScore,
     compare(prompt: string, a: string, b: string, rng: Rng): JudgeVerdict {
@@ -114,7 +120,12 @@ export function createSyntheticJudge(options: SyntheticJudgeOptions = {}): Judge
       const verdict: JudgeVerdict = { preferred, strength: strengthFromGap(gap) };
       if (editDraw < editRate) {
         const response = preferred === 'a' ? a : b;
-        const edited = fixFirstError(prompt, response);
+        let edited = response;
+        for (let i = 0; i < editFixes; i++) {
+          const next = fixFirstError(prompt, edited);
+          if (next === edited) break;
+          edited = next;
+        }
         if (edited !== response) verdict.edited = edited;
       }
       return verdict;

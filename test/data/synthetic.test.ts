@@ -310,6 +310,17 @@ describe('synthetic judge', () => {
     expect(always.compare(prompt, junk, oneSwap, new Rng(0))).toEqual({ preferred: 'b', strength: 'better', edited: exact });
   });
 
+  it('fixes up to editFixes errors per edit: a rewrite scores at least as high as a touch-up', () => {
+    // reverse: a b c d → d c b a; "a b c d" needs several fixes.
+    const prompt = 'reverse: a b c d';
+    const touchUp = createSyntheticJudge({ labelNoise: 0, editRate: 1, editFixes: 1 }).compare(prompt, 'a b c d', 'x', new Rng(1));
+    const rewrite = createSyntheticJudge({ labelNoise: 0, editRate: 1, editFixes: 10 }).compare(prompt, 'a b c d', 'x', new Rng(1));
+    expect(touchUp.edited).toBe(fixFirstError(prompt, 'a b c d'));
+    expect(rewrite.edited).toBe('d c b a');
+    expect(score(prompt, rewrite.edited!)).toBe(1);
+    expect(score(prompt, rewrite.edited!)).toBeGreaterThan(score(prompt, touchUp.edited!));
+  });
+
   it('replays verdicts from the seed, draws three numbers per call, and breaks ties by a coin', () => {
     const pairs = makePairs(200, 61);
     const run = (j: Judge): unknown[] => {
