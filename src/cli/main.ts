@@ -12,6 +12,7 @@ import { registerDpoCommands } from './dpo.js';
 import { registerRunCommands } from './run.js';
 import { registerReportCommands } from './report.js';
 import { registerAnnotateCommands } from './annotate.js';
+import { registerDataCommands } from './data.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerRunCommands(program);
   registerReportCommands(program);
   registerAnnotateCommands(program);
+  registerDataCommands(program);
   return program;
 }
 
