@@ -4,9 +4,14 @@
  *   train      forward+backward+AdamW tokens/s of configs/models/small.json at batch 8 × 256, per backend
  *   generate   generation tokens/s (dense KV cache, one prompt, K samples)
  *
+ * Then, unless --only is given, the other bench files in turn (their lines follow):
+ *   bench-trainers.ts  reward-model and DPO steps/s; peak RSS with a precomputed vs resident reference
+ *   bench-workers.ts   training tokens/s with 1 worker and with every core, and the scaling ratio
+ *   bench-curation.ts  rows/s of MinHash dedup and semantic dedup on 10,000 rows
+ * (`npm run bench:sample` measures the paged KV cache separately: it takes minutes.)
+ *
  * Flags: --quick (tiny.json, few steps: a smoke run in seconds), --backends wasm,cpu,
  * --only train|generate. Each case runs in a fresh child process so backends do not share memory.
- * Further cases (DPO/RM steps, sampling, workers, curation) are added by their own bench files.
  */
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -93,6 +98,11 @@ async function main(): Promise<void> {
       continue;
     }
     process.stdout.write(child.stdout);
+  }
+  if (args.only) return;
+  for (const file of ['bench/bench-trainers.ts', 'bench/bench-workers.ts', 'bench/bench-curation.ts']) {
+    const child = spawnSync(process.execPath, ['bin/run-ts.js', file, ...(args.quick ? ['--quick'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    process.stdout.write(child.status === 0 ? child.stdout : JSON.stringify({ bench: file, error: `exit ${child.status}` }) + '\n');
   }
 }
 
