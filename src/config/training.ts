@@ -19,6 +19,14 @@ export interface RecipeDefaults {
 export function trainingOptionsSchema(d: RecipeDefaults) {
   return z.object({
     backend: z.enum(BACKEND_NAMES).default('auto').describe('Tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm.'),
+    workers: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow.',
+      ),
     seed: z.number().int().nonnegative().default(42).describe('Seed for initialisation, data order and sampling; same seed, same run.'),
     lr: z.number().positive().default(d.lr).describe(`Peak learning rate (default ${d.lr}, this recipe's).`),
     batchSize: z.number().int().positive().default(d.batchSize).describe('Rows per optimizer step (the global batch).'),

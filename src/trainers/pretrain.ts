@@ -17,6 +17,8 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import { causalLmLoss, evaluateCausalLm } from './causal-lm.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import type { StepEngine } from '../train/step-engine.js';
 
 export const PretrainConfigSchema = trainingOptionsSchema({
   lr: 1e-3, // small from-scratch models train fast at 1e-3 (nanoGPT's shakespeare-char uses 1e-3)
@@ -45,7 +47,7 @@ export interface TrainerHooks {
 export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks = {}): Promise<TrainingResult> {
   // 1) validate
   const config = validateConfig(PretrainConfigSchema, input, 'pretrain config');
-  await initBackend(config.backend);
+  const backend = await initBackend(config.backend);
 
   // 2) setup: tokenizer → model → data (tokenize, pack, split)
   const tokenizer = await Tokenizer.fromFolder(config.model);
@@ -80,8 +82,19 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const numSteps = numTrainingSteps(trainRows.length, config);
   hooks.onStart?.({ numSteps, numTrainRows: trainRows.length, numEvalRows: evalRows.length });
 
-  // 3) train
+  // 3) train: the step engine computes in this thread or, with workers, splits each batch across replicas
+  const lossFn = (batch: TokenBatch) => causalLmLoss(model, batch);
+  let engine: StepEngine<TokenBatch> | undefined;
   try {
+    engine = await createStepEngine<TokenBatch>({
+      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
+      backend: backend.name,
+      model,
+      task: { kind: 'causal-lm' },
+      lossFn,
+      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
+      maxGradNorm: config.maxGradNorm,
+    });
     return await runTrainingLoop<TokenBatch>({
       runDir: config.out,
       model,
@@ -91,7 +104,8 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
         microBatches(batchIndicesAt(step, trainRows.length, config.batchSize, config.seed).map((i) => trainRows[i]), config).map((idx) =>
           selectRows(packed, idx),
         ),
-      lossFn: (batch) => causalLmLoss(model, batch),
+      lossFn,
+      engine,
       numTokensOf: (batch) => batch.numRealTokens,
       evaluate: () => evaluateCausalLm(model, evalBatches),
       tokenizerDir: config.model,
@@ -99,7 +113,8 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
       onLog: hooks.onLog,
     });
   } finally {
-    // 4) the final model is saved by the loop (out/model); release the weights
+    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
+    await engine?.close();
     model.dispose();
   }
 }

@@ -1,0 +1,60 @@
+/**
+ * The one call a trainer makes to get its step engine: `numWorkers` 1 computes everything in
+ * this thread (`LocalStepEngine`), more starts data-parallel worker threads (`WorkerStepEngine`).
+ */
+import * as os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import { currentBackend } from '../backend.js';
+import type { LlamaModel } from '../model/llama.js';
+import { AdamW, type AdamWOptions } from '../train/adamw.js';
+import { LocalStepEngine, type LossFn, type StepEngine } from '../train/step-engine.js';
+import { buildTaskLoss, type TaskDescriptor } from './tasks.js';
+import { WorkerStepEngine } from './worker-engine.js';
+
+/** A running backend's name. */
+export type RunningBackend = 'tensorflow' | 'wasm' | 'cpu';
+
+/**
+ * Default number of data-parallel replicas: every core on wasm and cpu, whose kernels run on one
+ * thread each; 1 on `tensorflow`, whose native kernels already use every core (or a GPU).
+ */
+export function defaultNumWorkers(backend: RunningBackend): number {
+  return backend === 'tensorflow' ? 1 : os.availableParallelism();
+}
+
+export interface StepEngineOptions<B> {
+  /** Replicas computing gradients, this thread included; default `defaultNumWorkers(backend)`. */
+  numWorkers?: number;
+  /** The backend workers initialise; default: the one running here. */
+  backend?: RunningBackend;
+  /** The model to train (replica 0); workers rebuild its architecture and copy its weights. */
+  model: LlamaModel;
+  /** The loss as a serialisable task (required: workers build their loss from it). */
+  task: TaskDescriptor;
+  /** This thread's loss; default: built from `task`. Must compute the same loss as the task. */
+  lossFn?: LossFn<B>;
+  /** AdamW hyperparameters (a custom `noDecay` reaches workers as the set of names it exempts). */
+  optimizer: AdamWOptions;
+  /** Clip the global gradient norm to this; 0 disables. */
+  maxGradNorm: number;
+}
+
+/** The backend running in this thread, as `initBackend` (or tfjs itself) set it. */
+function runningBackend(): RunningBackend {
+  const name = currentBackend()?.name ?? tf.getBackend();
+  if (name !== 'tensorflow' && name !== 'wasm' && name !== 'cpu') throw new Error(`workers: backend '${name}' cannot be started in a worker (expected tensorflow, wasm or cpu)`);
+  return name;
+}
+
+/** A `LocalStepEngine` for 1 replica, a started `WorkerStepEngine` for more. */
+export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<StepEngine<B>> {
+  const backend = o.backend ?? runningBackend();
+  const numWorkers = o.numWorkers ?? defaultNumWorkers(backend);
+  if (!Number.isInteger(numWorkers) || numWorkers < 1) throw new Error(`workers: numWorkers must be an integer ≥ 1, got ${numWorkers}`);
+  const optimizer = new AdamW(o.optimizer);
+  if (numWorkers === 1) {
+    const lossFn = o.lossFn ?? (await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step }));
+    return new LocalStepEngine<B>(o.model.params, lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
+  }
+  return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, lossFn: o.lossFn, optimizer, maxGradNorm: o.maxGradNorm });
+}

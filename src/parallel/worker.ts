@@ -1,0 +1,98 @@
+/**
+ * A data-parallel worker thread: one model replica on its own backend, driven by
+ * `WorkerStepEngine` through the requests of `protocol.ts`. Started by `worker-bootstrap.js`,
+ * which registers the TypeScript loader first (Node 20 workers do not inherit the parent's).
+ *
+ * Failures are replies, not crashes: a request that throws answers `{ok: false, message, stack}`
+ * and the parent stops the run with that error. Errors outside a request (backend
+ * initialisation) surface as the Worker's 'error' event, which the parent treats alike.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../backend.js';
+import { LlamaModel } from '../model/llama.js';
+import { AdamW, type AdamWParamState } from '../train/adamw.js';
+import type { LossFn } from '../train/step-engine.js';
+import { gradientLayout, reduceSlotRange, slotViews } from './allreduce.js';
+import { applyReduced, computeShard } from './replica.js';
+import { buildTaskLoss } from './tasks.js';
+import type { WorkerInit, WorkerMessage, WorkerRequest, WorkerResults } from './protocol.js';
+
+if (!parentPort) throw new Error('worker: src/parallel/worker.ts must run in a worker thread (started by WorkerStepEngine)');
+const port = parentPort;
+const init = workerData as WorkerInit;
+const layout = gradientLayout(init.layout.names, init.layout.shapes);
+const slots = slotViews(init.slots, init.numReplicas, layout.numElements);
+const noDecayNames = new Set(init.optimizer.noDecayNames);
+const optimizer = new AdamW({ ...init.optimizer, noDecay: (name) => noDecayNames.has(name) });
+
+/** The replica model and its loss, built at the first `sync`. */
+let model: LlamaModel | undefined;
+let lossFn: LossFn<unknown> | undefined;
+/** Optimizer step being computed (for the task's fault injection). */
+let currentStep = 0;
+
+function replicaModel(): LlamaModel {
+  if (!model || !lossFn) throw new Error(`worker ${init.replica}: a step arrived before the weights (sync)`);
+  return model;
+}
+
+async function sync(request: Extract<WorkerRequest, { type: 'sync' }>): Promise<null> {
+  if (!model) {
+    const params = new Map<string, tf.Variable>();
+    for (const p of request.params) params.set(p.name, tf.tidy(() => tf.variable(tf.tensor(p.values, p.shape, 'float32'), p.trainable)));
+    model = new LlamaModel(init.config, params);
+    lossFn = await buildTaskLoss(init.task, model, { replica: init.replica, currentStep: () => currentStep });
+  } else {
+    for (const p of request.params) {
+      const variable = model.params.get(p.name);
+      if (!variable) throw new Error(`worker ${init.replica}: sync: parameter '${p.name}' is not in the replica model`);
+      tf.tidy(() => variable.assign(tf.tensor(p.values, p.shape, 'float32')));
+    }
+  }
+  optimizer.loadState(request.optimizerStep, new Map<string, AdamWParamState>(request.optimizerStates));
+  return null;
+}
+
+async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerRequest['type']]> {
+  switch (request.type) {
+    case 'sync':
+      return sync(request);
+    case 'compute': {
+      const m = replicaModel();
+      currentStep = request.step;
+      return computeShard(m.params, lossFn!, request.microBatches, layout, slots[init.replica]);
+    }
+    case 'reduce':
+      reduceSlotRange(slots, request.start, request.end, request.divisor);
+      return null;
+    case 'apply':
+      return { gradNorm: applyReduced(replicaModel().params, optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };
+    case 'read-state': {
+      const m = replicaModel();
+      return {
+        weights: [...m.params].map(([name, v]) => [name, Float32Array.from(v.dataSync() as Float32Array)] as [string, Float32Array]),
+        optimizerStep: optimizer.step,
+        optimizerStates: optimizer.stateNames().map((name) => [name, optimizer.readState(name)!] as [string, AdamWParamState]),
+      };
+    }
+  }
+}
+
+await initBackend(init.backend, { quiet: true });
+
+// Requests are handled one after another, even if one awaits.
+let queue: Promise<void> = Promise.resolve();
+port.on('message', (request: WorkerRequest & { id: number }) => {
+  queue = queue.then(async () => {
+    let reply: WorkerMessage;
+    try {
+      reply = { type: 'reply', id: request.id, ok: true, result: await handle(request) };
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      reply = { type: 'reply', id: request.id, ok: false, message: error.message, stack: error.stack };
+    }
+    port.postMessage(reply);
+  });
+});
+port.postMessage({ type: 'ready' } satisfies WorkerMessage);
