@@ -32,12 +32,16 @@ export interface GenerateOptions {
 
 /** Last-position logits [B, V] of a forward over `ids` [B, T] in `ctx`. */
 function lastLogits(model: LlamaModel, ids: number[][], ctx: Parameters<LlamaModel['forward']>[1]): Float32Array {
-  return tf.tidy(() => {
+  const logits = tf.tidy(() => {
     const [b, t] = [ids.length, ids[0].length];
     const hidden = model.forward(tf.tensor2d(ids, [b, t], 'int32'), ctx); // [B, T, C]
     const last = tf.slice(hidden, [0, t - 1, 0], [b, 1, hidden.shape[2]]); // [B, 1, C]
-    return model.logits(last).dataSync() as Float32Array; // [B, 1, V] flattened
+    return model.logits(last); // [B, 1, V]
   });
+  // Read outside the tidy: a tidy walks every element of a typed array it returns (seconds at B·V = 10⁶).
+  const values = logits.dataSync() as Float32Array; // [B, 1, V] flattened
+  logits.dispose();
+  return values;
 }
 
 export function generate(model: LlamaModel, promptIds: number[], opts: GenerateOptions): GeneratedSequence[] {

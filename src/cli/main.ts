@@ -13,6 +13,7 @@ import { registerRunCommands } from './run.js';
 import { registerReportCommands } from './report.js';
 import { registerAnnotateCommands } from './annotate.js';
 import { registerDataCommands } from './data.js';
+import { registerSampleCommands } from './sample.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerSftCommands(program);
   registerRmCommands(program);
   registerDpoCommands(program);
+  registerSampleCommands(program);
   registerRunCommands(program);
   registerReportCommands(program);
   registerAnnotateCommands(program);

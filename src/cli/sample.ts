@@ -12,13 +12,12 @@ import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
 import { loadPretrained } from '../model/pretrained.js';
-import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { tokenizePromptResponse } from '../tokenizer/chat-template.js';
 import { scoreResponses } from '../trainers/reward-scoring.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
-import { KV_CACHE_KINDS, SamplingEngine, type KVCacheKind, type SampleOutput } from '../../samplers/engine.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
+import { samplePolicy } from '../../samplers/policy-sampler.js';
 import { buildRejectionRows, PAIR_STRATEGIES, scorePrompts, type PairStrategy, type SampledPrompt } from '../../samplers/rejection.js';
 
 interface SampleCommandOptions {
@@ -49,20 +48,6 @@ async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
   return Tokenizer.fromFolder(dir);
 }
 
-/** Token ids that end a sample: the tokenizer's end-of-turn and EOS, and the config's eos_token_id. */
-function stopTokenIds(model: LlamaModel, tok: Tokenizer): number[] {
-  const eos = model.config.eos_token_id;
-  const fromConfig = eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
-  const ids = [tok.eotTokenId, tok.eosTokenId, ...fromConfig].filter((id): id is number => id !== undefined && id < model.dims.vocabSize);
-  return [...new Set(ids)];
-}
-
-/** The text of a sample: its tokens without the stop token that ended it, special tokens dropped. */
-function sampleText(tok: Tokenizer, output: SampleOutput): string {
-  const ids = output.finishReason === 'stop' ? output.tokenIds.slice(0, -1) : output.tokenIds;
-  return tok.decode(ids, { skipSpecialTokens: true });
-}
-
 export async function runSample(o: SampleCommandOptions): Promise<void> {
   await useBackend(o.backend);
   const { rows } = await readJsonl(o.prompts, PromptRowSchema);
@@ -74,42 +59,21 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
   const policyTok = await folderTokenizer(o.policy, '--policy');
   const rewardTok = fs.existsSync(path.join(o.rewardModel, 'tokenizer.json')) ? await Tokenizer.fromFolder(o.rewardModel) : policyTok;
 
-  // 1) Prompts as the policy sees them (chat template with the generation prompt, or [BOS] + text).
-  const requests = rows.map(({ line, value }, j) => {
-    let promptIds: number[];
-    try {
-      promptIds = tokenizePromptResponse(policyTok, value.prompt, '', { chat: o.chat }).promptIds;
-    } catch (err) {
-      throw new Error(`${o.prompts}:${line}: prompt: ${(err as Error).message}`);
-    }
-    const bad = promptIds.find((id) => id >= policy.dims.vocabSize);
-    if (bad !== undefined) throw new Error(`${o.prompts}:${line}: prompt: token id ${bad} is not below the policy's vocabulary size ${policy.dims.vocabSize}`);
-    if (promptIds.length + o.maxNewTokens > policy.dims.maxPositions) {
-      throw new Error(`${o.prompts}:${line}: prompt: ${promptIds.length} tokens + --max-new-tokens ${o.maxNewTokens} exceed the policy's context of ${policy.dims.maxPositions}`);
-    }
-    // Distinct seeds per sample across prompts: sample i of prompt j uses seed + j·K + i.
-    return { promptIds, numSamples: o.numSamples, seed: o.seed + j * o.numSamples };
-  });
-
-  // 2) K samples of every prompt.
-  const engine = new SamplingEngine({
-    model: policy,
-    kvCache: o.kvCache,
-    maxNumSeqs: o.maxNumSeqs,
-    blockSize: o.blockSize,
-    kvCacheBytes: Math.round(o.kvCacheMb * 1024 * 1024),
-  });
+  // 1) K samples of every prompt (sample i of prompt j uses seed + j·K + i).
   const bar = progress('sample', rows.length);
   const start = performance.now();
-  let numDone = 0;
-  let numTokens = 0;
-  const { outputs, stats } = engine.generate(
-    requests,
-    { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds: stopTokenIds(policy, policyTok) },
+  const { samples, stats } = samplePolicy(
+    policy,
+    policyTok,
+    rows.map((row) => row.value.prompt),
     {
-      onRequestDone: (_r, samples) => {
-        numDone++;
-        numTokens += samples.reduce((a, s) => a + s.tokenIds.length, 0);
+      numSamples: o.numSamples,
+      decoding: { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens },
+      seed: o.seed,
+      chat: o.chat,
+      engine: { kvCache: o.kvCache, maxNumSeqs: o.maxNumSeqs, blockSize: o.blockSize, kvCacheBytes: Math.round(o.kvCacheMb * 1024 * 1024) },
+      describePrompt: (j) => `${o.prompts}:${rows[j]!.line}`,
+      onPromptDone: (numDone, numTokens) => {
         const seconds = Math.max((performance.now() - start) / 1000, 1e-9);
         bar.update(numDone, { 'samples/s': (numDone * o.numSamples) / seconds, 'tokens/s': numTokens / seconds });
       },
@@ -118,20 +82,20 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
   bar.done();
   policy.dispose();
 
-  // 3) Score with the reward model, pick the best, build pairs.
+  // 2) Score with the reward model, pick the best, build pairs.
   const sampled: SampledPrompt[] = rows.map(({ value }, j) => ({
     prompt: value.prompt,
     ...(value.id !== undefined ? { id: value.id } : {}),
-    samples: outputs[j]!.map((s) => ({ text: sampleText(policyTok, s), numTokens: s.tokenIds.length, finishReason: s.finishReason })),
+    samples: samples[j]!,
   }));
-  const flatLines = rows.flatMap(({ line }) => Array.from({ length: o.numSamples }, (_, i) => `${o.prompts}:${line} sample ${i}`));
+  const describeSample = (i: number) => `${o.prompts}:${rows[Math.floor(i / o.numSamples)]!.line} sample ${i % o.numSamples}`;
   const scored = scorePrompts(sampled, (inputs) =>
-    scoreResponses(rewardModel, rewardTok, inputs, { batchSize: o.rewardBatchSize, chat: o.chat, describeRow: (i) => flatLines[i]! }),
+    scoreResponses(rewardModel, rewardTok, inputs, { batchSize: o.rewardBatchSize, chat: o.chat, describeRow: describeSample }),
   );
   rewardModel.dispose();
   const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
 
-  // 4) Write the three files.
+  // 3) Write the three files.
   await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
   await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
   await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);

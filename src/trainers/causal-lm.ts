@@ -66,7 +66,10 @@ export function responseLogprobs(model: LlamaModel, rows: PromptResponseIds[], b
       chunk.map((r) => ({ ids: [...r.promptIds, ...r.responseIds], targetMask: [...r.promptIds.map(() => 0), ...r.responseIds.map(() => 1)] })),
       padId,
     );
-    const logps = tf.tidy(() => batchTokenLogprobs(model, batch).dataSync() as Float32Array); // [B, T−1] flattened
+    // Read outside tf.tidy: a tidy walks every element of a typed array it returns.
+    const logpsTensor = batchTokenLogprobs(model, batch); // [B, T−1]
+    const logps = logpsTensor.dataSync() as Float32Array;
+    logpsTensor.dispose();
     const t = batch.seqLen;
     chunk.forEach((r, j) => {
       // response token k sits at position P+k and is predicted by position P+k−1
