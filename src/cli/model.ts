@@ -17,6 +17,7 @@ import { TokenRowSchema } from '../../data/rows.js';
 import { DataError } from '../../data/errors.js';
 import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema } from '../../samplers/decoding.js';
+import { KV_CACHE_KINDS, SamplingEngine } from '../../samplers/engine.js';
 import type { LlamaModel } from '../model/llama.js';
 
 /** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
@@ -58,6 +59,7 @@ export function registerModelCommands(program: Command): void {
     .command('info')
     .description('print a model folder\'s architecture and parameter count')
     .argument('<dir>', 'model folder')
+    .addHelpText('after', example('tfalign model info runs/quickstart/base/pretrain/model'))
     .action(async (dir: string) => {
       const { loadConfig } = await import('../model/pretrained.js');
       const config = loadConfig(dir);
@@ -184,13 +186,13 @@ export function registerModelCommands(program: Command): void {
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
     .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 0, max: 1 }), 1)
     .option('--seed <s>', 'sample i uses seed + i', intArg('--seed', { min: 0 }), 0)
-    .option('--kv-cache <kind>', 'dense (per-sample cache) or none (recompute every step)', 'dense')
+    .option('--kv-cache <kind>', 'paged (prompt computed once, shared by the samples), dense (per-sample cache, the prompt stored n times) or none (recompute every step)', 'paged')
     .option('--json', 'print one JSON object per sample')
     .addOption(backendOption())
     .addHelpText('after', example('tfalign generate --model runs/pretrain/model --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
     .action(async (o) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('generate: give exactly one of --prompt or --prompt-ids');
-      if (!['dense', 'none'].includes(o.kvCache)) throw new Error(`--kv-cache: expected dense or none, got "${o.kvCache}"`);
+      if (!(KV_CACHE_KINDS as readonly string[]).includes(o.kvCache)) throw new Error(`--kv-cache: expected ${KV_CACHE_KINDS.join(', ')}, got "${o.kvCache}"`);
       await useBackend(o.backend);
       const m = await loadPretrained(o.model);
       const tok = await optionalTokenizer(o.model);
@@ -211,7 +213,10 @@ export function registerModelCommands(program: Command): void {
       const stopTokenIds = eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
       const decoding = DecodingOptionsSchema.parse({ temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds });
       const t0 = performance.now();
-      const samples = generate(m, promptIds, { numSamples: o.numSamples, decoding, seed: o.seed, kvCache: o.kvCache });
+      const samples =
+        o.kvCache === 'paged'
+          ? new SamplingEngine({ model: m, kvCache: 'paged' }).generate([{ promptIds, numSamples: o.numSamples, seed: o.seed }], decoding).outputs[0]!
+          : generate(m, promptIds, { numSamples: o.numSamples, decoding, seed: o.seed, kvCache: o.kvCache });
       const seconds = (performance.now() - t0) / 1000;
       samples.forEach((s, i) => {
         const text = tok ? tok.decode(s.tokenIds, { skipSpecialTokens: true }) : undefined;

@@ -44,6 +44,7 @@ export function registerTokenizerCommands(program: Command): void {
     .requiredOption('--tokenizer <dir>', 'tokenizer folder (tokenizer.json, tokenizer_config.json)')
     .requiredOption('--text <text>', 'text to encode; special-token strings become their ids')
     .option('--add-special-tokens', 'run the post-processor (adds BOS for Llama 3 tokenizers)', false)
+    .addHelpText('after', example('tfalign tokenizer encode --tokenizer models/tok --text "<|start_header_id|>user<|end_header_id|>"'))
     .action(async (options: { tokenizer: string; text: string; addSpecialTokens: boolean }) => {
       const tok = await Tokenizer.fromFolder(options.tokenizer);
       console.log(JSON.stringify(tok.encode(options.text, { addSpecialTokens: options.addSpecialTokens })));
