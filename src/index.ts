@@ -59,3 +59,18 @@ export { AlignmentRun, readRunConfig, type RunEvents, type RunSelection } from '
 export { RunConfigSchema, type RunConfig, type RunConfigInput } from './config/run.js';
 export { RunStore } from './store/store.js';
 export { acquireRunLock, RunLockedError, type RunLock } from './store/lock.js';
+
+// Sampling engine and rejection sampling
+export { SamplingEngine, SamplingEngineOptionsSchema, KV_CACHE_KINDS, type SamplingRequest, type SamplingResult, type SamplingStats } from '../samplers/engine.js';
+export { samplePolicy, type PolicySamplingOptions } from '../samplers/policy-sampler.js';
+export { buildRejectionRows, scorePrompts, RejectionOptionsSchema, PAIR_STRATEGIES } from '../samplers/rejection.js';
+
+// Data-parallel training
+export { createStepEngine, defaultNumWorkers } from './parallel/factory.js';
+
+// Data curation
+export { cleanRows, CleaningOptionsSchema, RULE_NAMES } from '../data/curation/rules.js';
+export { findDuplicates, DedupOptionsSchema } from '../data/curation/dedup.js';
+export { semanticDedupRows, SemanticDedupOptionsSchema } from '../data/curation/semantic-dedup.js';
+export { rewardQualityScores, QualityOptionsSchema } from '../data/curation/quality.js';
+export { cleanFile, dedupFile, scoreFile, formatReport } from '../data/curation/steps.js';
