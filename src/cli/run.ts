@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { example, intArg, progress } from './common.js';
-import { AlignmentRun, readRunConfig, STAGE_NAMES, type RunEvents } from '../rounds/runner.js';
+import { AlignmentRun, readRunConfig, type RunEvents } from '../rounds/runner.js';
+import { ROUND_STAGES, STAGE_NAMES } from '../store/stages.js';
 import { RunLayout, DATABASE_FILE } from '../rounds/layout.js';
 import { RunStore } from '../store/store.js';
 import { loadPretrained, savePretrained } from '../model/pretrained.js';
@@ -15,6 +16,9 @@ import type { RoundSummary } from '../store/records.js';
 import { fileURLToPath } from 'node:url';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** Stages `--stage` accepts: a round's stages, curate included. */
+const ROUND_STAGE_CHOICES = STAGE_NAMES.filter((s) => s !== 'build_base');
 
 /** Console output for a run: stage lines, a progress bar per training stage, summaries. */
 export function consoleEvents(): RunEvents {
@@ -47,7 +51,8 @@ function fmt(v: number | undefined, digits = 3): string {
 }
 
 /** The per-round table: RM accuracy, best-of-K gain, judge score and win rates. */
-export function roundTable(summaries: readonly RoundSummary[]): string {
+/** `numStages`: stages per round of the run (7 with curate). */
+export function roundTable(summaries: readonly RoundSummary[], numStages: number = ROUND_STAGES.length): string {
   const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'rm score', 'win vs prev', 'win vs base', 'policy'];
   const rows = summaries
     .filter((s) => s.roundIndex > 0)
@@ -56,7 +61,7 @@ export function roundTable(summaries: readonly RoundSummary[]): string {
       const done = s.stages.filter((x) => x.status === 'done').length;
       return [
         String(s.roundIndex),
-        s.status === 'done' ? 'done' : `${done}/${STAGE_NAMES.length} stages`,
+        s.status === 'done' ? 'done' : `${done}/${numStages} stages`,
         fmt(m['rm/accuracy']),
         fmt(m['sample/best_of_k_gain']),
         fmt(m['eval/judge_score']),
@@ -74,6 +79,12 @@ export function roundTable(summaries: readonly RoundSummary[]): string {
   const lines = [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)];
   if (base !== undefined) lines.push(`base model ${firstRound['eval/base_judge_score'] !== undefined ? 'judge' : 'rm'} score: ${fmt(base)}`);
   return lines.join('\n');
+}
+
+/** Stages per round of a recorded run (its config decides whether curate runs). */
+function stagesPerRound(store: RunStore, name: string): number {
+  const config = store.getRun(name)?.config as { curate?: { enabled?: boolean } } | undefined;
+  return ROUND_STAGES.length + (config?.curate?.enabled ? 1 : 0);
 }
 
 /** Opens the database of a project read-only (status works while a run holds the lock). */
@@ -97,7 +108,7 @@ async function runWithConfig(file: string, sets: string[], force: boolean, selec
 function printStatus(project: string, name: string): void {
   const store = openReadOnly(project);
   try {
-    console.log(roundTable(store.roundSummaries(name)));
+    console.log(roundTable(store.roundSummaries(name), stagesPerRound(store, name)));
   } finally {
     store.close();
   }
@@ -123,13 +134,13 @@ export function registerRunCommands(program: Command): void {
     .description('run one round, or one stage of it (--stage redoes that stage)')
     .argument('<n>', 'round number (1-based)', intArg('round', { min: 1 }))
     .requiredOption('--config <file>', 'run config (YAML or JSON)')
-    .option('--stage <name>', `one stage: ${STAGE_NAMES.join(', ')}`)
+    .option('--stage <name>', `one stage: ${ROUND_STAGE_CHOICES.join(', ')}`)
     .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
     .option('--force', 'continue a run whose config changed')
     .addHelpText('after', example('tfalign round 2 --config configs/quickstart.yaml', 'tfalign round 2 --config configs/quickstart.yaml --stage evaluate'))
     .action(async (n: number, o) => {
-      if (o.stage !== undefined && !(STAGE_NAMES as readonly string[]).includes(o.stage)) {
-        throw new Error(`--stage: unknown stage "${o.stage}"; expected one of ${STAGE_NAMES.join(', ')}`);
+      if (o.stage !== undefined && !(ROUND_STAGE_CHOICES as readonly string[]).includes(o.stage)) {
+        throw new Error(`--stage: unknown stage "${o.stage}"; expected one of ${ROUND_STAGE_CHOICES.join(', ')}`);
       }
       const run = await runWithConfig(o.config, o.set, Boolean(o.force), { round: n, stage: o.stage });
       printStatus(run.config.project, run.config.name);
@@ -153,7 +164,7 @@ export function registerRunCommands(program: Command): void {
         }
         const summaries = store.roundSummaries(name);
         if (o.json) console.log(JSON.stringify({ run: store.getRun(name), rounds: summaries }, null, 2));
-        else console.log(roundTable(summaries));
+        else console.log(roundTable(summaries, stagesPerRound(store, name)));
       } finally {
         store.close();
       }

@@ -12,6 +12,8 @@ import { DpoConfigSchema } from '../trainers/dpo.js';
 import { PretrainConfigSchema } from '../trainers/pretrain.js';
 import { RejectionOptionsSchema } from '../../samplers/rejection.js';
 import { SamplingEngineOptionsSchema } from '../../samplers/engine.js';
+import { CleaningOptionsSchema } from '../../data/curation/rules.js';
+import { DedupOptionsSchema } from '../../data/curation/dedup.js';
 
 const filledByRound = { model: true, train: true, eval: true, out: true, resume: true, backend: true, seed: true } as const;
 
@@ -102,6 +104,14 @@ export const RunConfigSchema = z
       .default({}),
     dpo: DpoConfigSchema.omit(filledByRound)
       .extend({ data: z.enum(['all', 'latest']).default('latest').describe('Preferences DPO trains on: this round\'s (Llama 3: the latest batches) or all.') })
+      .default({}),
+    curate: z
+      .object({
+        enabled: z.boolean().default(false).describe('Run the curate stage between rejection sampling and SFT (Llama 3 §4.2.3): cleaning rules, then exact and near-duplicate removal of the selected samples.'),
+        clean: CleaningOptionsSchema.default({}).describe('Cleaning rules (`tfalign data clean` options).'),
+        dedup: DedupOptionsSchema.default({}).describe('Duplicate removal (`tfalign data dedup` options; near-duplicates with near: true).'),
+      })
+      .strict()
       .default({}),
     evaluate: EvaluateSchema.default({}),
   })

@@ -19,9 +19,7 @@ import { RunLayout } from './layout.js';
 import { loadJudge, type Judge } from './judge-loader.js';
 import { writePromptSets } from './prompts.js';
 import { buildBaseModel } from './base-model.js';
-import { STAGES, STAGE_NAMES, type RoundStageName, type StageContext, type StageOutput } from './stages.js';
-
-export { STAGE_NAMES };
+import { STAGES, stagesOf, type RoundStageName, type StageContext, type StageOutput } from './stages.js';
 export const BASE_STAGE = 'build_base' as const;
 
 export interface RunEvents {
@@ -114,24 +112,28 @@ export class AlignmentRun {
       await writePromptSets(config, { train: this.layout.trainPrompts, heldout: this.layout.heldoutPrompts });
       const basePolicy = await this.ensureBase(events);
       const rounds = selection.round !== undefined ? [selection.round] : Array.from({ length: config.rounds }, (_, i) => i + 1);
+      const stageNames = stagesOf(config);
+      if (selection.stage !== undefined && !stageNames.includes(selection.stage)) {
+        throw new Error(`--stage: this run's rounds have no stage "${selection.stage}" (${stageNames.join(', ')})`);
+      }
       for (const round of rounds) {
         if (round < 1 || round > config.rounds) throw new Error(`round ${round}: the run has rounds 1..${config.rounds}`);
         if (selection.stage !== undefined) this.redoFrom(round, selection.stage);
-        for (const stage of STAGE_NAMES) {
+        for (const stage of stageNames) {
           if (selection.stage !== undefined && stage !== selection.stage && store.stageStatus(config.name, round, stage) !== 'done') {
             // `--stage X`: earlier stages must be done already; later ones wait for a full run.
-            if (STAGE_NAMES.indexOf(stage) < STAGE_NAMES.indexOf(selection.stage)) {
+            if (stageNames.indexOf(stage) < stageNames.indexOf(selection.stage)) {
               throw new Error(`round ${round} stage ${selection.stage}: earlier stage ${stage} is not done; run \`tfalign round ${round}\` first`);
             }
             continue;
           }
           await this.runStage(round, stage, basePolicy, events);
         }
-        if (STAGE_NAMES.every((stage) => store.stageStatus(config.name, round, stage) === 'done')) {
+        if (stageNames.every((stage) => store.stageStatus(config.name, round, stage) === 'done')) {
           store.completeRound(config.name, round, this.bestPolicyAfter(round, basePolicy));
         }
       }
-      const finished = store.firstUnfinishedStage(config.name, config.rounds, STAGE_NAMES) === null;
+      const finished = store.firstUnfinishedStage(config.name, config.rounds, stageNames) === null;
       store.setRunStatus(config.name, finished ? 'done' : 'created');
     } catch (err) {
       store.setRunStatus(config.name, 'failed');
@@ -144,7 +146,8 @@ export class AlignmentRun {
    * outputs, so all of them go back to pending and their folders are removed.
    */
   private redoFrom(round: number, stage: RoundStageName): void {
-    for (const later of STAGE_NAMES.slice(STAGE_NAMES.indexOf(stage))) {
+    const stageNames = stagesOf(this.config);
+    for (const later of stageNames.slice(stageNames.indexOf(stage))) {
       if (this.store.stageStatus(this.config.name, round, later) === 'pending') continue;
       this.store.resetStage(this.config.name, round, later);
       fs.rmSync(this.layout.stageDir(round, later), { recursive: true, force: true });

@@ -26,13 +26,18 @@ import { buildRejectionRows, scorePrompts, type SampledPrompt } from '../../samp
 import type { RunConfig } from '../config/run.js';
 import type { LogRecord } from '../train/loop.js';
 import type { RunLayout } from './layout.js';
-import { ROUND_STAGES } from '../store/stages.js';
+import { roundStages, type ROUND_STAGES } from '../store/stages.js';
+import { cleanFile, dedupFile } from '../../data/curation/steps.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
 import { hasImportedPreferences, readImportedPreferences } from './annotations.js';
 
-export const STAGE_NAMES = ROUND_STAGES;
-export type RoundStageName = (typeof ROUND_STAGES)[number];
+export type RoundStageName = (typeof ROUND_STAGES)[number] | 'curate';
+
+/** The stages a round of this config runs, in order (`curate` after rejection sampling when enabled). */
+export function stagesOf(config: RunConfig): RoundStageName[] {
+  return roundStages({ curate: config.curate.enabled }) as RoundStageName[];
+}
 
 export interface StageContext {
   config: RunConfig;
@@ -241,13 +246,31 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   };
 }
 
+// 3b) curate (optional) -----------------------------------------------------------------------
+
+/** Cleaning rules, then exact/near-duplicate removal, over the selected samples (Llama 3 §4.2.3). */
+export async function curateStage(ctx: StageContext): Promise<StageOutput> {
+  const input = path.join(stageDir(ctx, ctx.round, 'rejection_sample'), 'sft.jsonl');
+  const cleaned = path.join(ctx.outDir, 'cleaned.jsonl');
+  const out = path.join(ctx.outDir, 'sft.jsonl');
+  const clean = await cleanFile({ input, out: cleaned, rejects: path.join(ctx.outDir, 'rejects-clean.jsonl'), options: ctx.config.curate.clean });
+  const dedup = await dedupFile({ input: cleaned, out, rejects: path.join(ctx.outDir, 'rejects-dedup.jsonl'), options: ctx.config.curate.dedup });
+  const metrics: Record<string, number> = { 'curate/num_in': clean.numIn, 'curate/num_out': dedup.numOut };
+  for (const [rule, n] of [...Object.entries(clean.removed), ...Object.entries(dedup.removed)]) metrics[`curate/removed/${rule}`] = n;
+  const removed = Object.entries(metrics).filter(([k, v]) => k.startsWith('curate/removed/') && v > 0).map(([k, v]) => `${k.slice(15)} ${v}`);
+  ctx.log(`curate: ${clean.numIn} rows in, ${dedup.numOut} out${removed.length ? ` (removed: ${removed.join(', ')})` : ''}`);
+  return { artifacts: [{ kind: 'dataset', name: 'curated-sft', path: out, numRows: dedup.numOut }], metrics };
+}
+
 // 4) sft --------------------------------------------------------------------------------------
 
 export async function sftStage(ctx: StageContext): Promise<StageOutput> {
   const c = ctx.config.sft;
   const rounds = c.data === 'all' ? Array.from({ length: ctx.round }, (_, i) => i + 1) : [ctx.round];
   const rows: unknown[] = [];
-  for (const r of rounds) rows.push(...(await readJsonl(path.join(stageDir(ctx, r, 'rejection_sample'), 'sft.jsonl'), SftRowSchema)).rows.map((x) => x.value));
+  // The curated selection when the curate stage runs, else rejection sampling's.
+  const selected = (r: number) => (ctx.config.curate.enabled ? path.join(stageDir(ctx, r, 'curate'), 'sft.jsonl') : path.join(stageDir(ctx, r, 'rejection_sample'), 'sft.jsonl'));
+  for (const r of rounds) rows.push(...(await readJsonl(selected(r), SftRowSchema)).rows.map((x) => x.value));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, rows);
   const { from, data: _data, ...trainer } = c;
@@ -371,6 +394,7 @@ export const STAGES: Record<RoundStageName, (ctx: StageContext) => Promise<Stage
   collect_preferences: collectPreferences,
   train_reward_model: trainRewardModelStage,
   rejection_sample: rejectionSample,
+  curate: curateStage,
   sft: sftStage,
   dpo: dpoStage,
   evaluate: evaluateStage,
