@@ -67,6 +67,22 @@ describe('Llama forward matches an independent reference', () => {
     });
   }
 
+  it('the newer rope_parameters spelling (with its own rope_theta) equals rope_scaling + rope_theta', () => {
+    const older = variants['MQA, llama3 rope scaling'] as Record<string, unknown>;
+    const { rope_scaling: scaling, rope_theta: theta, ...rest } = older;
+    const newer = parseLlamaConfig({ ...rest, rope_parameters: { ...(scaling as object), rope_theta: theta } });
+    const a = initModel(parseLlamaConfig(older), 5);
+    const b = initModel(newer, 5);
+    const la = logitsOf(a, [seq])[0];
+    const lb = logitsOf(b, [seq])[0];
+    for (let i = 0; i < seq.length; i++) expect(maxAbsDiff(la[i], lb[i])).toBe(0);
+    // and the scaling matters: the same model without it differs
+    const plain = initModel(parseLlamaConfig({ ...rest, rope_theta: theta }), 5);
+    const lp = logitsOf(plain, [seq])[0];
+    expect(maxAbsDiff(la[seq.length - 1], lp[seq.length - 1])).toBeGreaterThan(1e-4);
+    [a, b, plain].forEach((m) => m.dispose());
+  });
+
   it('packed rows with document ids equal the documents run alone', () => {
     const config = parseLlamaConfig(variants['GQA, untied, explicit head_dim']);
     const model = initModel(config, 3);
