@@ -53,7 +53,7 @@ function fmt(v: number | undefined, digits = 3): string {
 /** The per-round table: RM accuracy, best-of-K gain, judge score and win rates. */
 /** `numStages`: stages per round of the run (7 with curate). */
 export function roundTable(summaries: readonly RoundSummary[], numStages: number = ROUND_STAGES.length): string {
-  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'rm score', 'win vs prev', 'win vs base', 'policy'];
+  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'rm score', 'win vs prev', 'win vs base', 'policy', 'best so far'];
   const rows = summaries
     .filter((s) => s.roundIndex > 0)
     .map((s) => {
@@ -69,6 +69,8 @@ export function roundTable(summaries: readonly RoundSummary[], numStages: number
         fmt(m['eval/win_rate_vs_previous']),
         fmt(m['eval/win_rate_vs_base']),
         m['eval/selected'] === undefined ? '—' : m['eval/selected'] ? 'new best' : 'kept previous',
+        // the score of the policy the next round starts from
+        fmt(m['eval/selected'] ? (m['eval/judge_score'] ?? m['eval/rm_score']) : (m['eval/previous_judge_score'] ?? m['eval/previous_rm_score'])),
       ];
     });
   const firstRound = summaries.find((s) => s.roundIndex === 1)?.metrics ?? {};
