@@ -19,7 +19,7 @@
  * `tfalign status` — and every chart mark carries its number in `data-value` (see charts.ts).
  * All text from the database (names, paths, errors, the config) is escaped.
  */
-import { randomBytes } from 'node:crypto';
+import { writeFileAtomic } from '../../data/atomic.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readRunLock, type LockHolder } from '../store/lock.js';
@@ -431,29 +431,6 @@ figure.chart figcaption { font-weight: 600; margin-bottom: 4px; } svg.plot { dis
 .no-data { color: var(--muted); font-style: italic; } ul.errors { color: #b42318; } td.policy code { color: var(--muted); }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 `;
-
-/**
- * Writes `text` to `file` atomically: a temporary file beside it, flushed, then renamed over it, so
- * a reader (a browser refreshing the page) never sees half a report and a failed write leaves the
- * previous one.
- */
-export function writeFileAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmpFile = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(tmpFile, 'wx');
-    fs.writeFileSync(fd, text, 'utf8');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmpFile, file);
-  } catch (err) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmpFile, { force: true });
-    throw err;
-  }
-}
 
 /** Reads the run from the store, renders the page and writes it atomically; returns its size. */
 export function writeRunReport(store: RunStore, runName: string, outFile: string, options: ReportOptions = {}): { file: string; bytes: number; report: RunReport } {

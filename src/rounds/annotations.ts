@@ -3,7 +3,7 @@
  *
  *   tfalign annotate export  → a file of response pairs for people to label (JSONL or CSV)
  *   tfalign annotate import  → the labeled pairs, validated, recorded in the store and written as
- *                              `PROJECT/RUN/round-N/collect_preferences/preferences.jsonl`
+ *                              `PROJECT/RUN/round-N/annotations/preferences.jsonl` (the round copies it)
  *
  * An annotation row is `{id, prompt, response_a, response_b, preferred, strength, edited}`:
  * annotators fill `preferred` (a | b), `strength` (one of Llama 3's four levels, arXiv 2407.21783
@@ -28,7 +28,7 @@
  * so a second import adds to it, and rerunning an import that was killed after the store commit
  * repairs the file.
  */
-import { randomBytes } from 'node:crypto';
+import { writeFileAtomic } from '../../data/atomic.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../../data/errors.js';
@@ -75,7 +75,7 @@ export interface LabeledPair {
 
 // ---- where imported preferences live -------------------------------------------------------------
 
-/** `PROJECT/RUN/round-N/collect_preferences/preferences.jsonl`: the imported pairs of round N, as PreferenceRowSchema rows. */
+/** `PROJECT/RUN/round-N/annotations/preferences.jsonl` (the round copies it): the imported pairs of round N, as PreferenceRowSchema rows. */
 export function importedPreferencesPath(layout: RunLayout, round: number): string {
   assertRound(round, 'importedPreferencesPath');
   // Beside the stage folder, not in it: the runner empties a stage's folder before (re)running it.
@@ -205,7 +205,7 @@ export function exportAnnotations(store: RunStore, options: ExportAnnotationsOpt
   }
   const { rows, numSkippedIdentical } = buildAnnotationPairs(samples, seed);
   if (rows.length === 0) throw new Error(`annotate export: run "${run}" round ${round}: every prompt's samples are identical; there is nothing to compare`);
-  writeTextAtomic(out, formatAnnotations(rows, format, annotationHeader(run, round, rows.length, seed)));
+  writeFileAtomic(out, formatAnnotations(rows, format, annotationHeader(run, round, rows.length, seed)));
   return { file: out, format, numPairs: rows.length, numSkippedIdentical };
 }
 
@@ -558,21 +558,3 @@ export function parseCsv(text: string, file: string, options: { skipLeadingComme
   return records;
 }
 
-/** Writes text to a temporary file beside `file`, flushes it and renames it into place. */
-function writeTextAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmpFile = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(tmpFile, 'wx');
-    fs.writeFileSync(fd, text, 'utf8');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmpFile, file);
-  } catch (err) {
-    if (fd !== undefined) fs.closeSync(fd);
-    fs.rmSync(tmpFile, { force: true });
-    throw err;
-  }
-}

@@ -1,3 +1,4 @@
+import { xorshift32 } from './xorshift.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,15 +26,7 @@ function makeName(pick: (n: number) => number): string {
 
 /** Deterministic English-like sentences (xorshift32), grouped in paragraphs of 1–4 lines. */
 function makeCorpus(numSentences: number, seed = 7): string[] {
-  let state = seed >>> 0 || 1;
-  const pick = (n: number): number => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state % n;
-  };
+  const pick = xorshift32(seed);
   const subjects = ['the cat', 'a dog', 'my friend', 'the teacher', 'our model', 'the quick brown fox', 'she', 'they'];
   const verbs = ['jumps over', 'reads', 'writes', 'likes', 'sees', 'trains', 'finds', "doesn't answer"];
   const objects = ['the lazy dog', 'a long book', 'the answer', 'some tokens', 'the question', 'a small garden', 'the river'];

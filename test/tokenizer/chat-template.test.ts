@@ -1,3 +1,4 @@
+import { xorshift32 } from './xorshift.js';
 import { describe, expect, it } from 'vitest';
 import { buildTokenizerConfig, trainByteLevelBpe } from '../../src/tokenizer/bpe-trainer.js';
 import {
@@ -12,15 +13,7 @@ import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 
 /** Deterministic English-like sentences (xorshift32); "jumps" is frequent so " jumps" becomes one token. */
 function makeCorpus(numSentences: number, seed = 9): string[] {
-  let state = seed >>> 0 || 1;
-  const pick = (n: number): number => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state % n;
-  };
+  const pick = xorshift32(seed);
   const subjects = ['the cat', 'a dog', 'my friend', 'the quick brown fox', 'the assistant', 'you'];
   const verbs = ['jumps over', 'reads', 'writes', 'answers', 'jumps on'];
   const objects = ['the lazy dog', 'a long book', 'the question', 'some tokens', 'the river'];

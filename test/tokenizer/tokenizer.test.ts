@@ -1,3 +1,4 @@
+import { xorshift32 } from './xorshift.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,15 +9,7 @@ import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 
 /** Deterministic English-like sentences (xorshift32) with pseudo-word names, one per line. */
 function makeCorpus(numSentences: number, seed = 5): string[] {
-  let state = seed >>> 0 || 1;
-  const pick = (n: number): number => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state % n;
-  };
+  const pick = xorshift32(seed);
   const syllables = ['ka', 'to', 're', 'mi', 'san', 'lo', 've', 'ent', 'ion', 'ing', 'er', 'an', 'st', 'con', 'al'];
   const name = (): string => {
     let text = '';
