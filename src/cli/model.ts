@@ -6,8 +6,9 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
 import { averageModels, createModel } from '../model/create.js';
-import { loadPretrained } from '../model/pretrained.js';
-import { countParameters } from '../model/config.js';
+import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { countParameters, modelDims, type ModelDims } from '../model/config.js';
+import { ShardPool } from '../parallel/shard-pool.js';
 import { pretrain } from '../trainers/pretrain.js';
 import { responseLogprobs, type PromptResponseIds } from '../trainers/causal-lm.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -18,7 +19,6 @@ import { DataError } from '../../data/errors.js';
 import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema } from '../../samplers/decoding.js';
 import { KV_CACHE_KINDS, SamplingEngine } from '../../samplers/engine.js';
-import type { LlamaModel } from '../model/llama.js';
 
 /** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
 async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
@@ -31,7 +31,7 @@ export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean): num
   return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt)];
 }
 
-function checkIds(ids: number[], model: LlamaModel, where: string, field: string): void {
+function checkIds(ids: number[], model: { dims: ModelDims }, where: string, field: string): void {
   const bad = ids.findIndex((id) => id >= model.dims.vocabSize);
   if (bad >= 0) throw new Error(`${where}: ${field}.${bad}: token id ${ids[bad]} is not below the vocabulary size ${model.dims.vocabSize}`);
 }
@@ -135,12 +135,14 @@ export function registerModelCommands(program: Command): void {
     .option('--chat', 'wrap text prompts in the chat template (generation prompt added)')
     .option('--add-eos', 'score the end-of-turn token after the response too')
     .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', { min: 1 }), 8)
+    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1); same values, same order', intArg('--workers', { min: 1 }), 1)
     .addOption(backendOption())
     .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
     .action(async (o) => {
       await useBackend(o.backend);
       const { rows } = await readJsonl(o.input, TokenRowSchema);
-      const m = await loadPretrained(o.model);
+      // Rows are checked against config.json; the weights load here (1 worker) or in each worker.
+      const m = { dims: modelDims(loadModelConfig(o.model)) };
       if (m.dims.isRewardModel) throw new Error(`logprobs: ${o.model} is a reward model; use \`tfalign rm score\``);
       const tok = await optionalTokenizer(o.model);
       const endId = tok?.eotTokenId ?? tok?.eosTokenId;
@@ -162,7 +164,22 @@ export function registerModelCommands(program: Command): void {
         return ids;
       });
       const padId = tok?.padTokenId ?? endId ?? 0;
-      const results = responseLogprobs(m, parts, o.batchSize, padId);
+      let results: Float32Array[];
+      if (o.workers > 1) {
+        const pool = await ShardPool.create({ numWorkers: o.workers });
+        try {
+          results = await pool.logprobs(o.model, parts, { batchSize: o.batchSize, padId });
+        } finally {
+          await pool.close();
+        }
+      } else {
+        const model = await loadPretrained(o.model);
+        try {
+          results = responseLogprobs(model, parts, o.batchSize, padId);
+        } finally {
+          model.dispose();
+        }
+      }
       const outRows = results.map((lp) => ({
         logprob: lp.reduce((a, b) => a + b, 0),
         num_tokens: lp.length,
@@ -170,7 +187,6 @@ export function registerModelCommands(program: Command): void {
       }));
       if (o.output) await writeJsonlAtomic(o.output, outRows);
       else for (const r of outRows) process.stdout.write(JSON.stringify(r) + '\n');
-      m.dispose();
     });
 
   program

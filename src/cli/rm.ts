@@ -8,7 +8,9 @@ import { BACKEND_NAMES } from '../backend.js';
 import { loadConfig } from '../config/load.js';
 import { describePreferenceData, RewardConfigSchema, trainRewardModel } from '../trainers/reward.js';
 import { scoreResponses } from '../trainers/reward-scoring.js';
-import { loadPretrained } from '../model/pretrained.js';
+import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { modelDims } from '../model/config.js';
+import { ShardPool } from '../parallel/shard-pool.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';
@@ -50,6 +52,7 @@ export function registerRmCommands(program: Command): void {
     .option('--save-every <n>', 'steps between checkpoints', intArg('--save-every', { min: 0 }))
     .option('--seed <n>', 'seed for the head, the split and the data order', intArg('--seed', { min: 0 }))
     .option('--skip-invalid', 'skip invalid rows (counted) instead of stopping at the first')
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
     .option('--resume', 'continue from the latest checkpoint in --out')
     .addOption(configBackendOption())
     .addHelpText(
@@ -68,7 +71,7 @@ export function registerRmCommands(program: Command): void {
           centeringCoefficient: o.centeringCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
           maxSteps: o.maxSteps, epochs: o.epochs, batchSize: o.batchSize, microBatchSize: o.microBatchSize, lr: o.lr,
           evalEvery: o.evalEvery, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, skipInvalid: o.skipInvalid,
-          resume: o.resume, backend: o.backend,
+          resume: o.resume, backend: o.backend, workers: o.workers,
         },
       });
       let bar: ReturnType<typeof progress> | undefined;
@@ -99,22 +102,24 @@ export function registerRmCommands(program: Command): void {
     .option('--batch-size <n>', 'sequences per forward pass', intArg('--batch-size', { min: 1 }), 8)
     .option('--chat', 'render rows with the chat template (default: when the tokenizer has one, as rm train does)')
     .option('--no-chat', 'render rows as [BOS] prompt, response [EOS]')
+    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1); same scores, same order', intArg('--workers', { min: 1 }), 1)
     .addOption(backendOption())
     .addHelpText('after', example('tfalign rm score --model runs/rm/model --input samples.jsonl --output scored.jsonl --batch-size 16'))
     .action(async (o) => {
       // Read and validate every row before loading the model: a bad row fails fast, nothing written.
       const { rows } = await readJsonl(o.input, ScoreRowSchema.passthrough());
       await useBackend(o.backend);
-      const model = await loadPretrained(o.model);
+      if (!modelDims(loadModelConfig(o.model)).isRewardModel) throw new Error(`rm score: ${o.model} is a causal LM; give a reward model (rm train's OUT/model)`);
+      const inputs = rows.map((r) => r.value);
+      const options = { batchSize: o.batchSize, chat: o.chat };
+      const describeRow = (i: number) => `${o.input}:${rows[i].line}`;
+      // --workers > 1: the rows are sharded across a pool of threads that load the folder themselves
+      const pool = o.workers > 1 ? await ShardPool.create({ numWorkers: o.workers }) : undefined;
+      const model = pool ? undefined : await loadPretrained(o.model);
       try {
-        if (!model.dims.isRewardModel) throw new Error(`rm score: ${o.model} is a causal LM; give a reward model (rm train's OUT/model)`);
-        const tokenizer = await Tokenizer.fromFolder(o.model);
-        const rewards = scoreResponses(
-          model,
-          tokenizer,
-          rows.map((r) => r.value),
-          { batchSize: o.batchSize, chat: o.chat, describeRow: (i) => `${o.input}:${rows[i].line}` },
-        );
+        const rewards = pool
+          ? await pool.score(o.model, inputs, { ...options, labels: rows.map((_, i) => describeRow(i)) })
+          : scoreResponses(model!, await Tokenizer.fromFolder(o.model), inputs, { ...options, describeRow });
         const outRows = rows.map((r, i) => ({ ...r.value, reward: rewards[i] }));
         if (o.output) {
           await writeJsonlAtomic(o.output, outRows);
@@ -123,7 +128,8 @@ export function registerRmCommands(program: Command): void {
           for (const row of outRows) process.stdout.write(JSON.stringify(row) + '\n');
         }
       } finally {
-        model.dispose();
+        await pool?.close();
+        model?.dispose();
       }
     });
 }

@@ -6,19 +6,27 @@
  *   sft.jsonl          {prompt, response} (or {messages}) with the best sample
  *   preferences.jsonl  {prompt, chosen, rejected, chosen_reward, rejected_reward} by --pair-strategy
  * Progress on stderr (prompts done, samples/s, tokens/s); a summary on stdout at the end.
+ *
+ * `--workers N` (default 1) shards the prompts, then the samples to score, across N worker
+ * threads (`ShardPool`), each holding one model at a time, loaded from its folder; the outputs
+ * are the same files as with one (same seeds, same order). The default stays 1: each worker
+ * loads its own copy of the policy and of the reward model, which costs memory and a start-up
+ * that only pays off for enough prompts × K.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
-import { loadPretrained } from '../model/pretrained.js';
+import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { scoreResponses } from '../trainers/reward-scoring.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
 import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
-import { samplePolicy } from '../../samplers/policy-sampler.js';
+import { samplePolicy, type PolicySamples } from '../../samplers/policy-sampler.js';
 import { buildRejectionRows, PAIR_STRATEGIES, scorePrompts, type PairStrategy, type SampledPrompt } from '../../samplers/rejection.js';
+import { ShardPool } from '../parallel/shard-pool.js';
 
 interface SampleCommandOptions {
   policy: string;
@@ -40,6 +48,7 @@ interface SampleCommandOptions {
   kvCacheMb: number;
   rewardBatchSize: number;
   backend: string;
+  workers: number;
 }
 
 /** A folder's tokenizer, with a one-line error naming the flag when it has none. */
@@ -52,60 +61,83 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
   await useBackend(o.backend);
   const { rows } = await readJsonl(o.prompts, PromptRowSchema);
   if (rows.length === 0) throw new Error(`${o.prompts}: no prompts`);
-  const policy = await loadPretrained(o.policy);
-  if (policy.dims.isRewardModel) throw new Error(`--policy: ${o.policy} is a reward model; give a causal LM`);
-  const rewardModel = await loadPretrained(o.rewardModel);
-  if (!rewardModel.dims.isRewardModel) throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
+  // Model kinds from config.json, before any weights load (here or in the workers).
+  if (modelDims(loadModelConfig(o.policy)).isRewardModel) throw new Error(`--policy: ${o.policy} is a reward model; give a causal LM`);
+  if (!modelDims(loadModelConfig(o.rewardModel)).isRewardModel) {
+    throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
+  }
   const policyTok = await folderTokenizer(o.policy, '--policy');
-  const rewardTok = fs.existsSync(path.join(o.rewardModel, 'tokenizer.json')) ? await Tokenizer.fromFolder(o.rewardModel) : policyTok;
-
-  // 1) K samples of every prompt (sample i of prompt j uses seed + j·K + i).
-  const bar = progress('sample', rows.length);
-  const start = performance.now();
-  const { samples, stats } = samplePolicy(
-    policy,
-    policyTok,
-    rows.map((row) => row.value.prompt),
-    {
+  const rewardTokDir = fs.existsSync(path.join(o.rewardModel, 'tokenizer.json')) ? o.rewardModel : o.policy;
+  const rewardTok = rewardTokDir === o.policy ? policyTok : await Tokenizer.fromFolder(rewardTokDir);
+  const pool = o.workers > 1 ? await ShardPool.create({ numWorkers: o.workers }) : undefined;
+  try {
+    // 1) K samples of every prompt (sample i of prompt j uses seed + j·K + i, with any number of workers).
+    const bar = progress('sample', rows.length);
+    const start = performance.now();
+    const prompts = rows.map((row) => row.value.prompt);
+    const samplingOptions = {
       numSamples: o.numSamples,
       decoding: { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens },
       seed: o.seed,
       chat: o.chat,
       engine: { kvCache: o.kvCache, maxNumSeqs: o.maxNumSeqs, blockSize: o.blockSize, kvCacheBytes: Math.round(o.kvCacheMb * 1024 * 1024) },
-      describePrompt: (j) => `${o.prompts}:${rows[j]!.line}`,
-      onPromptDone: (numDone, numTokens) => {
+      onPromptDone: (numDone: number, numTokens: number) => {
         const seconds = Math.max((performance.now() - start) / 1000, 1e-9);
         bar.update(numDone, { 'samples/s': (numDone * o.numSamples) / seconds, 'tokens/s': numTokens / seconds });
       },
-    },
-  );
-  bar.done();
-  policy.dispose();
+    };
+    let sampledOutput: PolicySamples;
+    if (pool) {
+      sampledOutput = await pool.sample(o.policy, prompts, { ...samplingOptions, labels: rows.map((row) => `${o.prompts}:${row.line}`) });
+    } else {
+      const policy = await loadPretrained(o.policy);
+      try {
+        sampledOutput = samplePolicy(policy, policyTok, prompts, { ...samplingOptions, describePrompt: (j) => `${o.prompts}:${rows[j]!.line}` });
+      } finally {
+        policy.dispose();
+      }
+    }
+    const { samples, stats } = sampledOutput;
+    bar.done();
 
-  // 2) Score with the reward model, pick the best, build pairs.
-  const sampled: SampledPrompt[] = rows.map(({ value }, j) => ({
-    prompt: value.prompt,
-    ...(value.id !== undefined ? { id: value.id } : {}),
-    samples: samples[j]!,
-  }));
-  const describeSample = (i: number) => `${o.prompts}:${rows[Math.floor(i / o.numSamples)]!.line} sample ${i % o.numSamples}`;
-  const scored = scorePrompts(sampled, (inputs) =>
-    scoreResponses(rewardModel, rewardTok, inputs, { batchSize: o.rewardBatchSize, chat: o.chat, describeRow: describeSample }),
-  );
-  rewardModel.dispose();
-  const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
+    // 2) Score with the reward model, pick the best, build pairs.
+    const sampled: SampledPrompt[] = rows.map(({ value }, j) => ({
+      prompt: value.prompt,
+      ...(value.id !== undefined ? { id: value.id } : {}),
+      samples: samples[j]!,
+    }));
+    const describeSample = (i: number) => `${o.prompts}:${rows[Math.floor(i / o.numSamples)]!.line} sample ${i % o.numSamples}`;
+    const inputs = sampled.flatMap((p) => p.samples.map((s) => ({ prompt: p.prompt, response: s.text })));
+    const scoreOptions = { batchSize: o.rewardBatchSize, chat: o.chat };
+    let rewards: number[];
+    if (pool) {
+      rewards = await pool.score(o.rewardModel, inputs, { ...scoreOptions, tokenizerDir: rewardTokDir, labels: inputs.map((_, i) => describeSample(i)) });
+    } else {
+      const rewardModel = await loadPretrained(o.rewardModel);
+      try {
+        rewards = scoreResponses(rewardModel, rewardTok, inputs, { ...scoreOptions, describeRow: describeSample });
+      } finally {
+        rewardModel.dispose();
+      }
+    }
+    const scored = scorePrompts(sampled, () => rewards);
+    const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
 
-  // 3) Write the three files.
-  await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
-  await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
-  await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);
-  const s = result.summary;
-  const skipped = s.numSkippedGap + s.numSkippedIdentical;
-  console.log(
-    `sample: ${s.numPrompts} prompts × ${o.numSamples} samples, ${stats.numGeneratedTokens} tokens in ${stats.wallSeconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(1)} tokens/s, kv-cache ${stats.kvCache}); ` +
-      `reward mean ${s.rewardMean.toFixed(4)}, best-of-${o.numSamples} mean ${s.bestOfKMean.toFixed(4)}, gain ${s.gain.toFixed(4)}; ` +
-      `${s.numPairs} pairs (${skipped} prompts without: ${s.numSkippedGap} below the gap, ${s.numSkippedIdentical} identical) -> ${o.out}`,
-  );
+    // 3) Write the three files.
+    await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
+    await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
+    await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);
+    const s = result.summary;
+    const skipped = s.numSkippedGap + s.numSkippedIdentical;
+    const workers = pool ? `, ${pool.numWorkers} workers` : '';
+    console.log(
+      `sample: ${s.numPrompts} prompts × ${o.numSamples} samples, ${stats.numGeneratedTokens} tokens in ${stats.wallSeconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(1)} tokens/s, kv-cache ${stats.kvCache}${workers}); ` +
+        `reward mean ${s.rewardMean.toFixed(4)}, best-of-${o.numSamples} mean ${s.bestOfKMean.toFixed(4)}, gain ${s.gain.toFixed(4)}; ` +
+        `${s.numPairs} pairs (${skipped} prompts without: ${s.numSkippedGap} below the gap, ${s.numSkippedIdentical} identical) -> ${o.out}`,
+    );
+  } finally {
+    await pool?.close();
+  }
 }
 
 export function registerSampleCommands(program: Command): void {
@@ -131,6 +163,7 @@ export function registerSampleCommands(program: Command): void {
     .option('--block-size <n>', 'tokens per KV block (paged)', intArg('--block-size', { min: 1 }), 16)
     .option('--kv-cache-mb <mb>', 'memory for the paged KV pool, MiB', floatArg('--kv-cache-mb', { min: 1 }), 256)
     .option('--reward-batch-size <n>', 'sequences per reward-model forward', intArg('--reward-batch-size', { min: 1 }), 8)
+    .option('--workers <n>', 'worker threads sharing the prompts and the scoring, each with its own model copy (default 1)', intArg('--workers', { min: 1 }), 1)
     .addOption(backendOption())
     .addHelpText('after', example('tfalign sample --policy runs/sft/model --reward-model runs/rm/model --prompts data/prompts.jsonl -k 16 --out runs/rs'))
     .action(async (o: SampleCommandOptions) => runSample(o));

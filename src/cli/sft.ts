@@ -23,6 +23,7 @@ export function registerSftCommands(program: Command): void {
     .option('--batch-size <n>', 'rows (packed sequences with --packing) per optimizer step', intArg('--batch-size', { min: 1 }))
     .option('--packing', 'pack several rows into each maxLength sequence, attention kept inside each row')
     .option('--skip-invalid', 'skip (and count) malformed rows instead of stopping')
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
     .option('--resume', 'continue from the latest checkpoint in --out')
     // no default here: an absent flag must not override the config file's backend
     .addOption(backendOption().default(undefined))
@@ -38,7 +39,7 @@ export function registerSftCommands(program: Command): void {
         file: o.config,
         flags: {
           model: o.model, train: o.train, eval: o.eval, out: o.out, maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize,
-          packing: o.packing, skipInvalid: o.skipInvalid, resume: o.resume, backend: o.backend,
+          packing: o.packing, skipInvalid: o.skipInvalid, resume: o.resume, backend: o.backend, workers: o.workers,
         },
         sets: o.set,
       });

@@ -5,11 +5,14 @@
  * name: `{ kind: 'causal-lm' }`. Each replica (the parent thread and every worker) resolves the
  * kind to a `TaskDefinition` and builds its loss over its own model replica.
  *
- * Adding a kind (reward, DPO, …): write a `TaskDefinition<YourBatch>` next to your trainer —
+ * Built in: `causal-lm` (pretraining, SFT), `reward-model` (`trainers/reward-task.ts`) and `dpo`
+ * (`trainers/dpo-task.ts`).
+ *
+ * Adding a kind: write a `TaskDefinition<YourBatch>` next to your trainer —
  * `buildLoss({ model, options })` returns the same `LossFn` the trainer would give
  * `LocalStepEngine`, and `splitBatch` (optional) cuts one micro-batch into row-disjoint parts so
  * that several workers can share it — then either
- *   (a) add it to `BUILT_IN_TASKS` below (one import, one line), or
+ *   (a) add it to `BUILT_IN_TASKS` below (one line: a dynamic import of its module), or
  *   (b) export it as `task` from its module and put that module's URL in the descriptor:
  *       `{ kind: 'dpo', module: new URL('./dpo-task.ts', import.meta.url).href }`.
  * There is deliberately no `registerTask()` call: a registration made at run time in the parent
@@ -92,8 +95,16 @@ export const causalLmTask: TaskDefinition<TokenBatch> = {
   splitBatch: splitTokenBatch,
 };
 
-/** The kinds every thread knows without a `module` URL (batch types differ per kind, hence `any`). */
-const BUILT_IN_TASKS = new Map<string, TaskDefinition<any>>([[causalLmTask.kind, causalLmTask]]);
+/**
+ * The kinds every thread knows without a `module` URL (batch types differ per kind, hence `any`).
+ * Kinds defined next to their trainer are imported on first use: a static import would close a
+ * cycle (trainer → factory → tasks → trainer), and a worker loads only the kind it runs.
+ */
+const BUILT_IN_TASKS = new Map<string, () => Promise<TaskDefinition<any>>>([
+  [causalLmTask.kind, async () => causalLmTask],
+  ['reward-model', async () => (await import('../trainers/reward-task.js')).rewardModelTask],
+  ['dpo', async () => (await import('../trainers/dpo-task.js')).dpoTask],
+]);
 
 /** Kinds available without a `module` URL. */
 export function builtInTaskKinds(): string[] {
@@ -103,11 +114,11 @@ export function builtInTaskKinds(): string[] {
 /** The definition a descriptor names: a built-in kind, or the `task` export of its `module`. */
 export async function resolveTask<B>(descriptor: TaskDescriptor): Promise<TaskDefinition<B>> {
   if (descriptor.module === undefined) {
-    const builtIn = BUILT_IN_TASKS.get(descriptor.kind);
-    if (!builtIn) {
+    const loadBuiltIn = BUILT_IN_TASKS.get(descriptor.kind);
+    if (!loadBuiltIn) {
       throw new Error(`tasks: unknown task kind '${descriptor.kind}' (built in: ${builtInTaskKinds().join(', ')}; give 'module' for another kind)`);
     }
-    return builtIn as TaskDefinition<B>;
+    return (await loadBuiltIn()) as TaskDefinition<B>;
   }
   const loaded = (await import(descriptor.module)) as { task?: TaskDefinition<B> };
   const task = loaded.task;

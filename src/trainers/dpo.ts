@@ -19,6 +19,10 @@
  *
  * Batch layout: the first half of a micro-batch's rows are the chosen sequences (prompt + chosen),
  * the second half the rejected ones in the same pair order, all right-padded to one length.
+ *
+ * Workers (`workers` > 1): each batch is split by pairs across policy replicas (`dpo-task.ts`).
+ * Both reference modes work: the reference's log-probs ride in the batch, and a resident
+ * reference stays in this thread only (computed per batch before the split, not sharded).
  */
 import { z } from 'zod';
 import * as tf from '@tensorflow/tfjs';
@@ -38,9 +42,11 @@ import { sequenceLogps } from '../../losses/logprobs.js';
 import { formattingTokenMask } from '../../losses/masks.js';
 import { chosenNllLoss, preferenceWithNllLoss } from '../../losses/nll.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import type { MicroBatchLoss } from '../train/step-engine.js';
+import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import { DPO_TASK_KIND, dpoTaskOptions } from './dpo-task.js';
 import { batchTokenLogprobs } from './causal-lm.js';
 import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps, type PreferencePairIds } from './reference-logps.js';
 
@@ -100,6 +106,20 @@ export interface DpoBatch {
   refChosenLogps: Float32Array;
   /** [P] log π_ref(y_l|x). */
   refRejectedLogps: Float32Array;
+  /**
+   * Set on a range of pairs of a micro-batch split across data-parallel workers (`dpo-task.ts`):
+   * the whole micro-batch's pairs and chosen target tokens. The NLL term is a mean over the
+   * micro-batch's chosen tokens, not over pairs, so a part rescales its own (see `dpoTerms`).
+   */
+  whole?: { numPairs: number; numChosenTargets: number };
+}
+
+/** Target tokens of the chosen rows (0..P−1) of a batch: the NLL term's units. */
+export function numChosenTargets(batch: DpoBatch): number {
+  const { targets, seqLen } = batch.tokens;
+  let count = 0;
+  for (let i = 0; i < batch.numPairs * (seqLen - 1); i++) count += targets[i];
+  return count;
 }
 
 /** Collates pairs and their reference values into the chosen-then-rejected layout of `DpoBatch`. */
@@ -172,10 +192,23 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
     );
     const chosenTokenLogps = tf.slice(tokenLogps, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
     const chosenTargets = tf.slice(targets, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
-    const nllLoss = chosenNllLoss(chosenTokenLogps, chosenTargets);
+    const nllLoss = wholeBatchNll(chosenNllLoss(chosenTokenLogps, chosenTargets), batch);
     const loss = preferenceWithNllLoss(losses, nllLoss, opts.nllCoefficient);
     return { loss, losses, nllLoss, chosenRewards, rejectedRewards, policyChosenLogps, policyRejectedLogps };
   });
+}
+
+/**
+ * The NLL term of a part of a split micro-batch, rescaled so that parts combined in proportion
+ * to their pairs give the whole's: with the part's P_k pairs and N_k chosen tokens, of the
+ * whole's P and N, Σ_k (P_k / P) · nll_k · (N_k / N) · (P / P_k) = Σ_k N_k nll_k / N, the mean
+ * over all N chosen tokens. Unsplit batches are returned as they are.
+ */
+function wholeBatchNll(nllLoss: tf.Scalar, batch: DpoBatch): tf.Scalar {
+  const { whole } = batch;
+  if (!whole) return nllLoss;
+  const scale = whole.numChosenTargets > 0 ? (numChosenTargets(batch) * whole.numPairs) / (whole.numChosenTargets * batch.numPairs) : 0;
+  return tf.mul(nllLoss, scale) as tf.Scalar;
 }
 
 /** The training loss of one micro-batch under the policy, with TRL's metrics; weight = number of pairs. */
@@ -295,7 +328,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
   checkLossOptions(loss, config);
   const microSize = config.microBatchSize ?? config.batchSize;
   if (config.batchSize % microSize !== 0) throw new Error(`dpo config: microBatchSize: ${microSize} must divide batchSize ${config.batchSize}`);
-  await initBackend(config.backend);
+  const backend = await initBackend(config.backend);
 
   // 2) setup: tokenizer and model config → data (cheap to fail) → model weights → reference log-probs
   const tokenizer = await Tokenizer.fromFolder(config.model);
@@ -323,6 +356,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
 
   const policy = await loadPretrained(config.model);
   let reference: LlamaModel | undefined;
+  let engine: StepEngine<DpoBatch> | undefined;
   try {
     const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
     const referenceOptions = { batchSize: 2 * microSize, padId, formattingTokenIds };
@@ -371,14 +405,27 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
       dataSummary,
     });
 
-    // 3) train
+    // 3) train: the step engine computes in this thread or, with workers, splits each batch by
+    // pairs across policy replicas (`dpo-task.ts`). Reference log-probs travel in the batches
+    // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
+    const lossFn = (batch: DpoBatch) => dpoLoss(policy, batch, lossOptions);
+    engine = await createStepEngine<DpoBatch>({
+      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
+      backend: backend.name,
+      model: policy,
+      task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) },
+      lossFn,
+      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
+      maxGradNorm: config.maxGradNorm,
+    });
     const result = await runTrainingLoop<DpoBatch>({
       runDir: config.out,
       model: policy,
       options: config,
       numSteps,
       batchesAt: (step) => microBatches(batchIndicesAt(step, trainPairs.length, config.batchSize, config.seed), config).map((idx) => batchOf('train', idx)),
-      lossFn: (batch) => dpoLoss(policy, batch, lossOptions),
+      lossFn,
+      engine,
       numTokensOf: (batch) => batch.tokens.numRealTokens,
       evaluate: evalPairs.length > 0 ? () => evaluateDpo(policy, precomputedEval ?? evalIndexBatches.map((idx) => batchOf('eval', idx)), lossOptions) : undefined,
       tokenizerDir: config.model,
@@ -387,7 +434,8 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     });
     return { ...result, reference: referenceInfo };
   } finally {
-    // 4) the final model is saved by the loop (out/model); release the weights
+    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
+    await engine?.close();
     policy.dispose();
     reference?.dispose();
   }

@@ -42,10 +42,12 @@ import { TokenizeOptionsSchema, TokenizeReport, tokenizePreferenceRow, type Toke
 import { padRows, type TokenBatch } from '../../data/collate.js';
 import { bradleyTerryLoss, rankingLoss, strengthMargins } from '../../losses/reward.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import type { MicroBatchLoss } from '../train/step-engine.js';
+import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
 import { lastTokenIndex } from './reward-scoring.js';
+import { REWARD_MODEL_TASK_KIND, rewardTaskOptions } from './reward-task.js';
 
 /** Llama 3 trains its reward model on these strengths only (§4.2.1). */
 export const LLAMA3_RM_STRENGTHS: readonly Strength[] = ['significantly_better', 'better'];
@@ -197,6 +199,12 @@ export interface PreferenceBatch {
   strengths: Strength[];
   /** Σ pairsPerRow: the loss's units. */
   numPairs: number;
+  /**
+   * Set on a row range of a micro-batch split across data-parallel workers (`reward-task.ts`):
+   * the whole micro-batch's rows and pairs, so that the parts' metrics, combined in proportion to
+   * their pairs, give the whole's per-row means.
+   */
+  whole?: { numRows: number; numPairs: number };
 }
 
 /** Stacks the responses of `rows` into one batch (layout at the top of this file). */
@@ -284,7 +292,12 @@ export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts:
     const margins = opts.margin ? strengthMargins(batch.strengths) : undefined; // [P]
     return tf.mean(bradleyTerryLoss({ chosenRewards, rejectedRewards, margins }, centering).losses) as tf.Scalar;
   });
-  return { loss, weight: batch.numPairs, metrics: { accuracy: counts.numCorrect / batch.numRows, margin: counts.sumGap / batch.numRows } };
+  // Metrics are means over rows, but micro-batches combine in proportion to pairs: a part of a
+  // split micro-batch divides by the whole's rows and rescales by whole pairs / own pairs, so the
+  // pair-weighted combination of the parts is exactly the whole's mean.
+  const { whole } = batch;
+  const rowMean = (sum: number) => (whole ? (sum * whole.numPairs) / (batch.numPairs * whole.numRows) : sum / batch.numRows);
+  return { loss, weight: batch.numPairs, metrics: { accuracy: rowMean(counts.numCorrect), margin: rowMean(counts.sumGap) } };
 }
 
 /** Held-out metrics: mean pair loss, chosen-vs-rejected `accuracy` and `margin`, without gradients. */
@@ -341,7 +354,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
   if (config.maxLength > dims.maxPositions) {
     throw new Error(`rm train: maxLength ${config.maxLength} exceeds the model's max_position_embeddings ${dims.maxPositions}; set maxLength ≤ ${dims.maxPositions}`);
   }
-  await initBackend(config.backend);
+  const backend = await initBackend(config.backend);
 
   // 2) setup: tokenizer → data → model. Data before weights, so a bad row fails in seconds.
   const tokenizer = await Tokenizer.fromFolder(config.model);
@@ -379,8 +392,20 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     loaded.dispose();
   }
 
-  // 3) train
+  // 3) train: the step engine computes in this thread or, with workers, splits each batch by
+  // preference rows across replicas (`reward-task.ts`)
+  const lossFn = (batch: PreferenceBatch) => rewardModelLoss(model, batch, lossConfig);
+  let engine: StepEngine<PreferenceBatch> | undefined;
   try {
+    engine = await createStepEngine<PreferenceBatch>({
+      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
+      backend: backend.name,
+      model,
+      task: { kind: REWARD_MODEL_TASK_KIND, options: rewardTaskOptions(lossConfig) },
+      lossFn,
+      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
+      maxGradNorm: config.maxGradNorm,
+    });
     const numSteps = numTrainingSteps(trainRows.length, config);
     const initialEval = evalBatches.length > 0 && !config.resume ? evaluateRewardModel(model, evalBatches, lossConfig) : undefined;
     const data = { train: train.summary, ...(evalData ? { eval: evalData.summary } : {}) };
@@ -394,7 +419,8 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
         microBatches(batchIndicesAt(step, trainRows.length, config.batchSize, config.seed).map((i) => trainRows[i]), config).map((rows) =>
           collatePreferences(rows, padId),
         ),
-      lossFn: (batch) => rewardModelLoss(model, batch, lossConfig),
+      lossFn,
+      engine,
       numTokensOf: (batch) => batch.sequences.numRealTokens,
       evaluate: evalBatches.length > 0 ? () => evaluateRewardModel(model, evalBatches, lossConfig) : undefined,
       tokenizerDir: config.model,
@@ -403,7 +429,8 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     });
     return { ...result, data, initialEval };
   } finally {
-    // 4) the final model is saved by the loop (out/model); release the weights
+    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
+    await engine?.close();
     model.dispose();
   }
 }

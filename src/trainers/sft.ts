@@ -31,13 +31,13 @@ import { SftRowSchema } from '../../data/rows.js';
 import { TokenizeOptionsSchema, TokenizeReport, tokenizeSftRow, type TokenizeOptions } from '../../data/tokenize.js';
 import { packRows, padRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type TrainingResult } from '../train/loop.js';
-import { LocalStepEngine } from '../train/step-engine.js';
-import { AdamW } from '../train/adamw.js';
+import type { StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { batchTokenLogprobs, causalLmLoss } from './causal-lm.js';
 import type { TrainerHooks } from './pretrain.js';
 import type { LlamaModel } from '../model/llama.js';
 import { initBackend } from '../backend.js';
+import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
 
 const tokenizeShape = TokenizeOptionsSchema.shape;
 
@@ -287,7 +287,7 @@ export interface SftResult extends TrainingResult {
 export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<SftResult> {
   // 1) validate: the config, then the model folder's config.json (cheap) before reading data or weights
   const config = validateConfig(SftConfigSchema, input, 'sft config');
-  await initBackend(config.backend);
+  const backend = await initBackend(config.backend);
   const dims = modelDims(loadModelConfig(config.model));
   if (dims.isRewardModel) throw new Error(`sft: ${config.model} is a reward model; SFT needs a causal LM`);
   if (config.maxLength > dims.maxPositions) {
@@ -303,14 +303,22 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
   hooks.onData?.(data.report);
   const numSteps = numTrainingSteps(batches.numSequences, config);
   const model = await loadPretrained(config.model);
-  // The loop's default engine never frees the AdamW moments; owning the engine lets us.
   const lossFn = (batch: TokenBatch) => causalLmLoss(model, batch);
-  const optimizer = new AdamW({ lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay });
-  const engine = new LocalStepEngine<TokenBatch>(model.params, lossFn, optimizer, { maxGradNorm: config.maxGradNorm });
-  hooks.onStart?.({ numSteps, numTrainRows: data.trainRows.length, numEvalRows: data.evalRows.length });
 
-  // 3) train; the loop saves out/checkpoint-N, out/metrics.jsonl and the final model out/model
+  // 3) train; the step engine computes in this thread or, with workers, splits each batch across
+  // replicas. The loop saves out/checkpoint-N, out/metrics.jsonl and the final model out/model.
+  let engine: StepEngine<TokenBatch> | undefined;
   try {
+    engine = await createStepEngine<TokenBatch>({
+      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
+      backend: backend.name,
+      model,
+      task: { kind: 'causal-lm' },
+      lossFn,
+      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
+      maxGradNorm: config.maxGradNorm,
+    });
+    hooks.onStart?.({ numSteps, numTrainRows: data.trainRows.length, numEvalRows: data.evalRows.length });
     const result = await runTrainingLoop<TokenBatch>({
       runDir: config.out,
       model,
@@ -327,9 +335,8 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
     });
     return { ...result, data: data.report, paddingFraction: batches.paddingFraction() };
   } finally {
-    // 4) release the weights and the optimizer moments
-    await engine.close();
-    optimizer.dispose();
+    // 4) stop the workers, release the optimizer moments (engine.close) and the weights
+    await engine?.close();
     model.dispose();
   }
 }

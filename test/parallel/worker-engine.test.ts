@@ -220,7 +220,7 @@ describe('createStepEngine', () => {
   it('an unknown task kind is refused before any worker starts', async () => {
     const model = initModel(config, 5);
     await expect(createStepEngine<TokenBatch>({ numWorkers: 2, model, task: { kind: 'nope' }, optimizer, maxGradNorm: 1 })).rejects.toThrow(
-      "tasks: unknown task kind 'nope' (built in: causal-lm; give 'module' for another kind)",
+      "tasks: unknown task kind 'nope' (built in: causal-lm, dpo, reward-model; give 'module' for another kind)",
     );
     model.dispose();
   });
