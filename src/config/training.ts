@@ -16,6 +16,21 @@ export interface RecipeDefaults {
   maxGradNorm: number;
 }
 
+/**
+ * The Llama 3 post-training hyperparameters shared by its reward-model, SFT and DPO stages
+ * (arXiv 2407.21783 §4.1: learning rate 1e-5 throughout); each trainer passes them to
+ * `trainingOptionsSchema`.
+ */
+export const LLAMA3_POST_TRAINING: RecipeDefaults = {
+  lr: 1e-5,
+  batchSize: 8,
+  epochs: 1,
+  warmupRatio: 0.03,
+  lrDecay: 'cosine',
+  weightDecay: 0,
+  maxGradNorm: 1,
+};
+
 export function trainingOptionsSchema(d: RecipeDefaults) {
   return z.object({
     backend: z.enum(BACKEND_NAMES).default('auto').describe('Tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm.'),

@@ -10,6 +10,7 @@ import { AdamW, type AdamWOptions } from '../train/adamw.js';
 import { LocalStepEngine, type LossFn, type StepEngine } from '../train/step-engine.js';
 import { buildTaskLoss, type TaskDescriptor } from './tasks.js';
 import { WorkerStepEngine } from './worker-engine.js';
+import type { TrainingOptions } from '../config/training.js';
 
 /** A running backend's name. */
 export type RunningBackend = 'tensorflow' | 'wasm' | 'cpu';
@@ -57,4 +58,23 @@ export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<Step
     return new LocalStepEngine<B>(o.model.params, lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
   }
   return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, lossFn: o.lossFn, optimizer, maxGradNorm: o.maxGradNorm });
+}
+
+/**
+ * The step engine of a trainer from its validated options: `workers` (default: every core on
+ * wasm/cpu), AdamW from `lr`, `adamBeta1/2`, `adamEps`, `weightDecay`, and `maxGradNorm`.
+ */
+export function createTrainerEngine<B>(
+  options: Pick<TrainingOptions, 'workers' | 'lr' | 'adamBeta1' | 'adamBeta2' | 'adamEps' | 'weightDecay' | 'maxGradNorm'>,
+  o: { backend: RunningBackend; model: LlamaModel; task: TaskDescriptor; lossFn: LossFn<B> },
+): Promise<StepEngine<B>> {
+  return createStepEngine<B>({
+    numWorkers: options.workers ?? defaultNumWorkers(o.backend),
+    backend: o.backend,
+    model: o.model,
+    task: o.task,
+    lossFn: o.lossFn,
+    optimizer: { lr: options.lr, beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEps, weightDecay: options.weightDecay },
+    maxGradNorm: options.maxGradNorm,
+  });
 }

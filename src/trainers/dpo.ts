@@ -27,7 +27,7 @@
 import { z } from 'zod';
 import * as tf from '@tensorflow/tfjs';
 import * as path from 'node:path';
-import { trainingOptionsSchema } from '../config/training.js';
+import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
@@ -45,7 +45,7 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
-import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import { createTrainerEngine } from '../parallel/factory.js';
 import { DPO_TASK_KIND, dpoTaskOptions } from './dpo-task.js';
 import { batchTokenLogprobs } from './causal-lm.js';
 import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps, type PreferencePairIds } from './reference-logps.js';
@@ -58,15 +58,7 @@ const DPO_LOSS_NAMES = Object.keys(DPO_LOSSES) as [PreferenceLoss['name'], ...Pr
 export const REFERENCE_MODES = ['precomputed', 'resident'] as const;
 export type ReferenceMode = (typeof REFERENCE_MODES)[number];
 
-export const DpoConfigSchema = trainingOptionsSchema({
-  lr: 1e-5, // Llama 3 §4.1.4
-  batchSize: 8,
-  epochs: 1,
-  warmupRatio: 0.03,
-  lrDecay: 'cosine',
-  weightDecay: 0,
-  maxGradNorm: 1,
-})
+export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
   .extend(TokenizeOptionsSchema.shape)
   .extend({
     model: z.string().min(1).describe('SFT model folder (HF layout): the policy starts here and it is the frozen reference π_ref.'),
@@ -409,15 +401,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     // pairs across policy replicas (`dpo-task.ts`). Reference log-probs travel in the batches
     // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
     const lossFn = (batch: DpoBatch) => dpoLoss(policy, batch, lossOptions);
-    engine = await createStepEngine<DpoBatch>({
-      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
-      backend: backend.name,
-      model: policy,
-      task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) },
-      lossFn,
-      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
-      maxGradNorm: config.maxGradNorm,
-    });
+    engine = await createTrainerEngine<DpoBatch>(config, { backend: backend.name, model: policy, task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) }, lossFn });
     const result = await runTrainingLoop<DpoBatch>({
       runDir: config.out,
       model: policy,

@@ -17,7 +17,7 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import { causalLmLoss, evaluateCausalLm } from './causal-lm.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
-import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import { createTrainerEngine } from '../parallel/factory.js';
 import type { StepEngine } from '../train/step-engine.js';
 
 export const PretrainConfigSchema = trainingOptionsSchema({
@@ -86,15 +86,7 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const lossFn = (batch: TokenBatch) => causalLmLoss(model, batch);
   let engine: StepEngine<TokenBatch> | undefined;
   try {
-    engine = await createStepEngine<TokenBatch>({
-      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
-      backend: backend.name,
-      model,
-      task: { kind: 'causal-lm' },
-      lossFn,
-      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
-      maxGradNorm: config.maxGradNorm,
-    });
+    engine = await createTrainerEngine<TokenBatch>(config, { backend: backend.name, model, task: { kind: 'causal-lm' }, lossFn });
     return await runTrainingLoop<TokenBatch>({
       runDir: config.out,
       model,

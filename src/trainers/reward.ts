@@ -28,7 +28,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
-import { trainingOptionsSchema } from '../config/training.js';
+import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
@@ -45,22 +45,14 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
-import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import { createTrainerEngine } from '../parallel/factory.js';
 import { lastTokenIndex } from './reward-scoring.js';
 import { REWARD_MODEL_TASK_KIND, rewardTaskOptions } from './reward-task.js';
 
 /** Llama 3 trains its reward model on these strengths only (§4.2.1). */
 export const LLAMA3_RM_STRENGTHS: readonly Strength[] = ['significantly_better', 'better'];
 
-export const RewardConfigSchema = trainingOptionsSchema({
-  lr: 1e-5, // Llama 3's post-training learning rate
-  batchSize: 8,
-  epochs: 1,
-  warmupRatio: 0.03,
-  lrDecay: 'cosine',
-  weightDecay: 0,
-  maxGradNorm: 1,
-}).extend({
+export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).extend({
   model: z
     .string()
     .min(1)
@@ -397,15 +389,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
   const lossFn = (batch: PreferenceBatch) => rewardModelLoss(model, batch, lossConfig);
   let engine: StepEngine<PreferenceBatch> | undefined;
   try {
-    engine = await createStepEngine<PreferenceBatch>({
-      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
-      backend: backend.name,
-      model,
-      task: { kind: REWARD_MODEL_TASK_KIND, options: rewardTaskOptions(lossConfig) },
-      lossFn,
-      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
-      maxGradNorm: config.maxGradNorm,
-    });
+    engine = await createTrainerEngine<PreferenceBatch>(config, { backend: backend.name, model, task: { kind: REWARD_MODEL_TASK_KIND, options: rewardTaskOptions(lossConfig) }, lossFn });
     const numSteps = numTrainingSteps(trainRows.length, config);
     const initialEval = evalBatches.length > 0 && !config.resume ? evaluateRewardModel(model, evalBatches, lossConfig) : undefined;
     const data = { train: train.summary, ...(evalData ? { eval: evalData.summary } : {}) };

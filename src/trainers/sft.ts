@@ -20,7 +20,7 @@
  */
 import { z } from 'zod';
 import * as tf from '@tensorflow/tfjs';
-import { trainingOptionsSchema } from '../config/training.js';
+import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
@@ -37,19 +37,11 @@ import { batchTokenLogprobs, causalLmLoss } from './causal-lm.js';
 import type { TrainerHooks } from './pretrain.js';
 import type { LlamaModel } from '../model/llama.js';
 import { initBackend } from '../backend.js';
-import { createStepEngine, defaultNumWorkers } from '../parallel/factory.js';
+import { createTrainerEngine } from '../parallel/factory.js';
 
 const tokenizeShape = TokenizeOptionsSchema.shape;
 
-export const SftConfigSchema = trainingOptionsSchema({
-  lr: 1e-5, // Llama 3 §4.1.3: "learning rate of 10⁻⁵"
-  batchSize: 8,
-  epochs: 1,
-  warmupRatio: 0.03,
-  lrDecay: 'cosine',
-  weightDecay: 0,
-  maxGradNorm: 1,
-}).extend({
+export const SftConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).extend({
   model: z.string().min(1).describe('Model folder (HF layout, with its tokenizer files) to fine-tune: a causal LM, not a reward model.'),
   train: z.string().min(1).describe('JSONL of SFT rows: {"prompt": "...", "response": "..."} or {"messages": [{"role", "content"}, ...]}.'),
   eval: z.string().min(1).optional().describe('JSONL of held-out SFT rows; without it, evalFraction of the training rows is held out.'),
@@ -309,15 +301,7 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
   // replicas. The loop saves out/checkpoint-N, out/metrics.jsonl and the final model out/model.
   let engine: StepEngine<TokenBatch> | undefined;
   try {
-    engine = await createStepEngine<TokenBatch>({
-      numWorkers: config.workers ?? defaultNumWorkers(backend.name),
-      backend: backend.name,
-      model,
-      task: { kind: 'causal-lm' },
-      lossFn,
-      optimizer: { lr: config.lr, beta1: config.adamBeta1, beta2: config.adamBeta2, eps: config.adamEps, weightDecay: config.weightDecay },
-      maxGradNorm: config.maxGradNorm,
-    });
+    engine = await createTrainerEngine<TokenBatch>(config, { backend: backend.name, model, task: { kind: 'causal-lm' }, lossFn });
     hooks.onStart?.({ numSteps, numTrainRows: data.trainRows.length, numEvalRows: data.evalRows.length });
     const result = await runTrainingLoop<TokenBatch>({
       runDir: config.out,
