@@ -32,13 +32,40 @@ export interface AttentionContext {
  * the G = H/Hkv query heads that share a key/value head are stacked along the query axis.
  *
  * q: [B, H, T, D]; k, v: [B, Hkv, Tk, D]; bias: [B, 1, 1, T, Tk] additive (0 or MASK_BIAS) or null.
+ * Above `maxScoresPerChunk` scores the queries are processed in chunks (same result).
  */
 export function scaledDotProductAttention(
   q: tf.Tensor4D,
   k: tf.Tensor4D,
   v: tf.Tensor4D,
   bias: tf.Tensor | null,
+  maxScoresPerChunk = MAX_SCORES_PER_CHUNK,
 ): tf.Tensor4D {
+  const [b, h, t] = q.shape;
+  const numScores = b * h * t * k.shape[2];
+  if (numScores > maxScoresPerChunk && t > 1) {
+    // Long prefills (e.g. K copies of a 1,024-token prompt): the [B, H, T, Tk] scores are held
+    // several times inside one tidy, which can exceed wasm's 4 GB heap. Queries are independent,
+    // so attend in chunks of query positions and concatenate.
+    const chunk = Math.max(1, Math.floor((maxScoresPerChunk * t) / numScores));
+    return tf.tidy(() => {
+      const parts: tf.Tensor4D[] = [];
+      for (let start = 0; start < t; start += chunk) {
+        const size = Math.min(chunk, t - start);
+        const qPart = tf.slice(q, [0, 0, start, 0], [b, h, size, q.shape[3]]); // [B, H, size, D]
+        const biasPart = bias ? tf.slice(bias, [0, 0, 0, start, 0], [bias.shape[0], 1, 1, size, bias.shape[4]!]) : null; // [B, 1, 1, size, Tk]
+        parts.push(attendChunk(qPart, k, v, biasPart));
+      }
+      return tf.concat(parts, 2) as tf.Tensor4D; // [B, H, T, D]
+    });
+  }
+  return attendChunk(q, k, v, bias);
+}
+
+/** Most attention scores (B·H·T·Tk floats) computed at once: 2^25 floats = 128 MB per copy. */
+const MAX_SCORES_PER_CHUNK = 2 ** 25;
+
+function attendChunk(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor | null): tf.Tensor4D {
   return tf.tidy(() => {
     const [b, h, t, d] = q.shape;
     const numKvHeads = k.shape[1];

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig, type LlamaConfigInput } from '../../src/model/config.js';
-import { DenseKVCache, FullAttention } from '../../src/model/attention.js';
+import { DenseKVCache, FullAttention, documentMask, scaledDotProductAttention } from '../../src/model/attention.js';
 import { initModel, toHfTensors, toRewardModel } from '../../src/model/weights.js';
 import { loadPretrained, savePretrained } from '../../src/model/pretrained.js';
 import type { LlamaModel } from '../../src/model/llama.js';
@@ -81,6 +81,20 @@ describe('Llama forward matches an independent reference', () => {
     const lp = logitsOf(plain, [seq])[0];
     expect(maxAbsDiff(la[seq.length - 1], lp[seq.length - 1])).toBeGreaterThan(1e-4);
     [a, b, plain].forEach((m) => m.dispose());
+  });
+
+  it('attention in query chunks (long prefills) equals attention in one piece, gradients included', () => {
+    const [b, h, hkv, t, d] = [2, 4, 2, 10, 8];
+    const q = tf.randomNormal([b, h, t, d], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const k = tf.randomNormal([b, hkv, t, d], 0, 1, 'float32', 2) as tf.Tensor4D;
+    const v = tf.randomNormal([b, hkv, t, d], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const bias = tf.tensor(documentMask({ batchSize: b, seqLen: t }).bias, [b, 1, 1, t, t]);
+    const whole = scaledDotProductAttention(q, k, v, bias);
+    const chunked = scaledDotProductAttention(q, k, v, bias, 3 * b * h * t); // chunks of 3 queries
+    expect(maxAbsDiff(whole.dataSync(), chunked.dataSync())).toBeLessThan(1e-6);
+    const grad = (limit?: number) => tf.grad((x: tf.Tensor) => tf.sum(tf.square(scaledDotProductAttention(x as tf.Tensor4D, k, v, bias, limit))))(q);
+    expect(maxAbsDiff(grad().dataSync(), grad(3 * b * h * t).dataSync())).toBeLessThan(1e-5);
+    tf.dispose([q, k, v, bias, whole, chunked]);
   });
 
   it('packed rows with document ids equal the documents run alone', () => {
