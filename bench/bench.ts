@@ -41,7 +41,8 @@ function machine(): Record<string, string | number> {
 async function runCase(c: Case): Promise<Record<string, unknown>> {
   const info = await initBackend(c.backend, { quiet: true });
   if (c.bench === 'train') {
-    const r = await benchTrainStep({ configFile: c.config, batchSize: c.batchSize, seqLen: c.seqLen, numSteps: c.numSteps, numWarmupSteps: 1 });
+    // cpu: no warm-up step (one step of small.json takes minutes there; nothing to warm up in JS).
+    const r = await benchTrainStep({ configFile: c.config, batchSize: c.batchSize, seqLen: c.seqLen, numSteps: c.numSteps, numWarmupSteps: c.backend === 'cpu' ? 0 : 1 });
     return { bench: 'train', backend: info.name, config: c.config, ...r, ...machine() };
   }
   const config = parseLlamaConfig(readJsonFile(c.config), c.config);

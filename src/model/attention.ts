@@ -227,7 +227,8 @@ export class DenseKVCache {
         oldV?.dispose();
         cache.keys[layer] = allK;
         cache.values[layer] = allV;
-        bias ??= tf.tensor(biasValues, [b, 1, 1, numNewTokens, total]); // disposed by the caller's tidy
+        // made in the first layer's tidy, so made again when a layer's tidy has disposed it
+        if (!bias || bias.isDisposed) bias = tf.tensor(biasValues, [b, 1, 1, numNewTokens, total]);
         return scaledDotProductAttention(q, allK, allV, bias);
       },
     };

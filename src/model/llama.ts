@@ -94,7 +94,7 @@ export class LlamaModel {
   forward(inputIds: tf.Tensor2D, ctx: AttentionContext): tf.Tensor3D {
     return tf.tidy(() => {
       const [b, t] = inputIds.shape;
-      const { hiddenSize: c, numHeads: h, numKvHeads: hkv, headDim: d } = this.dims;
+      const { hiddenSize: c, headDim: d } = this.dims;
       if (ctx.batchSize !== b || ctx.numNewTokens !== t) {
         throw new Error(`model: attention context is for [${ctx.batchSize}, ${ctx.numNewTokens}] tokens, input is [${b}, ${t}]`);
       }
@@ -105,27 +105,37 @@ export class LlamaModel {
       const flatIds = tf.reshape(inputIds, [b * t]); // [B·T]
       let x = tf.gather(this.param('model.embed_tokens.weight'), flatIds) as tf.Tensor2D; // [B·T, C]
       for (let l = 0; l < this.dims.numLayers; l++) {
-        const p = `model.layers.${l}`;
-        // 1) attention block
-        const xn = this.rmsNorm(x, this.param(`${p}.input_layernorm.weight`)); // [B·T, C]
-        const toHeads = (y: tf.Tensor2D, numHeads: number) =>
-          tf.transpose(tf.reshape(y, [b, t, numHeads, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, heads, T, D]
-        const q = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.q_proj.weight`)), h), cos, sin); // [B, H, T, D]
-        const k = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.k_proj.weight`)), hkv), cos, sin); // [B, Hkv, T, D]
-        const v = toHeads(tf.matMul(xn, this.param(`${p}.self_attn.v_proj.weight`)), hkv); // [B, Hkv, T, D]
-        const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
-        const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
-        x = tf.add(x, tf.matMul(merged, this.param(`${p}.self_attn.o_proj.weight`))); // [B·T, C]
-        // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
-        const xn2 = this.rmsNorm(x, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
-        const gate = tf.matMul(xn2, this.param(`${p}.mlp.gate_proj.weight`)); // [B·T, I]
-        const up = tf.matMul(xn2, this.param(`${p}.mlp.up_proj.weight`)); // [B·T, I]
-        const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
-        x = tf.add(x, tf.matMul(act, this.param(`${p}.mlp.down_proj.weight`))); // [B·T, C]
+        // One tidy per layer: its intermediates are freed as soon as the layer is done (the
+        // gradient tape keeps what backward needs), so peak memory is one layer's, not the model's.
+        const input = x;
+        x = tf.tidy(() => this.decoderLayer(l, input, ctx, cos, sin));
       }
       const out = this.rmsNorm(x, this.param('model.norm.weight')); // [B·T, C]
       return tf.reshape(out, [b, t, c]) as tf.Tensor3D; // [B, T, C]
     });
+  }
+
+  /** Decoder layer `l` over x [B·T, C]: attention block, then SwiGLU MLP block, each residual. */
+  private decoderLayer(l: number, x: tf.Tensor2D, ctx: AttentionContext, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Tensor2D {
+    const [b, t] = [ctx.batchSize, ctx.numNewTokens];
+    const { numHeads: h, numKvHeads: hkv, headDim: d } = this.dims;
+    const p = `model.layers.${l}`;
+    // 1) attention block
+    const xn = this.rmsNorm(x, this.param(`${p}.input_layernorm.weight`)); // [B·T, C]
+    const toHeads = (y: tf.Tensor2D, numHeads: number) =>
+      tf.transpose(tf.reshape(y, [b, t, numHeads, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, heads, T, D]
+    const q = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.q_proj.weight`)), h), cos, sin); // [B, H, T, D]
+    const k = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.k_proj.weight`)), hkv), cos, sin); // [B, Hkv, T, D]
+    const v = toHeads(tf.matMul(xn, this.param(`${p}.self_attn.v_proj.weight`)), hkv); // [B, Hkv, T, D]
+    const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
+    const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
+    const afterAttention = tf.add(x, tf.matMul(merged, this.param(`${p}.self_attn.o_proj.weight`))) as tf.Tensor2D; // [B·T, C]
+    // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
+    const xn2 = this.rmsNorm(afterAttention, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
+    const gate = tf.matMul(xn2, this.param(`${p}.mlp.gate_proj.weight`)); // [B·T, I]
+    const up = tf.matMul(xn2, this.param(`${p}.mlp.up_proj.weight`)); // [B·T, I]
+    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
+    return tf.add(afterAttention, tf.matMul(act, this.param(`${p}.mlp.down_proj.weight`))) as tf.Tensor2D; // [B·T, C]
   }
 
   /** LM head: hidden [B, T, C] → logits [B, T, V]. */

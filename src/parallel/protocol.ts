@@ -64,9 +64,3 @@ export interface WorkerResults {
   apply: { gradNorm: number };
   'read-state': { weights: [string, Float32Array][]; optimizerStep: number; optimizerStates: [string, AdamWParamState][] };
 }
-
-/** Worker → parent. */
-export type WorkerMessage =
-  | { type: 'ready' }
-  | { type: 'reply'; id: number; ok: true; result: unknown }
-  | { type: 'reply'; id: number; ok: false; message: string; stack?: string };

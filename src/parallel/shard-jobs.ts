@@ -76,13 +76,6 @@ export interface ShardWorkerInit {
   backend: 'tensorflow' | 'wasm' | 'cpu';
 }
 
-/** Worker → pool. */
-export type ShardWorkerMessage =
-  | { type: 'ready' }
-  | { type: 'progress'; id: number; numDone: number; numTokens: number }
-  | { type: 'reply'; id: number; ok: true; result: unknown }
-  | { type: 'reply'; id: number; ok: false; message: string; stack?: string };
-
 /** What a job runs on: the loaded model, its tokenizer, and where progress goes. */
 export interface ShardContext {
   model: LlamaModel;

@@ -16,7 +16,6 @@
  * later jobs reject with the same error. Idle workers are `unref`ed, so a caller that forgets
  * `close()` still lets the process end.
  */
-import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { currentBackend } from '../backend.js';
 import type { Conversation } from '../../data/rows.js';
@@ -33,8 +32,9 @@ import {
   type ShardJobTypes,
   type ShardRequest,
   type ShardWorkerInit,
-  type ShardWorkerMessage,
 } from './shard-jobs.js';
+import { allOrFirstError } from './worker-channel.js';
+import { WorkerGroup } from './worker-group.js';
 
 export interface ShardPoolOptions {
   /** Worker threads (≥ 1); each loads its own copy of the model. */
@@ -56,149 +56,29 @@ function runningBackend(): 'tensorflow' | 'wasm' | 'cpu' {
   return name;
 }
 
-/** The error a worker's failed request rejects with: its message, its stack. */
-function jobError(message: string, stack?: string): Error {
-  const error = new Error(message);
-  if (stack) error.stack = stack;
-  return error;
-}
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-  onProgress?: (numDone: number, numTokens: number) => void;
-}
-
-/** One worker thread and its request/reply bookkeeping. */
-class ShardWorker {
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
-  private exited = false;
-  readonly ready: Promise<void>;
-
-  constructor(
-    readonly index: number,
-    private readonly worker: Worker,
-    onFailure: (error: Error) => void,
-  ) {
-    this.ready = new Promise<void>((resolve, reject) => {
-      worker.on('message', (message: ShardWorkerMessage) => {
-        if (message.type === 'ready') {
-          worker.unref();
-          resolve();
-          return;
-        }
-        const pending = this.pending.get(message.id);
-        if (!pending) return;
-        if (message.type === 'progress') {
-          pending.onProgress?.(message.numDone, message.numTokens);
-          return;
-        }
-        this.pending.delete(message.id);
-        if (this.pending.size === 0) worker.unref();
-        if (message.ok) pending.resolve(message.result);
-        else {
-          const error = jobError(message.message, message.stack);
-          pending.reject(error);
-          onFailure(error);
-        }
-      });
-      const fail = (error: Error) => {
-        reject(error);
-        onFailure(error);
-      };
-      worker.on('error', (err: Error) => fail(jobError(`shard worker ${index}: ${err.message}`, err.stack)));
-      worker.on('messageerror', (err: Error) => fail(new Error(`shard worker ${index}: message could not be read: ${err.message}`)));
-      worker.on('exit', (code) => {
-        this.exited = true;
-        fail(new Error(`shard worker ${index}: exited with code ${code}`));
-      });
-    });
-    // A failure before `ready` is awaited must not be reported as unhandled; `create` awaits it.
-    this.ready.catch(() => undefined);
-  }
-
-  get isLive(): boolean {
-    return !this.exited;
-  }
-
-  request(request: ShardRequest, onProgress?: Pending['onProgress']): Promise<unknown> {
-    if (this.exited) return Promise.reject(new Error(`shard worker ${this.index}: has exited`));
-    const id = this.nextId++;
-    const reply = new Promise<unknown>((resolve, reject) => this.pending.set(id, { resolve, reject, onProgress }));
-    // Keep the process alive while a reply is owed; idle workers do not hold it open.
-    this.worker.ref();
-    this.worker.postMessage({ ...request, id });
-    return reply;
-  }
-
-  rejectAll(error: Error): void {
-    for (const pending of this.pending.values()) pending.reject(error);
-    this.pending.clear();
-  }
-
-  async terminate(): Promise<void> {
-    if (this.exited) return;
-    await this.worker.terminate();
-    this.exited = true;
-  }
-}
-
-/** `Promise.all` marked as handled (a stopped pool rejects the other shards too). */
-function allOrFirstError<T>(promises: Promise<T>[]): Promise<T[]> {
-  const all = Promise.all(promises);
-  all.catch(() => undefined);
-  return all;
-}
-
 export class ShardPool {
-  private failure: Error | undefined;
-  private stopped: Promise<void> | undefined;
-  private closed = false;
-
-  private constructor(private readonly workers: ShardWorker[]) {}
+  private constructor(private readonly group: WorkerGroup<ShardRequest>) {}
 
   /** Starts `numWorkers` threads and waits until each has its backend (a failing start rejects). */
   static async create(options: ShardPoolOptions): Promise<ShardPool> {
     const n = options.numWorkers;
     if (!Number.isInteger(n) || n < 1) throw new Error(`shard-pool: numWorkers must be an integer ≥ 1, got ${n}`);
     const backend = options.backend ?? runningBackend();
-    const bootstrap = new URL('./shard-worker-bootstrap.js', import.meta.url);
-    // Events arrive only after this function yields, by which time `pool` is set.
-    let pool: ShardPool | undefined;
-    const onFailure = (error: Error) => void pool?.fail(error);
-    const workers = Array.from({ length: n }, (_, index) => {
-      const workerData: ShardWorkerInit = { index, backend };
-      return new ShardWorker(index, new Worker(bootstrap, { workerData }), onFailure);
+    const workerData = Array.from({ length: n }, (_, index): ShardWorkerInit => ({ index, backend }));
+    const group = await WorkerGroup.start<ShardRequest>(new URL('./shard-worker-bootstrap.js', import.meta.url), workerData, {
+      labelOf: (index) => `shard worker ${index}`,
+      labelReplyErrors: false,
     });
-    pool = new ShardPool(workers);
-    try {
-      await allOrFirstError(workers.map((w) => w.ready));
-    } catch (err) {
-      await pool.fail(err as Error);
-      throw err;
-    }
-    return pool;
+    return new ShardPool(group);
   }
 
   get numWorkers(): number {
-    return this.workers.length;
+    return this.group.channels.length;
   }
 
   /** Worker threads still running (0 after `close()` or a failure). */
   get numLiveWorkers(): number {
-    return this.workers.filter((w) => w.isLive).length;
-  }
-
-  /** Stops every worker after a failure; the first error is kept and reported by every later job. */
-  private fail(error: Error): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    if (!this.stopped) {
-      this.failure = error;
-      for (const w of this.workers) w.rejectAll(error);
-      this.stopped = Promise.all(this.workers.map((w) => w.terminate())).then(() => undefined);
-    }
-    return this.stopped;
+    return this.group.numLiveWorkers;
   }
 
   /**
@@ -211,22 +91,17 @@ export class ShardPool {
     labels: readonly string[] | undefined,
     onProgress?: (shard: number, numDone: number, numTokens: number) => void,
   ): Promise<ShardJobTypes[K]['result'][]> {
-    if (this.failure) throw this.failure;
-    if (this.closed) throw new Error('shard-pool: job after close()');
+    if (this.group.failure) throw this.group.failure;
+    if (this.group.isClosed) throw new Error('shard-pool: job after close()');
     if (labels !== undefined && labels.length !== rows.length) throw new Error(`shard-pool: ${labels.length} labels for ${rows.length} rows`);
-    const ranges = rows.length === 0 ? [[0, 0] as [number, number]] : evenRowRanges(rows.length, this.workers.length);
+    const ranges = rows.length === 0 ? [[0, 0] as [number, number]] : evenRowRanges(rows.length, this.numWorkers);
     const replies = ranges.map(([start, end], k) =>
-      this.workers[k].request(
+      this.group.channels[k].request(
         { ...job, rows: rows.slice(start, end), firstIndex: start, labels: labels?.slice(start, end) } as ShardRequest,
         onProgress && ((numDone, numTokens) => onProgress(k, numDone, numTokens)),
       ),
     );
-    try {
-      return (await allOrFirstError(replies)) as ShardJobTypes[K]['result'][];
-    } catch (err) {
-      await this.fail(err as Error);
-      throw this.failure ?? err;
-    }
+    return this.group.guarded(async () => (await allOrFirstError(replies)) as ShardJobTypes[K]['result'][]);
   }
 
   /**
@@ -271,9 +146,7 @@ export class ShardPool {
   }
 
   /** Terminates the workers (their models go with them). */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+  close(): Promise<void> {
+    return this.group.close();
   }
 }

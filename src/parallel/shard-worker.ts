@@ -5,15 +5,15 @@
  * with the policy, then scores with the reward model). Sampling progress is posted while the
  * shard runs.
  *
- * Failures are replies, not crashes: a request that throws answers `{ok: false, message, stack}`;
- * the pool rejects the job with that message and stops.
+ * Requests are answered by `serveRequests` (`request-loop.ts`): a request that throws answers
+ * `{ok: false, message, stack}`; the pool rejects the job with that message and stops.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { initBackend } from '../backend.js';
 import type { LlamaModel } from '../model/llama.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { runShardJob, type ShardRequest, type ShardWorkerInit, type ShardWorkerMessage } from './shard-jobs.js';
+import { serveRequests, type ChannelMessage } from './request-loop.js';
+import { runShardJob, type ShardRequest, type ShardWorkerInit } from './shard-jobs.js';
 
 if (!parentPort) throw new Error('shard-worker: src/parallel/shard-worker.ts must run in a worker thread (started by ShardPool)');
 const port = parentPort;
@@ -43,24 +43,8 @@ async function handle(request: ShardRequest & { id: number }): Promise<unknown> 
   return runShardJob(request, {
     model,
     tokenizer: needsTokenizer ? await tokenizerOf(request.tokenizerDir ?? request.modelDir) : undefined,
-    onProgress: (numDone, numTokens) => port.postMessage({ type: 'progress', id: request.id, numDone, numTokens } satisfies ShardWorkerMessage),
+    onProgress: (numDone, numTokens) => port.postMessage({ type: 'progress', id: request.id, numDone, numTokens } satisfies ChannelMessage),
   });
 }
 
-await initBackend(init.backend, { quiet: true });
-
-// Requests are handled one after another, even if one awaits.
-let queue: Promise<void> = Promise.resolve();
-port.on('message', (request: ShardRequest & { id: number }) => {
-  queue = queue.then(async () => {
-    let reply: ShardWorkerMessage;
-    try {
-      reply = { type: 'reply', id: request.id, ok: true, result: await handle(request) };
-    } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
-      reply = { type: 'reply', id: request.id, ok: false, message: error.message, stack: error.stack };
-    }
-    port.postMessage(reply);
-  });
-});
-port.postMessage({ type: 'ready' } satisfies ShardWorkerMessage);
+await serveRequests<ShardRequest>(port, init.backend, handle);

@@ -26,7 +26,6 @@
  * pending and later `step()` rejects with that worker's error (its message and stack), and all
  * workers are terminated. Idle workers are `unref`ed, so a run that forgets `close()` still ends.
  */
-import { Worker } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
 import type { AdamW, AdamWParamState } from '../train/adamw.js';
@@ -35,7 +34,9 @@ import { createSlotBuffer, layoutOfParams, partitionRange, reduceSlotRange, slot
 import { applyReduced, computeShard, type ShardResult } from './replica.js';
 import { shardMicroBatches } from './shard.js';
 import { buildTaskLoss, resolveTask, type TaskDescriptor } from './tasks.js';
-import type { ParamValue, ReplicaState, WorkerInit, WorkerMessage, WorkerRequest, WorkerResults } from './protocol.js';
+import type { ParamValue, ReplicaState, WorkerInit, WorkerRequest, WorkerResults } from './protocol.js';
+import { allOrFirstError, type WorkerChannel } from './worker-channel.js';
+import { WorkerGroup } from './worker-group.js';
 
 export interface WorkerStepEngineOptions<B> {
   /** Replicas computing gradients, the parent thread included (≥ 2; N − 1 worker threads are started). */
@@ -54,105 +55,9 @@ export interface WorkerStepEngineOptions<B> {
   maxGradNorm: number;
 }
 
-/** Error of a worker, carrying the worker's own stack. */
-function workerError(replica: number, message: string, stack?: string): Error {
-  const error = new Error(`worker ${replica}: ${message}`);
-  if (stack) error.stack = `Error: worker ${replica}: ${message}\n${stack.split('\n').slice(1).join('\n')}`;
-  return error;
-}
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (error: Error) => void;
-}
-
-/** One worker thread and its request/reply bookkeeping. */
-class ReplicaWorker {
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
-  private exited = false;
-  private failure: Error | undefined;
-  readonly ready: Promise<void>;
-
-  constructor(
-    readonly replica: number,
-    private readonly worker: Worker,
-    onFailure: (error: Error) => void,
-  ) {
-    this.ready = new Promise<void>((resolve, reject) => {
-      worker.on('message', (message: WorkerMessage) => {
-        if (message.type === 'ready') {
-          this.worker.unref();
-          resolve();
-          return;
-        }
-        const pending = this.pending.get(message.id);
-        if (!pending) return;
-        this.pending.delete(message.id);
-        if (this.pending.size === 0) this.worker.unref();
-        if (message.ok) pending.resolve(message.result);
-        else {
-          const error = workerError(replica, message.message, message.stack);
-          pending.reject(error);
-          onFailure(error);
-        }
-      });
-      worker.on('error', (err: Error) => {
-        const error = workerError(replica, err.message, err.stack);
-        reject(error);
-        onFailure(error);
-      });
-      worker.on('messageerror', (err: Error) => onFailure(workerError(replica, `message could not be read: ${err.message}`)));
-      worker.on('exit', (code) => {
-        this.exited = true;
-        const error = workerError(replica, `exited with code ${code}`);
-        reject(error);
-        onFailure(error);
-      });
-    });
-    // A failure before `ready` is awaited must not be reported as unhandled; `create` awaits it.
-    this.ready.catch(() => undefined);
-  }
-
-  /** True while the thread runs. */
-  get isLive(): boolean {
-    return !this.exited;
-  }
-
-  request<T extends WorkerRequest>(request: T): Promise<WorkerResults[T['type']]> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.exited) return Promise.reject(workerError(this.replica, 'has exited'));
-    const id = this.nextId++;
-    const reply = new Promise<WorkerResults[T['type']]>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
-    });
-    // Keep the process alive while a reply is owed; idle workers do not hold it open.
-    this.worker.ref();
-    this.worker.postMessage({ ...request, id });
-    return reply;
-  }
-
-  rejectAll(error: Error): void {
-    this.failure ??= error;
-    for (const pending of this.pending.values()) pending.reject(error);
-    this.pending.clear();
-  }
-
-  async terminate(): Promise<void> {
-    if (this.exited) return;
-    await this.worker.terminate();
-    this.exited = true;
-  }
-}
-
-/**
- * `Promise.all` marked as handled: when the parent's own computation throws before it awaits the
- * workers, their rejections (the engine stopping them) must not surface as unhandled.
- */
-function allOrFirstError<T>(promises: Promise<T>[]): Promise<T[]> {
-  const all = Promise.all(promises);
-  all.catch(() => undefined);
-  return all;
+/** Sends `request` to `worker`; the reply typed by the request's type. */
+function ask<T extends WorkerRequest>(worker: WorkerChannel<WorkerRequest>, request: T): Promise<WorkerResults[T['type']]> {
+  return worker.request(request) as Promise<WorkerResults[T['type']]>;
 }
 
 export class WorkerStepEngine<B> implements StepEngine<B> {
@@ -162,21 +67,17 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
   private readonly params: Map<string, tf.Variable>;
   private readonly layout: GradientLayout;
   private readonly slots: Float32Array[];
-  private readonly workers: ReplicaWorker[];
+  private readonly group: WorkerGroup<WorkerRequest>;
   private readonly lossFn: LossFn<B>;
   private readonly splitBatch?: (batch: B, numParts: number) => B[];
   private readonly maxGradNorm: number;
   private needsSync = true;
-  private failure: Error | undefined;
-  /** Settles once every worker has exited after a failure. */
-  private stopped: Promise<void> | undefined;
-  private closed = false;
 
   private constructor(parts: {
     options: WorkerStepEngineOptions<B>;
     layout: GradientLayout;
     slotBuffer: SharedArrayBuffer;
-    workers: ReplicaWorker[];
+    group: WorkerGroup<WorkerRequest>;
     lossFn: LossFn<B>;
     splitBatch?: (batch: B, numParts: number) => B[];
   }) {
@@ -186,7 +87,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     this.params = o.model.params;
     this.layout = parts.layout;
     this.slots = slotViews(parts.slotBuffer, o.numWorkers, parts.layout.numElements);
-    this.workers = parts.workers;
+    this.group = parts.group;
     this.lossFn = parts.lossFn;
     this.splitBatch = parts.splitBatch;
     this.maxGradNorm = o.maxGradNorm;
@@ -215,27 +116,17 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       layout: { names: layout.names, shapes: layout.shapes },
       slots: slotBuffer,
     };
-    // Events arrive only after this function yields, by which time `engine` is set.
-    let engine: WorkerStepEngine<B> | undefined;
-    const onFailure = (error: Error) => void engine?.fail(error);
-    const bootstrap = new URL('./worker-bootstrap.js', import.meta.url);
-    const workers = Array.from({ length: n - 1 }, (_, i) => {
-      const workerData: WorkerInit = { ...init, replica: i + 1 };
-      return new ReplicaWorker(i + 1, new Worker(bootstrap, { workerData }), onFailure);
+    const workerData = Array.from({ length: n - 1 }, (_, i): WorkerInit => ({ ...init, replica: i + 1 }));
+    const group = await WorkerGroup.start<WorkerRequest>(new URL('./worker-bootstrap.js', import.meta.url), workerData, {
+      labelOf: (i) => `worker ${i + 1}`,
+      labelReplyErrors: true,
     });
-    engine = new WorkerStepEngine<B>({ options, layout, slotBuffer, workers, lossFn, splitBatch: task.splitBatch?.bind(task) });
-    try {
-      await allOrFirstError(workers.map((w) => w.ready));
-    } catch (err) {
-      await engine.fail(err as Error);
-      throw err;
-    }
-    return engine;
+    return new WorkerStepEngine<B>({ options, layout, slotBuffer, group, lossFn, splitBatch: task.splitBatch?.bind(task) });
   }
 
   /** Number of worker threads still running (0 after `close()` or a failure). */
   get numLiveWorkers(): number {
-    return this.workers.filter((w) => w.isLive).length;
+    return this.group.numLiveWorkers;
   }
 
   /** Makes the next step copy the parent's weights and optimizer state to every worker again. */
@@ -243,31 +134,11 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     this.needsSync = true;
   }
 
-  private assertUsable(): void {
-    if (this.failure) throw this.failure;
-    if (this.closed) throw new Error('workers: step() after close()');
-  }
-
-  /** Stops everything after a failure; the first error is kept and reported by every later call. */
-  private fail(error: Error): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    if (!this.stopped) {
-      this.failure = error;
-      for (const w of this.workers) w.rejectAll(error);
-      this.stopped = Promise.all(this.workers.map((w) => w.terminate())).then(() => undefined);
-    }
-    return this.stopped;
-  }
-
-  /** Runs `body`; any error stops the engine, and the engine's first error is what rejects. */
+  /** Runs `body` unless the engine stopped or closed; any error stops the engine, and its first error is what rejects. */
   private async guarded<T>(body: () => Promise<T>): Promise<T> {
-    this.assertUsable();
-    try {
-      return await body();
-    } catch (err) {
-      await this.fail(err as Error);
-      throw this.failure ?? err;
-    }
+    if (this.group.failure) throw this.group.failure;
+    if (this.group.isClosed) throw new Error('workers: step() after close()');
+    return this.group.guarded(body);
   }
 
   private async syncReplicas(): Promise<void> {
@@ -275,7 +146,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       name, shape: [...v.shape], trainable: v.trainable, values: v.dataSync() as Float32Array,
     }));
     const optimizerStates = this.optimizer.stateNames().map((name) => [name, this.optimizer.readState(name)!] as [string, AdamWParamState]);
-    await allOrFirstError(this.workers.map((w) => w.request({ type: 'sync', params, optimizerStep: this.optimizer.step, optimizerStates })));
+    await allOrFirstError(this.group.channels.map((w) => ask(w, { type: 'sync', params, optimizerStep: this.optimizer.step, optimizerStates })));
     this.needsSync = false;
   }
 
@@ -286,7 +157,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       const shards = shardMicroBatches(microBatches, this.numReplicas, this.splitBatch);
 
       // 1) compute: the workers in parallel with the parent's own share
-      const computing = allOrFirstError(this.workers.map((w) => w.request({ type: 'compute', step, microBatches: shards[w.replica] })));
+      const computing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'compute', step, microBatches: shards[i + 1] })));
       const local = computeShard(this.params, this.lossFn, shards[0], this.layout, this.slots[0]);
       const shardResults: ShardResult[] = [local, ...(await computing)];
       const weight = shardResults.reduce((a, r) => a + r.weight, 0);
@@ -294,13 +165,13 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
 
       // 2) reduce: replica r averages its range of every slot into slot 0
       const range = (r: number) => partitionRange(this.layout.numElements, this.numReplicas, r);
-      const reducing = allOrFirstError(this.workers.map((w) => w.request({ type: 'reduce', start: range(w.replica)[0], end: range(w.replica)[1], divisor: weight })));
+      const reducing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'reduce', start: range(i + 1)[0], end: range(i + 1)[1], divisor: weight })));
       reduceSlotRange(this.slots, ...range(0), weight);
       await reducing;
 
       // 3) apply: the same clipped update everywhere
       const present = [...new Set(shardResults.flatMap((r) => r.present))].sort((a, b) => a - b);
-      const applying = allOrFirstError(this.workers.map((w) => w.request({ type: 'apply', lr, present })));
+      const applying = allOrFirstError(this.group.channels.map((w) => ask(w, { type: 'apply', lr, present })));
       const gradNorm = applyReduced(this.params, this.optimizer, this.layout, this.slots[0], present, this.maxGradNorm, lr);
       (await applying).forEach((reply, i) => {
         if (!Object.is(reply.gradNorm, gradNorm)) {
@@ -319,7 +190,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
   readReplicaStates(): Promise<ReplicaState[]> {
     return this.guarded(async () => {
       if (this.needsSync) await this.syncReplicas();
-      const replies = await allOrFirstError(this.workers.map((w) => w.request({ type: 'read-state' })));
+      const replies = await allOrFirstError(this.group.channels.map((w) => ask(w, { type: 'read-state' })));
       return replies.map((reply, i) => ({
         replica: i + 1,
         weights: new Map(reply.weights),
@@ -331,9 +202,8 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
 
   /** Terminates the workers and frees the optimizer's moments (the model belongs to the caller). */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    if (this.group.isClosed) return;
+    await this.group.close();
     this.optimizer.dispose();
   }
 }

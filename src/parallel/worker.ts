@@ -3,20 +3,21 @@
  * `WorkerStepEngine` through the requests of `protocol.ts`. Started by `worker-bootstrap.js`,
  * which registers the TypeScript loader first (Node 20 workers do not inherit the parent's).
  *
- * Failures are replies, not crashes: a request that throws answers `{ok: false, message, stack}`
- * and the parent stops the run with that error. Errors outside a request (backend
- * initialisation) surface as the Worker's 'error' event, which the parent treats alike.
+ * Requests are answered by `serveRequests` (`request-loop.ts`): a request that throws answers
+ * `{ok: false, message, stack}` and the parent stops the run with that error. Errors outside a
+ * request (backend initialisation) surface as the Worker's 'error' event, which the parent
+ * treats alike.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend.js';
 import { LlamaModel } from '../model/llama.js';
 import { AdamW, type AdamWParamState } from '../train/adamw.js';
 import type { LossFn } from '../train/step-engine.js';
 import { gradientLayout, reduceSlotRange, slotViews } from './allreduce.js';
 import { applyReduced, computeShard } from './replica.js';
+import { serveRequests } from './request-loop.js';
 import { buildTaskLoss } from './tasks.js';
-import type { WorkerInit, WorkerMessage, WorkerRequest, WorkerResults } from './protocol.js';
+import type { WorkerInit, WorkerRequest, WorkerResults } from './protocol.js';
 
 if (!parentPort) throw new Error('worker: src/parallel/worker.ts must run in a worker thread (started by WorkerStepEngine)');
 const port = parentPort;
@@ -79,20 +80,4 @@ async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerReque
   }
 }
 
-await initBackend(init.backend, { quiet: true });
-
-// Requests are handled one after another, even if one awaits.
-let queue: Promise<void> = Promise.resolve();
-port.on('message', (request: WorkerRequest & { id: number }) => {
-  queue = queue.then(async () => {
-    let reply: WorkerMessage;
-    try {
-      reply = { type: 'reply', id: request.id, ok: true, result: await handle(request) };
-    } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
-      reply = { type: 'reply', id: request.id, ok: false, message: error.message, stack: error.stack };
-    }
-    port.postMessage(reply);
-  });
-});
-port.postMessage({ type: 'ready' } satisfies WorkerMessage);
+await serveRequests<WorkerRequest>(port, init.backend, handle);
