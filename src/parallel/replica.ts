@@ -11,16 +11,9 @@
 import * as tf from '@tensorflow/tfjs';
 import type { AdamW } from '../train/adamw.js';
 import { clipByGlobalNorm, globalNorm } from '../train/grad-clip.js';
-import { computeGradients, disposeGrads, GradientAccumulator } from '../train/grad-accumulator.js';
-import type { LossFn } from '../train/step-engine.js';
+import { disposeGrads, GradientAccumulator } from '../train/grad-accumulator.js';
+import { accumulateMicroBatches, type LossFn, type MicroBatchRecord } from '../train/step-engine.js';
 import { readReduced, writeSlot, type GradientLayout } from './allreduce.js';
-
-/** One micro-batch's contribution to the step's loss and metrics. */
-export interface MicroBatchRecord {
-  weight: number;
-  loss: number;
-  metrics?: Record<string, number>;
-}
 
 /** What a replica reports after computing its micro-batches (plain data: it crosses threads). */
 export interface ShardResult {
@@ -39,22 +32,8 @@ export interface ShardResult {
  */
 export function computeShard<B>(params: Map<string, tf.Variable>, lossFn: LossFn<B>, microBatches: B[], layout: GradientLayout, slot: Float32Array): ShardResult {
   const accumulator = new GradientAccumulator();
-  const records: MicroBatchRecord[] = [];
   try {
-    for (const batch of microBatches) {
-      let record: { weight: number; metrics?: Record<string, number> } | undefined;
-      const { loss, grads } = computeGradients(params, () => {
-        const out = lossFn(batch);
-        record = { weight: out.weight, metrics: out.metrics };
-        return out.loss;
-      });
-      try {
-        if (record!.weight > 0) accumulator.add(grads, record!.weight);
-      } finally {
-        disposeGrads(grads);
-      }
-      records.push({ ...record!, loss });
-    }
+    const records = accumulateMicroBatches(params, lossFn, microBatches, accumulator);
     if (accumulator.numMicroBatches === 0) return { weight: 0, records, present: writeSlot(layout, new Map(), slot) };
     const sum = accumulator.weightedSum();
     try {

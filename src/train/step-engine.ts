@@ -61,6 +61,42 @@ export interface LocalStepEngineOptions {
   maxGradNorm: number;
 }
 
+/** One micro-batch's loss value, weight and metrics. */
+export interface MicroBatchRecord {
+  weight: number;
+  loss: number;
+  metrics?: Record<string, number>;
+}
+
+/**
+ * Computes the gradients of each micro-batch and adds wᵢ·gᵢ to `accumulator` (fully masked
+ * micro-batches, weight 0, add nothing); returns each micro-batch's record. Shared by the local
+ * engine and every data-parallel replica, so all compute a step the same way.
+ */
+export function accumulateMicroBatches<B>(
+  params: Map<string, tf.Variable>,
+  lossFn: LossFn<B>,
+  microBatches: readonly B[],
+  accumulator: GradientAccumulator,
+): MicroBatchRecord[] {
+  const records: MicroBatchRecord[] = [];
+  for (const batch of microBatches) {
+    let record: { weight: number; metrics?: Record<string, number> } | undefined;
+    const { loss, grads } = computeGradients(params, () => {
+      const out = lossFn(batch);
+      record = { weight: out.weight, metrics: out.metrics };
+      return out.loss;
+    });
+    try {
+      if (record!.weight > 0) accumulator.add(grads, record!.weight);
+    } finally {
+      disposeGrads(grads);
+    }
+    records.push({ ...record!, loss });
+  }
+  return records;
+}
+
 /** Every micro-batch computed in this thread, on this backend. */
 export class LocalStepEngine<B> implements StepEngine<B> {
   constructor(
@@ -72,22 +108,8 @@ export class LocalStepEngine<B> implements StepEngine<B> {
 
   async step(microBatches: B[], lr: number): Promise<StepResult> {
     const accumulator = new GradientAccumulator();
-    const records: { weight: number; loss: number; metrics?: Record<string, number> }[] = [];
     try {
-      for (const batch of microBatches) {
-        let record: { weight: number; metrics?: Record<string, number> } | undefined;
-        const { loss, grads } = computeGradients(this.params, () => {
-          const out = this.lossFn(batch);
-          record = { weight: out.weight, metrics: out.metrics };
-          return out.loss;
-        });
-        try {
-          if (record!.weight > 0) accumulator.add(grads, record!.weight);
-        } finally {
-          disposeGrads(grads);
-        }
-        records.push({ ...record!, loss });
-      }
+      const records = accumulateMicroBatches(this.params, this.lossFn, microBatches, accumulator);
       const weight = records.reduce((a, r) => a + r.weight, 0);
       if (weight === 0) throw new Error('train: a step had no loss units (every micro-batch was fully masked)');
       const averaged = accumulator.average();
