@@ -155,9 +155,9 @@ describe('WorkerStepEngine', () => {
       expect(performance.now() - start).toBeLessThan(5000);
       expect(error).toBeInstanceOf(Error);
       expect(error.message).toBe('worker 2: injected: replica 2 ran out of memory');
-      // the stack is the worker's: it runs through the task's loss wrapper and the replica's shard computation
+      // the stack is the worker's: it runs through the task's loss wrapper and the micro-batch loop
       expect(error.stack).toMatch(/src\/parallel\/tasks\.ts/);
-      expect(error.stack).toMatch(/src\/parallel\/replica\.ts/);
+      expect(error.stack).toMatch(/src\/train\/step-engine\.ts/);
       expect(engine.numLiveWorkers).toBe(0);
       // the engine stays stopped with the same error
       await expect(engine.step([globalBatch(2)], 1e-3)).rejects.toBe(error);
