@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildProgram } from '../../src/cli/main.js';
+import { readSafetensors } from '../../src/model/safetensors.js';
 
 /** Runs the real binary; returns exit status, stdout and stderr. */
 function tfalign(...args: string[]) {
@@ -67,6 +68,18 @@ describe('tfalign command line', () => {
     expect(rows[1].num_tokens).toBe(2);
     expect(rows[1].logprob).toBeCloseTo(rows[1].token_logprobs[0] + rows[1].token_logprobs[1], 5);
     for (const r of rows) for (const v of r.token_logprobs) expect(v).toBeLessThan(0);
+  });
+
+  it('model average writes the element-wise (weighted) mean of two checkpoints', () => {
+    for (const seed of ['1', '2']) {
+      expect(tfalign('model', 'init', '--config', 'configs/models/tiny.json', '--tokenizer', path.join(dir, 'tok'), '--out', path.join(dir, `m${seed}`), '--seed', seed, '--backend', 'wasm').status).toBe(0);
+    }
+    const avg = tfalign('model', 'average', path.join(dir, 'm1'), path.join(dir, 'm2'), '--weights', '3,1', '--out', path.join(dir, 'avg'), '--backend', 'wasm');
+    expect(avg.status, avg.stderr).toBe(0);
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    const [a, b, m] = ['m1', 'm2', 'avg'].map((f) => readSafetensors(path.join(dir, f, 'model.safetensors')).tensors.get(name)!.data);
+    for (let i = 0; i < a!.length; i += 97) expect(m![i]).toBeCloseTo(0.75 * a![i]! + 0.25 * b![i]!, 6);
+    expect(fs.existsSync(path.join(dir, 'avg', 'tokenizer.json'))).toBe(true);
   });
 
   it('bad input: one line naming file, row and field; non-zero exit; nothing written', () => {
