@@ -16,22 +16,16 @@
 import type { LlamaModel } from '../model/llama.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { Conversation } from '../../data/rows.js';
-import type { DecodingOptions } from '../../samplers/decoding.js';
-import type { SamplingEngineOptions, SamplingStats } from '../../samplers/engine.js';
-import { samplePolicy, type PolicySamples } from '../../samplers/policy-sampler.js';
+import type { SamplingStats } from '../../samplers/engine.js';
+import { samplePolicy, type PolicySamples, type PolicySamplingOptions } from '../../samplers/policy-sampler.js';
 import { scoreResponses, type ScoreInput } from '../trainers/reward-scoring.js';
 import { responseLogprobs, type PromptResponseIds } from '../trainers/causal-lm.js';
 
-/** What `sample` needs besides the prompts (`PolicySamplingOptions` without callbacks). */
-export interface SampleJobOptions {
-  numSamples: number;
-  decoding: Omit<DecodingOptions, 'stopTokenIds'>;
-  /** Sample i of prompt j (global index) uses seed + j·K + i. */
-  seed: number;
-  chat?: boolean;
-  /** Engine options, per worker (each worker has its own KV pool of `kvCacheBytes`). */
-  engine?: Omit<SamplingEngineOptions, 'model'>;
-}
+/**
+ * What `sample` needs besides the prompts: `PolicySamplingOptions` without its callbacks. Sample i
+ * of prompt j (global index) uses seed + j·K + i; each worker has its own KV pool.
+ */
+export type SampleJobOptions = Omit<PolicySamplingOptions, 'describePrompt' | 'onPromptDone'>;
 
 export interface ScoreJobOptions {
   /** Sequences per forward pass. */
