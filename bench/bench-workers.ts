@@ -176,6 +176,30 @@ function runChild(self: string, c: object, label: Record<string, unknown>): Reco
   return JSON.parse(child.stdout.trim().split('\n').pop()!) as Record<string, number>;
 }
 
+type Best = Map<number, { tokensPerSecond: number; tokensPerCpuSecond: number }>;
+
+/** Keeps each worker count's best tokens/s and tokens per CPU-second over the repeats. */
+function keepBest(best: Best, numWorkers: number, record: Record<string, number>): void {
+  const previous = best.get(numWorkers) ?? { tokensPerSecond: 0, tokensPerCpuSecond: 0 };
+  best.set(numWorkers, {
+    tokensPerSecond: Math.max(previous.tokensPerSecond, record.tokens_per_s!),
+    tokensPerCpuSecond: Math.max(previous.tokensPerCpuSecond, record.tokens_per_cpu_s!),
+  });
+}
+
+/** One scaling line per worker count above 1: tokens/s against 1 worker, and CPU efficiency. */
+function printScaling(best: Best, fields: Record<string, unknown>): void {
+  const baseline = best.get(1);
+  for (const [numWorkers, figures] of best) {
+    if (numWorkers === 1 || baseline === undefined) continue;
+    console.log(JSON.stringify({
+      ...fields, workers: numWorkers,
+      tokens_per_s_1: baseline.tokensPerSecond, tokens_per_s_n: figures.tokensPerSecond, ratio: figures.tokensPerSecond / baseline.tokensPerSecond, target_ratio: 1.8,
+      cpu_efficiency: figures.tokensPerCpuSecond / baseline.tokensPerCpuSecond, loadavg: loadavg(), ...machine(),
+    }));
+  }
+}
+
 /** Sampling tokens/s with each worker count (cases alternate, best repeat kept), and the ratio to 1 worker. */
 async function benchSampling(args: ReturnType<typeof parseArgs>, self: string): Promise<void> {
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
@@ -184,28 +208,15 @@ async function benchSampling(args: ReturnType<typeof parseArgs>, self: string): 
   try {
     await prepareSampleModel(config, dir);
     const modelDir = path.join(dir, 'model');
-    const best = new Map<number, { tokensPerSecond: number; tokensPerCpuSecond: number }>();
+    const best: Best = new Map();
     for (let repeat = 0; repeat < args.repeats; repeat++) {
       for (const numWorkers of args.workers) {
         const c: SampleCase = { bench: 'sample', config, modelDir, numWorkers, repeat, ...shape };
         const record = runChild(self, c, { bench: 'sample-workers', workers: numWorkers, repeat });
-        if (!record) continue;
-        const previous = best.get(numWorkers) ?? { tokensPerSecond: 0, tokensPerCpuSecond: 0 };
-        best.set(numWorkers, {
-          tokensPerSecond: Math.max(previous.tokensPerSecond, record.tokens_per_s),
-          tokensPerCpuSecond: Math.max(previous.tokensPerCpuSecond, record.tokens_per_cpu_s),
-        });
+        if (record) keepBest(best, numWorkers, record);
       }
     }
-    const baseline = best.get(1);
-    for (const [numWorkers, figures] of best) {
-      if (numWorkers === 1 || baseline === undefined) continue;
-      console.log(JSON.stringify({
-        bench: 'sample-workers-scaling', config, prompts: shape.numPrompts, samples_per_prompt: shape.numSamples, max_new_tokens: shape.maxNewTokens, workers: numWorkers,
-        tokens_per_s_1: baseline.tokensPerSecond, tokens_per_s_n: figures.tokensPerSecond, ratio: figures.tokensPerSecond / baseline.tokensPerSecond, target_ratio: 1.8,
-        cpu_efficiency: figures.tokensPerCpuSecond / baseline.tokensPerCpuSecond, loadavg: loadavg(), ...machine(),
-      }));
-    }
+    printScaling(best, { bench: 'sample-workers-scaling', config, prompts: shape.numPrompts, samples_per_prompt: shape.numSamples, max_new_tokens: shape.maxNewTokens });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -228,33 +239,15 @@ async function main(): Promise<void> {
 function benchTraining(args: ReturnType<typeof parseArgs>, self: string): void {
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const seqLen = args.quick ? 64 : 256;
-  const best = new Map<number, { tokensPerSecond: number; tokensPerCpuSecond: number }>();
+  const best: Best = new Map();
   for (let repeat = 0; repeat < args.repeats; repeat++) {
     for (const numWorkers of args.workers) {
       const c: Case = { config, numWorkers, batchSize: 8, seqLen, numSteps: args.steps, repeat };
-      const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-      if (child.status !== 0) {
-        console.log(JSON.stringify({ bench: 'train-workers', workers: numWorkers, repeat, error: `exit ${child.status}` }));
-        continue;
-      }
-      process.stdout.write(child.stdout);
-      const record = JSON.parse(child.stdout.trim().split('\n').pop()!) as { tokens_per_s: number; tokens_per_cpu_s: number };
-      const previous = best.get(numWorkers) ?? { tokensPerSecond: 0, tokensPerCpuSecond: 0 };
-      best.set(numWorkers, {
-        tokensPerSecond: Math.max(previous.tokensPerSecond, record.tokens_per_s),
-        tokensPerCpuSecond: Math.max(previous.tokensPerCpuSecond, record.tokens_per_cpu_s),
-      });
+      const record = runChild(self, c, { bench: 'train-workers', workers: numWorkers, repeat });
+      if (record) keepBest(best, numWorkers, record);
     }
   }
-  const baseline = best.get(1);
-  for (const [numWorkers, figures] of best) {
-    if (numWorkers === 1 || baseline === undefined) continue;
-    console.log(JSON.stringify({
-      bench: 'train-workers-scaling', config, batch: `8x${seqLen}`, workers: numWorkers,
-      tokens_per_s_1: baseline.tokensPerSecond, tokens_per_s_n: figures.tokensPerSecond, ratio: figures.tokensPerSecond / baseline.tokensPerSecond, target_ratio: 1.8,
-      cpu_efficiency: figures.tokensPerCpuSecond / baseline.tokensPerCpuSecond, loadavg: loadavg(), ...machine(),
-    }));
-  }
+  printScaling(best, { bench: 'train-workers-scaling', config, batch: `8x${seqLen}` });
 }
 
 await main();

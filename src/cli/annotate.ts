@@ -5,8 +5,7 @@
  */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { example, intArg } from './common.js';
-import { openStoreReadOnly } from './report.js';
+import { example, intArg, openStoreReadOnly } from './common.js';
 import { annotationFormatOf, exportAnnotations, importAnnotations } from '../rounds/annotations.js';
 import { RunLayout } from '../rounds/layout.js';
 import { parseRunName } from '../store/records.js';

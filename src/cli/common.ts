@@ -3,7 +3,9 @@
  * errors, and a progress reporter (a bar on a TTY, one plain line per update otherwise).
  */
 import { Option } from 'commander';
+import * as fs from 'node:fs';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.js';
+import { RunStore, defaultStorePath } from '../store/store.js';
 
 export function backendOption(): Option {
   return new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm')
@@ -75,4 +77,14 @@ export function progress(label: string, total: number, stream: NodeJS.WriteStrea
       if (isTty) stream.write('\n');
     },
   };
+}
+
+/**
+ * Opens a project's database read-only (no lock: `status`, `report` and `annotate export` work
+ * while a run is in progress); a missing one is a one-line error naming the file.
+ */
+export function openStoreReadOnly(project: string): RunStore {
+  const file = defaultStorePath(project);
+  if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first, or pass --project)`);
+  return RunStore.open(file, { readonly: true });
 }

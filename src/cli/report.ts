@@ -3,18 +3,9 @@
  * table, metric charts, training curves, reward distributions), readable offline. Read-only: it
  * opens the database for reading and takes no lock, so it works while a run is in progress.
  */
-import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { example } from './common.js';
+import { example, openStoreReadOnly } from './common.js';
 import { writeRunReport } from '../report/html.js';
-import { RunStore, defaultStorePath } from '../store/store.js';
-
-/** Opens a project's database read-only; a missing one is a one-line error naming the file. */
-export function openStoreReadOnly(project: string): RunStore {
-  const file = defaultStorePath(project);
-  if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first, or pass --project)`);
-  return RunStore.open(file, { readonly: true });
-}
 
 export function registerReportCommands(program: Command): void {
   program

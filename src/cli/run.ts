@@ -3,13 +3,12 @@
  * stage), `status` (rounds and stages with key metrics; read-only, works while a run holds the
  * lock), `export` (a round's policy or reward model as an HF folder), and `quickstart`.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { example, intArg, progress } from './common.js';
+import { example, intArg, openStoreReadOnly, progress } from './common.js';
 import { AlignmentRun, readRunConfig, type RunEvents } from '../rounds/runner.js';
 import { ROUND_STAGES, STAGE_NAMES } from '../store/stages.js';
-import { RunLayout, DATABASE_FILE } from '../rounds/layout.js';
+import { RunLayout } from '../rounds/layout.js';
 import { RunStore } from '../store/store.js';
 import { loadPretrained, savePretrained } from '../model/pretrained.js';
 import type { RoundSummary } from '../store/records.js';
@@ -89,13 +88,6 @@ function stagesPerRound(store: RunStore, name: string): number {
   return ROUND_STAGES.length + (config?.curate?.enabled ? 1 : 0);
 }
 
-/** Opens the database of a project read-only (status works while a run holds the lock). */
-function openReadOnly(project: string): RunStore {
-  const file = path.join(project, DATABASE_FILE);
-  if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first)`);
-  return RunStore.open(file, { readonly: true });
-}
-
 async function runWithConfig(file: string, sets: string[], force: boolean, selection: Parameters<AlignmentRun['run']>[0]): Promise<AlignmentRun> {
   const config = readRunConfig(file, sets);
   const run = await AlignmentRun.open(config, { force, source: file });
@@ -108,7 +100,7 @@ async function runWithConfig(file: string, sets: string[], force: boolean, selec
 }
 
 function printStatus(project: string, name: string): void {
-  const store = openReadOnly(project);
+  const store = openStoreReadOnly(project);
   try {
     console.log(roundTable(store.roundSummaries(name), stagesPerRound(store, name)));
   } finally {
@@ -156,7 +148,7 @@ export function registerRunCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', example('tfalign status --project runs --run quickstart'))
     .action((o) => {
-      const store = openReadOnly(o.project);
+      const store = openStoreReadOnly(o.project);
       try {
         const runs = store.listRuns();
         const name = o.run ?? (runs.length === 1 ? runs[0]!.name : undefined);
@@ -183,7 +175,7 @@ export function registerRunCommands(program: Command): void {
     .option('--dtype <dtype>', 'F32 or BF16', 'F32')
     .addHelpText('after', example('tfalign export --project runs --run quickstart --round 3 --out models/aligned'))
     .action(async (o) => {
-      const store = openReadOnly(o.project);
+      const store = openStoreReadOnly(o.project);
       let source: string | undefined;
       try {
         if (o.what === 'policy') source = store.rounds(o.run).find((r) => r.roundIndex === o.round)?.bestPolicyPath ?? undefined;

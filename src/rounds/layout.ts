@@ -8,8 +8,7 @@
  *                                              was interrupted)
  */
 import * as path from 'node:path';
-
-export const DATABASE_FILE = 'tfalign.db';
+import { defaultStorePath } from '../store/store.js';
 
 export class RunLayout {
   constructor(
@@ -18,7 +17,7 @@ export class RunLayout {
   ) {}
 
   get database(): string {
-    return path.join(this.project, DATABASE_FILE);
+    return defaultStorePath(this.project);
   }
 
   get runDir(): string {

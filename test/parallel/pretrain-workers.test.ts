@@ -15,6 +15,7 @@ import { pretrain, PretrainConfigSchema } from '../../src/trainers/pretrain.js';
 import { registerModelCommands } from '../../src/cli/model.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import { WorkerStepEngine } from '../../src/parallel/worker-engine.js';
+import { squaredDiffAndNorm } from './compare-weights.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-pretrain-workers-'));
 const tokDir = path.join(root, 'tok');
@@ -86,12 +87,7 @@ describe('pretrain with workers', () => {
     for (const [name, p] of a.params) {
       const x = p.dataSync();
       const y = b.params.get(name)!.dataSync();
-      let diff = 0;
-      let norm = 0;
-      for (let i = 0; i < x.length; i++) {
-        diff += (x[i] - y[i]) ** 2;
-        norm += x[i] ** 2;
-      }
+      const { diff, norm } = squaredDiffAndNorm(x, y);
       expect(Math.sqrt(diff / norm), name).toBeLessThan(1e-5);
     }
     a.dispose();

@@ -19,6 +19,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import type { MicroBatchLoss } from '../../src/train/step-engine.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import { WorkerStepEngine } from '../../src/parallel/worker-engine.js';
+import { squaredDiffAndNorm } from './compare-weights.js';
 import { resolveTask } from '../../src/parallel/tasks.js';
 import { collatePreferences, rewardModelLoss, trainRewardModel, type PreferenceBatch } from '../../src/trainers/reward.js';
 import { splitPreferenceBatch } from '../../src/trainers/reward-task.js';
@@ -199,12 +200,7 @@ async function expectSameRuns(oneDir: string, twoDir: string): Promise<void> {
     for (const [name, p] of a.params) {
       const x = p.dataSync();
       const y = b.params.get(name)!.dataSync();
-      let diff = 0;
-      let norm = 0;
-      for (let i = 0; i < x.length; i++) {
-        diff += (x[i] - y[i]) ** 2;
-        norm += x[i] ** 2;
-      }
+      const { diff, norm } = squaredDiffAndNorm(x, y);
       expect(Math.sqrt(diff / norm), name).toBeLessThan(5e-5);
       modelDiff += diff;
       modelNorm += norm;
