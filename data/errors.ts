@@ -211,3 +211,19 @@ function describeBound(
   const op = side === 'at least' ? (inclusive ? '>=' : '>') : inclusive ? '<=' : '<';
   return `must be ${op} ${bound}${gotSuffix(data, (v) => String(v))}`;
 }
+
+/**
+ * The reason of a `JSON.parse` error without the input text V8 quotes in it (`Unexpected token
+ * 'h', "hello" is not valid JSON` echoes the file's first bytes, which may be binary or private):
+ * `invalid JSON: unexpected character`, `invalid JSON: unterminated string at column 9`.
+ */
+export function jsonErrorReason(err: unknown): string {
+  const message = (err as Error | undefined)?.message ?? String(err);
+  const position = /at position (\d+)/.exec(message);
+  const where = position ? ` at column ${Number(position[1]) + 1}` : '';
+  let kind: string;
+  if (message.startsWith('Unexpected end of JSON input')) kind = 'unexpected end of input';
+  else if (message.startsWith('Unexpected token')) kind = 'unexpected character';
+  else kind = message.replace(/\s*(in JSON )?at position \d+[\s\S]*$/, '').replace(/,?\s*"[\s\S]*" is not valid JSON$/, '').replace(/\s*in JSON$/, '');
+  return `invalid JSON: ${kind.charAt(0).toLowerCase()}${kind.slice(1)}${where}`;
+}

@@ -4,15 +4,17 @@
  * `readJsonl` streams a file line by line and validates every row against a zod schema; the first
  * bad row throws a one-line `DataError` (`data/train.jsonl:17: chosen: expected string, got number`),
  * or, with `skipInvalid`, bad rows are counted by reason and left out.
- * `writeJsonlAtomic` writes to a temporary file beside the target and renames it into place, so a
- * reader never sees half a file and a failed write leaves the old file (or none) untouched.
+ * Text is decoded strictly: invalid UTF-8 and unpaired surrogates (`"\ud800"`) are errors naming
+ * the line, never replaced with U+FFFD.
+ * `writeJsonlAtomic` writes under the output policy of `atomic.ts`: a temporary file beside the
+ * target renamed into place (a reader never sees half a file, a failed write leaves the old file),
+ * written through a symbolic link, written directly into a FIFO or a device.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { createInterface } from 'node:readline';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { z } from 'zod';
-import { DataError, rowErrorMap } from './errors.js';
+import { DataError, jsonErrorReason, rowErrorMap } from './errors.js';
+import { OutputFile } from './atomic.js';
+import { assertWellFormed, decodeUtf8Line } from './utf8.js';
 
 export interface ReadJsonlOptions {
   /** Skip rows that are not valid JSON or fail the schema, counting them by reason, instead of throwing. Default false. */
@@ -70,21 +72,25 @@ export async function readJsonl<T>(
   };
 
   const handle = await openForReading(file);
-  // The stream owns the handle from here on: it closes it when it ends or is destroyed.
-  const stream = handle.createReadStream({ encoding: 'utf8' });
-  const lines = createInterface({ input: stream, crlfDelay: Infinity });
   let lineNumber = 0;
   try {
-    for await (const rawLine of lines) {
+    for await (const bytes of readLines(handle)) {
       lineNumber += 1;
-      const text = lineNumber === 1 && rawLine.charCodeAt(0) === 0xfeff ? rawLine.slice(1) : rawLine;
+      const decoded = decodeUtf8Line(bytes, file, lineNumber);
+      const text = lineNumber === 1 && decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;
       if (text.trim() === '') continue;
 
       let json: unknown;
       try {
         json = JSON.parse(text);
       } catch (err) {
-        skip(new DataError(file, lineNumber, undefined, `invalid JSON: ${(err as Error).message}`));
+        skip(new DataError(file, lineNumber, undefined, jsonErrorReason(err)));
+        continue;
+      }
+      try {
+        assertWellFormed(json, file, lineNumber);
+      } catch (err) {
+        skip(err as DataError);
         continue;
       }
       const parsed = schema.safeParse(json, { errorMap: rowErrorMap });
@@ -99,25 +105,22 @@ export async function readJsonl<T>(
     if (err instanceof DataError) throw err;
     throw fileError(file, err);
   } finally {
-    lines.close();
-    stream.destroy();
+    await handle.close().catch(() => undefined);
   }
   return result;
 }
 
 /**
- * Writes `rows` as JSON Lines to `file`, atomically: the rows go to `FILE.tmp-<pid>-<random>` in
- * the same directory, which is flushed to disk and renamed over `file` only once every row is
- * written. If the iterable throws or a row cannot be serialised, the temporary file is removed and
- * the error rethrown; an existing `file` is then left as it was. Creates missing parent folders.
+ * Writes `rows` as JSON Lines to `file` under the output policy of `atomic.ts`: to a temporary
+ * file in the same directory, flushed to disk and renamed over `file` only once every row is
+ * written (through a symbolic link to the file it names; directly into a FIFO or a device). If the
+ * iterable throws or a row cannot be serialised, the temporary file is removed and the error
+ * rethrown; an existing `file` is then left as it was. Creates missing parent folders.
  *
  * @returns the number of rows written.
  */
 export async function writeJsonlAtomic(file: string, rows: AsyncIterable<unknown> | Iterable<unknown>): Promise<number> {
-  await mkdir(dirname(file), { recursive: true });
-  const tmpFile = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const handle = await open(tmpFile, 'wx');
-  let isClosed = false;
+  const out = OutputFile.open(file);
   let numRows = 0;
   try {
     // Rows are joined into chunks of about WRITE_CHUNK_CHARS so that small rows cost one write per chunk.
@@ -129,25 +132,45 @@ export async function writeJsonlAtomic(file: string, rows: AsyncIterable<unknown
       numChunkChars += text.length + 1;
       numRows += 1;
       if (numChunkChars >= WRITE_CHUNK_CHARS) {
-        await writeAll(handle, chunk.join(''));
+        out.write(chunk.join(''));
         chunk = [];
         numChunkChars = 0;
       }
     }
-    await writeAll(handle, chunk.join(''));
-    await handle.sync();
-    await handle.close();
-    isClosed = true;
-    await rename(tmpFile, file);
+    out.write(chunk.join(''));
   } catch (err) {
-    if (!isClosed) await handle.close().catch(() => undefined);
-    await rm(tmpFile, { force: true });
+    out.abort();
     throw err;
   }
+  out.commit();
   return numRows;
 }
 
 const WRITE_CHUNK_CHARS = 1 << 20;
+const READ_CHUNK_BYTES = 1 << 20;
+
+/** The lines of a file as raw bytes (without `\n` or a `\r\n` end), read in 1 MiB chunks. */
+async function* readLines(handle: FileHandle): AsyncGenerator<Buffer> {
+  const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  let pending: Buffer[] = [];
+  const take = (tail: Buffer): Buffer => {
+    const line = pending.length === 0 ? tail : Buffer.concat([...pending, tail]);
+    pending = [];
+    return line.length > 0 && line[line.length - 1] === 0x0d ? line.subarray(0, line.length - 1) : line;
+  };
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+    if (bytesRead === 0) break;
+    const chunk = buffer.subarray(0, bytesRead);
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a, start); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+      yield take(Buffer.from(chunk.subarray(start, nl)));
+      start = nl + 1;
+    }
+    if (start < chunk.length) pending.push(Buffer.from(chunk.subarray(start)));
+  }
+  if (pending.length > 0) yield take(Buffer.alloc(0));
+}
 
 /** Opens `file` for reading, turning "does not exist" and friends into a one-line DataError. */
 async function openForReading(file: string): Promise<FileHandle> {
@@ -177,16 +200,6 @@ function serialiseRow(file: string, lineNumber: number, row: unknown): string {
   }
   if (text === undefined) throw new DataError(file, lineNumber, undefined, `cannot write row as JSON: got ${typeof row}`);
   return text;
-}
-
-/** Writes the whole string at the handle's current position (a single write may be partial). */
-async function writeAll(handle: FileHandle, text: string): Promise<void> {
-  const bytes = Buffer.from(text, 'utf8');
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
-  }
 }
 
 /** The `skippedByReason` key: field with indices as `*`, reason without its trailing `, got …`. */

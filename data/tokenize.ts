@@ -10,14 +10,15 @@
  *     the worse answer from the reward model).
  */
 import { z } from 'zod';
+import { limit } from '../src/config/limits.js';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import { tokenizeConversation, tokenizePromptResponse } from '../src/tokenizer/chat-template.js';
 import type { SequenceRow } from './collate.js';
 import { strengthOf, type PreferenceRow, type SftRow, type Strength } from './rows.js';
 
 export const TokenizeOptionsSchema = z.object({
-  maxPromptLength: z.number().int().positive().default(512).describe('Prompt tokens kept (its first token and its end); longer prompts are truncated.'),
-  maxLength: z.number().int().positive().default(1024).describe('Most prompt + response tokens; longer rows are dropped and counted, never cut mid-response.'),
+  maxPromptLength: limit.tokens().default(512).describe('Prompt tokens kept (its first token and its end); longer prompts are truncated.'),
+  maxLength: limit.tokens().default(1024).describe('Most prompt + response tokens; longer rows are dropped and counted, never cut mid-response.'),
   chat: z.boolean().optional().describe('Render with the tokenizer\'s chat template; default: when it has one.'),
 });
 export type TokenizeOptions = z.infer<typeof TokenizeOptionsSchema>;

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend.js';
+import { limit } from './limits.js';
 
 export interface RecipeDefaults {
   lr: number;
@@ -34,25 +35,26 @@ export const LLAMA3_POST_TRAINING: RecipeDefaults = {
 export function trainingOptionsSchema(d: RecipeDefaults) {
   return z.object({
     backend: z.enum(BACKEND_NAMES).default('auto').describe('Tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm.'),
-    workers: z
-      .number()
-      .int()
-      .positive()
+    workers: limit
+      .workers()
       .optional()
       .describe(
-        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow.',
+        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow. At most the number of cores unless forceWorkers.',
       ),
-    seed: z.number().int().nonnegative().default(42).describe('Seed for initialisation, data order and sampling; same seed, same run.'),
+    forceWorkers: z.boolean().default(false).describe('Allow more workers than cores (each still holds a full model replica; slower, more memory).'),
+    overwrite: z
+      .boolean()
+      .default(false)
+      .describe('Write into an existing non-empty `out` that is not a previous output of this trainer; only the files the trainer writes are replaced, nothing else is removed.'),
+    seed: limit.seed().default(42).describe('Seed for initialisation, data order and sampling; same seed, same run.'),
     lr: z.number().positive().default(d.lr).describe(`Peak learning rate (default ${d.lr}, this recipe's).`),
-    batchSize: z.number().int().positive().default(d.batchSize).describe('Rows per optimizer step (the global batch).'),
-    microBatchSize: z
-      .number()
-      .int()
-      .positive()
+    batchSize: limit.rows().default(d.batchSize).describe('Rows per optimizer step (the global batch).'),
+    microBatchSize: limit
+      .rows()
       .optional()
       .describe('Rows per forward/backward pass; gradients of batchSize/microBatchSize passes are accumulated. Default: batchSize (no accumulation).'),
-    epochs: z.number().positive().default(d.epochs).describe('Passes over the training rows; fractional values stop part-way.'),
-    maxSteps: z.number().int().positive().optional().describe('Stop after this many optimizer steps; overrides epochs.'),
+    epochs: limit.epochs().default(d.epochs).describe('Passes over the training rows; fractional values stop part-way.'),
+    maxSteps: limit.steps().optional().describe('Stop after this many optimizer steps; overrides epochs.'),
     warmupRatio: z.number().min(0).max(1).default(d.warmupRatio).describe('Fraction of steps with linear warmup from 0.'),
     lrDecay: z.enum(['cosine', 'linear', 'constant']).default(d.lrDecay).describe('Learning-rate shape after warmup.'),
     minLrRatio: z.number().min(0).max(1).default(0).describe('Final learning rate as a fraction of lr (cosine/linear).'),
@@ -61,10 +63,10 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
     adamBeta2: z.number().min(0).lt(1).default(0.95).describe('AdamW β2 (0.95 as in Llama pretraining; more stable than 0.999 for short runs).'),
     adamEps: z.number().positive().default(1e-8).describe('AdamW ε.'),
     maxGradNorm: z.number().min(0).default(d.maxGradNorm).describe('Clip the global gradient norm to this; 0 disables.'),
-    logEvery: z.number().int().positive().default(10).describe('Steps between metric lines in metrics.jsonl and on the console.'),
-    evalEvery: z.number().int().min(0).default(0).describe('Steps between evaluations; 0 evaluates only at the end.'),
-    saveEvery: z.number().int().min(0).default(0).describe('Steps between checkpoints (checkpoint-<step>/); 0 saves only at the end.'),
-    saveTotalLimit: z.number().int().min(0).default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
+    logEvery: limit.steps().default(10).describe('Steps between metric lines in metrics.jsonl and on the console.'),
+    evalEvery: limit.interval().default(0).describe('Steps between evaluations; 0 evaluates only at the end.'),
+    saveEvery: limit.interval().default(0).describe('Steps between checkpoints (checkpoint-<step>/); 0 saves only at the end.'),
+    saveTotalLimit: limit.interval().default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
     evalFraction: z.number().min(0).lt(1).default(0.05).describe('Fraction of rows held out for evaluation when no eval file is given.'),
   });
 }

@@ -3,13 +3,14 @@
  * `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`, and tokenizer files.
  * Moves named tensors only; what the names mean is the model code's business.
  *
- * Saving is crash-safe: everything is written and fsynced in a sibling folder
- * `DIR.tmp-<pid>-<random>`, then swapped in by two renames (`DIR` → `DIR.old-…`, tmp → `DIR`)
- * and the old folder removed. A crash while writing leaves `DIR` untouched; a crash between
- * the renames leaves both complete folders on disk, and loading `DIR` then names the `.old-`
- * folder to rename back (Node has no atomic directory exchange).
+ * Saving follows the output-folder policy of `data/atomic.ts`: a new folder is written and fsynced
+ * in a sibling `DIR.tmp-<pid>-<random>` and renamed into place, so it appears complete or not at
+ * all; an existing folder is written into only when it is empty or a previous output of the same
+ * command (marker `.tfalign-output.json`), or with `overwrite`, and then each file is replaced by
+ * a rename, files the previous save wrote and this one does not are removed, and nothing else is
+ * touched (an earlier version swapped whole folders, deleting whatever else was in `DIR`; loading
+ * still names a `DIR.old-…` folder such a save may have left).
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -23,6 +24,7 @@ import {
   type SafetensorsDtype,
   type SafetensorsWriteDtype,
 } from './safetensors.js';
+import { OUTPUT_MARKER, writeOutputFolder } from '../../data/atomic.js';
 
 export const SAFE_WEIGHTS_NAME = 'model.safetensors';
 export const SAFE_WEIGHTS_INDEX_NAME = 'model.safetensors.index.json';
@@ -117,6 +119,23 @@ function readShardIndex(dir: string): Map<string, Set<string>> {
 }
 
 /**
+ * Throws naming the tensor when one holds NaN or ±Infinity: such weights make every logit and
+ * reward NaN, and the failure would otherwise surface far away (garbage samples, a `null`
+ * reward, a training loss blamed on the learning rate).
+ */
+export function assertFiniteTensors(tensors: ReadonlyMap<string, NamedTensor>, file: string): void {
+  for (const [name, { data }] of tensors) {
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!;
+      if (v - v === 0) continue; // finite (NaN - NaN and Inf - Inf are NaN)
+      let numBad = 0;
+      for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j]!)) numBad++;
+      fail(file, `tensor ${name} holds ${Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity'} at element ${i} (${numBad} non-finite value${numBad === 1 ? '' : 's'} of ${data.length}); the checkpoint is corrupt or its training diverged`);
+    }
+  }
+}
+
+/**
  * Loads every tensor of an HF checkpoint folder: `model.safetensors` when present (as
  * transformers prefers it), else the shards listed in `model.safetensors.index.json`.
  * Returned data is float32; `dtypes` records each tensor's stored type.
@@ -135,6 +154,7 @@ export async function loadTensorsFromFolder(
   const singlePath = path.join(dir, SAFE_WEIGHTS_NAME);
   if (isFile(singlePath)) {
     const { tensors, dtypes } = readSafetensors(singlePath);
+    assertFiniteTensors(tensors, singlePath);
     return { tensors, dtypes };
   }
   if (isFile(path.join(dir, SAFE_WEIGHTS_INDEX_NAME))) {
@@ -148,6 +168,7 @@ export async function loadTensorsFromFolder(
         if (!header.tensors.has(name)) fail(dir, `tensor ${name} listed in ${SAFE_WEIGHTS_INDEX_NAME} is missing from ${shard}`);
       }
       const shardContents = readSafetensors(shardPath, { names });
+      assertFiniteTensors(shardContents.tensors, shardPath);
       for (const [name, tensor] of shardContents.tensors) tensors.set(name, tensor);
       for (const [name, dtype] of shardContents.dtypes) dtypes.set(name, dtype);
     }
@@ -254,7 +275,7 @@ function validateContents(dir: string, contents: SaveFolderContents): void {
     if (path.isAbsolute(relativePath) || normalized === '..' || normalized.startsWith(`..${path.sep}`) || normalized === '.' || relativePath === '') {
       fail(dir, `file ${JSON.stringify(relativePath)} must be a relative path inside the checkpoint`);
     }
-    if (isReservedName(normalized)) fail(dir, `file ${relativePath} is written by saveFolder itself`);
+    if (isReservedName(normalized) || normalized === OUTPUT_MARKER) fail(dir, `file ${relativePath} is written by saveFolder itself`);
   }
 }
 
@@ -298,45 +319,32 @@ function writeContents(target: string, contents: SaveFolderContents): void {
   for (const directory of directories) fsyncPath(directory, true);
 }
 
+/** Who is writing a checkpoint folder, for the output-folder policy (`data/atomic.ts`). */
+export interface SaveFolderOptions {
+  /** The command that owns the folder (`model init`, `export`, …); default `checkpoint` (a trainer's own checkpoints). */
+  command?: string;
+  /** Write into an existing non-empty folder that is not this command's output (its other files are kept). */
+  overwrite?: boolean;
+  /** How the user named the folder in messages, e.g. `--out`. */
+  flag?: string;
+}
+
 /**
- * Writes an HF checkpoint folder at `dir`, replacing any previous one atomically (see the file
- * comment). Shards when the tensors exceed `maxShardBytes`; sets `torch_dtype` in config.json.
- * On failure no `.tmp-` folder is left behind and the previous `dir` is intact.
+ * Writes an HF checkpoint folder at `dir` under the output-folder policy (see the file comment):
+ * a new folder appears complete or not at all; an existing one must be empty or a previous output
+ * of the same command (else `overwrite`), and then only the files written here are replaced.
+ * Shards when the tensors exceed `maxShardBytes`; sets `torch_dtype` in config.json. On failure no
+ * temporary folder is left behind and a previous `dir` keeps its files.
  */
-export async function saveFolder(dir: string, contents: SaveFolderContents): Promise<void> {
-  const target = path.resolve(dir);
+export async function saveFolder(dir: string, contents: SaveFolderContents, options: SaveFolderOptions = {}): Promise<void> {
   validateContents(dir, contents);
-  const existing = fs.statSync(target, { throwIfNoEntry: false });
+  const existing = fs.statSync(dir, { throwIfNoEntry: false });
   if (existing && !existing.isDirectory()) fail(dir, 'exists and is not a directory');
-
-  const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
-  const suffix = () => `${process.pid}-${randomBytes(4).toString('hex')}`;
-  const tmp = `${target}.tmp-${suffix()}`;
-  fs.mkdirSync(tmp);
-  try {
-    writeContents(tmp, contents);
-  } catch (err) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-
-  // Swap: old aside, new in. If the second rename fails, the old checkpoint goes back.
-  const old = existing ? `${target}.old-${suffix()}` : undefined;
-  try {
-    if (old) fs.renameSync(target, old);
-    try {
-      fs.renameSync(tmp, target);
-    } catch (err) {
-      if (old) fs.renameSync(old, target);
-      throw err;
-    }
-  } catch (err) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  fsyncPath(parent, true);
-  if (old) fs.rmSync(old, { recursive: true, force: true });
+  writeOutputFolder(dir, (staging) => writeContents(staging, contents), {
+    command: options.command ?? 'checkpoint',
+    overwrite: options.overwrite,
+    flag: options.flag,
+  });
 }
 
 /**

@@ -63,6 +63,17 @@ export const LlamaConfigSchema = z
     if ((c.head_dim ?? c.hidden_size / c.num_attention_heads) % 2 !== 0) {
       ctx.addIssue({ code: 'custom', path: ['head_dim'], message: 'head_dim must be even for rotary embeddings' });
     }
+    // Special token ids index the embedding: out of range they crash a forward pass or never match.
+    const checkId = (field: 'bos_token_id' | 'eos_token_id' | 'pad_token_id', id: number, path: (string | number)[]) => {
+      if (id < 0 || id >= c.vocab_size) ctx.addIssue({ code: 'custom', path, message: `token id ${id} is outside the vocabulary [0, ${c.vocab_size})` });
+    };
+    for (const field of ['bos_token_id', 'pad_token_id'] as const) {
+      const id = c[field];
+      if (typeof id === 'number') checkId(field, id, [field]);
+    }
+    const eos = c.eos_token_id;
+    if (typeof eos === 'number') checkId('eos_token_id', eos, ['eos_token_id']);
+    else if (Array.isArray(eos)) eos.forEach((id, i) => checkId('eos_token_id', id, ['eos_token_id', i]));
     const scaling = c.rope_parameters ?? c.rope_scaling;
     const kind = scaling?.rope_type ?? scaling?.type ?? 'default';
     if (!['default', 'llama3'].includes(kind)) {

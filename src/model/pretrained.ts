@@ -2,14 +2,15 @@
  * A model as a Hugging Face folder: `config.json`, `model.safetensors` (or shards + index),
  * tokenizer files and `generation_config.json`. `loadPretrained` reads any Llama-family folder
  * (F32/F16/BF16, tied or not, sharded or not); `savePretrained` writes one that transformers
- * loads unchanged, atomically (a temporary folder renamed on success).
+ * loads unchanged, under the output-folder policy of `data/atomic.ts` (a new folder appears
+ * complete or not at all; an existing one is written into only when the command owns it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseLlamaConfig, type LlamaConfig } from './config.js';
 import { LlamaModel } from './llama.js';
 import { fromHfTensors, toHfTensors } from './weights.js';
-import { CONFIG_NAME, copyTokenizerFiles, loadTensorsFromFolder, readJsonFile, saveFolder } from './checkpoint-io.js';
+import { CONFIG_NAME, copyTokenizerFiles, loadTensorsFromFolder, readJsonFile, saveFolder, type SaveFolderOptions } from './checkpoint-io.js';
 import { CheckpointError } from './safetensors.js';
 
 /** Reads and validates `DIR/config.json`; errors name the file and every bad field. */
@@ -26,7 +27,7 @@ export async function loadPretrained(dir: string): Promise<LlamaModel> {
   return new LlamaModel(config, fromHfTensors(config, tensors, dir));
 }
 
-export interface SaveOptions {
+export interface SaveOptions extends SaveFolderOptions {
   /** Stored dtype: F32 (default) or BF16 (half the bytes, what HF hubs hold). */
   dtype?: 'F32' | 'BF16';
   /** Copy tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json from here. */
@@ -61,5 +62,5 @@ export async function savePretrained(model: LlamaModel, dir: string, opts: SaveO
     dtype: opts.dtype,
     maxShardBytes: opts.maxShardBytes,
     files,
-  });
+  }, { command: opts.command, overwrite: opts.overwrite, flag: opts.flag });
 }

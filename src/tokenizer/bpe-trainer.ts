@@ -22,11 +22,11 @@
  * The regex is compiled by `@huggingface/tokenizers`' own Oniguruma→JS translation, so the words
  * seen in training are exactly those seen when the saved file encodes.
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as hfTokenizers from '@huggingface/tokenizers';
 import { LLAMA3_CHAT_TEMPLATE } from './chat-template.js';
+import { writeOutputFolder } from '../../data/atomic.js';
 import type { AddedTokenJson, TokenizerConfig, TokenizerJson } from './tokenizer.js';
 
 /** Llama 3's pre-tokenizer pattern, in the Oniguruma syntax `tokenizer.json` stores. */
@@ -454,42 +454,24 @@ export function buildSpecialTokensMap(tokenizerConfig: TokenizerConfig): Record<
 /**
  * Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` into `dir`.
  *
- * Crash safety: a new `dir` is filled as a sibling `DIR.tmp-<pid>-<random>` and renamed into
- * place, so it appears complete or not at all. An existing `dir` (often a model checkpoint,
- * whose other files must stay) gets each file written as a temp file beside it and renamed
- * over the old one, so every file is whole, old or new.
+ * Output-folder policy (`data/atomic.ts`): a new `dir` is filled as a sibling
+ * `DIR.tmp-<pid>-<random>` and renamed into place, so it appears complete or not at all. An
+ * existing `dir` must be empty or a previous `tokenizer train` output, or `overwrite` must be set
+ * (e.g. a model checkpoint whose tokenizer is replaced); each file is then renamed over its old
+ * version, so every file is whole, old or new, and the folder's other files stay.
  */
 export function writeTokenizerFolder(
   dir: string,
   files: { tokenizerJson: TokenizerJson; tokenizerConfig: TokenizerConfig },
+  options: { overwrite?: boolean; flag?: string } = {},
 ): void {
   const contents: [string, string][] = [
     ['tokenizer.json', JSON.stringify(files.tokenizerJson, null, 2)],
     ['tokenizer_config.json', JSON.stringify(files.tokenizerConfig, null, 2)],
     ['special_tokens_map.json', JSON.stringify(buildSpecialTokensMap(files.tokenizerConfig), null, 2)],
   ];
-  const suffix = `tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  if (!fs.existsSync(dir)) {
-    const parent = path.dirname(path.resolve(dir));
-    fs.mkdirSync(parent, { recursive: true });
-    const tmpDir = `${path.resolve(dir)}.${suffix}`;
-    fs.mkdirSync(tmpDir);
-    try {
-      for (const [name, text] of contents) fs.writeFileSync(path.join(tmpDir, name), text + '\n');
-      fs.renameSync(tmpDir, dir);
-    } catch (error) {
-      fs.rmSync(tmpDir, { recursive: true, force: true });
-      throw error;
-    }
-    return;
-  }
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`tokenizer: ${dir}: exists and is not a folder`);
-  const tmpFiles = contents.map(([name]) => [path.join(dir, `.${name}.${suffix}`), path.join(dir, name)] as const);
-  try {
-    contents.forEach(([, text], i) => fs.writeFileSync(tmpFiles[i]![0], text + '\n'));
-  } catch (error) {
-    for (const [tmpFile] of tmpFiles) fs.rmSync(tmpFile, { force: true });
-    throw error;
-  }
-  for (const [tmpFile, file] of tmpFiles) fs.renameSync(tmpFile, file);
+  if (fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory() === false) throw new Error(`tokenizer: ${dir}: exists and is not a folder`);
+  writeOutputFolder(dir, (staging) => {
+    for (const [name, text] of contents) fs.writeFileSync(path.join(staging, name), text + '\n');
+  }, { command: 'tokenizer train', overwrite: options.overwrite, flag: options.flag });
 }

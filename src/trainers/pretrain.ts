@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { trainingOptionsSchema } from '../config/training.js';
+import { limit } from '../config/limits.js';
 import { validateConfig } from '../config/load.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -32,7 +33,7 @@ export const PretrainConfigSchema = trainingOptionsSchema({
   model: z.string().min(1).describe('Model folder (HF layout) to start from, e.g. one made by `tfalign model init`.'),
   corpus: z.string().min(1).describe('Text file (documents separated by blank lines) or JSONL with a `text` field.'),
   out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out/model.'),
-  seqLen: z.number().int().min(2).default(256).describe('Tokens per training row (default 256, the issue benchmark size).'),
+  seqLen: limit.tokens(2).default(256).describe('Tokens per training row (default 256, the issue benchmark size).'),
   resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
 });
 export type PretrainConfigInput = z.input<typeof PretrainConfigSchema>;

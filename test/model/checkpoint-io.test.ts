@@ -10,6 +10,10 @@ import {
   shardFileName,
 } from '../../src/model/checkpoint-io.js';
 import { CheckpointError, readSafetensorsHeader, type NamedTensor } from '../../src/model/safetensors.js';
+import { OUTPUT_MARKER } from '../../data/atomic.js';
+
+/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`data/atomic.ts`). */
+const outputFiles = (dir: string) => fs.readdirSync(dir).filter((name) => name !== OUTPUT_MARKER).sort();
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-checkpoint-'));
 afterAll(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
@@ -54,7 +58,7 @@ describe('single-file folders', () => {
   it('saves config.json (2-space JSON, torch_dtype float32) and model.safetensors, and loads them back', async () => {
     const dir = path.join(freshParent(), 'ckpt');
     await saveFolder(dir, { tensors: smallModel(), config, files: { 'tokenizer.json': '{"v":1}' } });
-    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+    expect(outputFiles(dir)).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
     expect(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).toBe(
       `${JSON.stringify({ ...config, torch_dtype: 'float32' }, null, 2)}\n`,
     );
@@ -84,7 +88,7 @@ describe('sharded folders', () => {
     const dir = path.join(freshParent(), 'ckpt');
     // 40 B > 20 B: a(16) | b(8)+c(12)=20 | d(4).
     await saveFolder(dir, { tensors: smallModel(), config, maxShardBytes: 20 });
-    expect(fs.readdirSync(dir).sort()).toEqual([
+    expect(outputFiles(dir)).toEqual([
       'config.json',
       'model-00001-of-00003.safetensors',
       'model-00002-of-00003.safetensors',
@@ -115,7 +119,7 @@ describe('sharded folders', () => {
 
     // BF16 halves the 40 B to 20 B, which is not more than 20.
     await saveFolder(path.join(parent, 'exact'), { tensors: smallModel(), config, maxShardBytes: 20, dtype: 'BF16' });
-    expect(fs.readdirSync(path.join(parent, 'exact')).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(outputFiles(path.join(parent, 'exact'))).toEqual(['config.json', 'model.safetensors']);
   });
 
   it('reads only the tensors the index lists from each shard', async () => {
@@ -236,7 +240,7 @@ describe('atomic save', () => {
     const second = new Map([['w', tensor([2], [5, 6])]]);
     await saveFolder(dir, { tensors: second, config: { hidden_size: 2 } });
     // Shards, the index, the optimizer folder and tokenizer.json of version one are gone.
-    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(outputFiles(dir)).toEqual(['config.json', 'model.safetensors']);
     expect(asPlain((await loadTensorsFromFolder(dir)).tensors)).toEqual(asPlain(second));
     expect(readJsonFile(path.join(dir, 'config.json'))).toEqual({ hidden_size: 2, torch_dtype: 'float32' });
     expect(strays(dir)).toEqual([]);
@@ -245,12 +249,12 @@ describe('atomic save', () => {
   it('leaves the previous folder intact when a tensor is invalid', async () => {
     const dir = path.join(freshParent(), 'ckpt');
     await saveVersionOne(dir);
-    const before = fs.readdirSync(dir).sort();
+    const before = outputFiles(dir);
     const bad = new Map([['w', tensor([2, 3], [1, 2, 3, 4, 5])]]);
     expect((await rejectionOf(saveFolder(dir, { tensors: bad, config }))).message).toBe(
       `checkpoint: ${dir}: tensor w: data has 5 values but shape [2, 3] needs 6`,
     );
-    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    expect(outputFiles(dir)).toEqual(before);
     expect(asPlain((await loadTensorsFromFolder(dir)).tensors)).toEqual(asPlain(smallModel()));
     expect(strays(dir)).toEqual([]);
   });
@@ -258,11 +262,11 @@ describe('atomic save', () => {
   it('leaves the previous folder intact and no .tmp- folder when writing fails after the weights are on disk', async () => {
     const dir = path.join(freshParent(), 'ckpt');
     await saveVersionOne(dir);
-    const before = fs.readdirSync(dir).sort();
+    const before = outputFiles(dir);
     // Extra files are written after config and weights; `a/b` needs `a` to be a folder, but `a` was just written as a file.
     const failing = saveFolder(dir, { tensors: new Map([['w', tensor([1], [1])]]), config, files: { a: 'x', 'a/b': 'y' } });
     await expect(failing).rejects.toThrow(/EEXIST|ENOTDIR/);
-    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    expect(outputFiles(dir)).toEqual(before);
     expect(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')).toBe('{"v":1}');
     expect(asPlain((await loadTensorsFromFolder(dir)).tensors)).toEqual(asPlain(smallModel()));
     expect(strays(dir)).toEqual([]);

@@ -13,6 +13,10 @@ import {
   writeTokenizerFolder,
 } from '../../src/tokenizer/bpe-trainer.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
+import { OUTPUT_MARKER } from '../../data/atomic.js';
+
+/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`data/atomic.ts`). */
+const outputFiles = (dir: string) => fs.readdirSync(dir).filter((name) => name !== OUTPUT_MARKER).sort();
 
 const SYLLABLES = ['ka', 'to', 're', 'mi', 'san', 'lo', 've', 'qu', 'ent', 'ion', 'ing', 'th', 'er', 'an', 'st', 'pre', 'con', 'al', 'ly', 'ou', 'gh', 'ph', 'ch', 'sh', 'ble'];
 
@@ -220,7 +224,7 @@ describe('tokenizer folder', () => {
   it('writes a new folder whole, leaving no temp folder', async () => {
     const dir = path.join(tmpRoot, 'nested', 'tok');
     writeTokenizerFolder(dir, { tokenizerJson: json, tokenizerConfig: config });
-    expect(fs.readdirSync(dir).sort()).toEqual(['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(outputFiles(dir)).toEqual(['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
     expect(fs.readdirSync(path.dirname(dir))).toEqual(['tok']);
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'))).toEqual(json);
     const tok = await Tokenizer.fromFolder(dir);
@@ -232,8 +236,11 @@ describe('tokenizer folder', () => {
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, 'config.json'), '{"vocab_size": 320}');
     fs.writeFileSync(path.join(dir, 'tokenizer.json'), 'old');
-    writeTokenizerFolder(dir, { tokenizerJson: json, tokenizerConfig: config });
-    expect(fs.readdirSync(dir).sort()).toEqual(['config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    // A folder tokenizer train did not write is refused unless the caller asks to overwrite it.
+    expect(() => writeTokenizerFolder(dir, { tokenizerJson: json, tokenizerConfig: config })).toThrow(/holds files tfalign tokenizer train did not write.*--overwrite/);
+    expect(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')).toBe('old');
+    writeTokenizerFolder(dir, { tokenizerJson: json, tokenizerConfig: config }, { overwrite: true });
+    expect(outputFiles(dir)).toEqual(['config.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
     expect(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).toBe('{"vocab_size": 320}');
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'))).toEqual(config);
   });
