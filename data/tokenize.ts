@@ -8,6 +8,12 @@
  *   - a row whose prompt + response exceeds `maxLength` is dropped and counted, never cut
  *     mid-response (a cut response teaches the model to stop mid-sentence, or hides the end of
  *     the worse answer from the reward model).
+ * Long text is bounded before it is tokenized: a response (or conversation) whose UTF-8 length
+ * alone shows it has more than `maxLength` tokens (`Tokenizer.minNumTokens`) is dropped without
+ * tokenizing it, and a prompt far longer than `maxPromptLength` tokens is cut to its end at a word
+ * boundary first (the tokens kept are the same: truncation keeps only its end), so one 50 MB row
+ * costs milliseconds, not minutes. Special-token strings in the text are plain text unless
+ * `parseSpecialTokens`.
  */
 import { z } from 'zod';
 import { limit } from '../src/config/limits.js';
@@ -20,8 +26,13 @@ export const TokenizeOptionsSchema = z.object({
   maxPromptLength: limit.tokens().default(512).describe('Prompt tokens kept (its first token and its end); longer prompts are truncated.'),
   maxLength: limit.tokens().default(1024).describe('Most prompt + response tokens; longer rows are dropped and counted, never cut mid-response.'),
   chat: z.boolean().optional().describe('Render with the tokenizer\'s chat template; default: when it has one.'),
+  parseSpecialTokens: z
+    .boolean()
+    .default(false)
+    .describe('Match special-token strings in the data text (`<|eot_id|>`) as control tokens; default: encode them as plain text, so data cannot add turns or end a sequence.'),
 });
-export type TokenizeOptions = z.infer<typeof TokenizeOptionsSchema>;
+/** Parsed options; `parseSpecialTokens` may be left out by callers that build them by hand (false). */
+export type TokenizeOptions = Omit<z.infer<typeof TokenizeOptionsSchema>, 'parseSpecialTokens'> & { parseSpecialTokens?: boolean };
 
 /** Why rows were dropped, and how many prompts were truncated. */
 export class TokenizeReport {
@@ -49,18 +60,48 @@ function truncatePrompt(promptIds: number[], maxPromptLength: number, report: To
   return [promptIds[0], ...promptIds.slice(promptIds.length - (maxPromptLength - 1))];
 }
 
+/** Tokens of slack kept in front of a cut prompt, so that the cut is far from the tokens kept. */
+const PROMPT_CUT_SLACK_TOKENS = 64;
+
+/**
+ * A prompt string cut to its end when it certainly tokenizes to far more than `maxPromptLength`
+ * tokens (truncation keeps only its first token and its end): the text after a space that follows
+ * a letter or digit, at least (maxPromptLength + 64) · maxBytesPerToken characters from the end, so
+ * the tokens kept are those of the whole prompt. Unchanged when shorter or when no such space exists.
+ */
+function cutLongPrompt<P>(tok: Tokenizer, prompt: P, maxPromptLength: number): P {
+  if (typeof prompt !== 'string') return prompt;
+  const keepChars = (maxPromptLength + PROMPT_CUT_SLACK_TOKENS) * tok.maxBytesPerToken;
+  if (prompt.length <= 2 * keepChars) return prompt;
+  for (let at = prompt.length - keepChars; at > prompt.length - 2 * keepChars; at--) {
+    if (prompt[at] === ' ' && /[\p{L}\p{N}]/u.test(prompt[at - 1]!)) return `${prompt.slice(0, 1)}${prompt.slice(at)}` as P;
+  }
+  return prompt;
+}
+
+/** True when `texts` alone certainly hold more than `maxLength` tokens (see `Tokenizer.minNumTokens`). */
+function certainlyTooLong(tok: Tokenizer, texts: readonly string[], maxLength: number): boolean {
+  let lowerBound = 0;
+  for (const text of texts) lowerBound += tok.minNumTokens(text);
+  return lowerBound > maxLength;
+}
+
 /** An SFT row as a training sequence: targets on response (assistant) tokens only. */
 export function tokenizeSftRow(tok: Tokenizer, row: SftRow, opts: TokenizeOptions, report: TokenizeReport): SequenceRow | undefined {
   report.numRows++;
+  const parse = { parseSpecialTokens: opts.parseSpecialTokens };
   let ids: number[];
   let targetMask: number[];
   if ('messages' in row) {
-    const conv = tokenizeConversation(tok, row.messages);
+    if (certainlyTooLong(tok, row.messages.map((m) => m.content), opts.maxLength)) return report.drop('too_long');
+    const conv = tokenizeConversation(tok, row.messages, parse);
     ids = conv.ids;
     targetMask = conv.assistantMask.map((m) => (m ? 1 : 0));
     if (ids.length > opts.maxLength) return report.drop('too_long');
   } else {
-    const parts = tokenizePromptResponse(tok, row.prompt, row.response, { chat: opts.chat });
+    // the response is never cut: +1 for its end token, +1 for the prompt's first
+    if (certainlyTooLong(tok, [row.response], opts.maxLength - 2)) return report.drop('too_long');
+    const parts = tokenizePromptResponse(tok, cutLongPrompt(tok, row.prompt, opts.maxPromptLength), row.response, { chat: opts.chat, ...parse });
     const promptIds = truncatePrompt(parts.promptIds, opts.maxPromptLength, report);
     if (promptIds.length + parts.responseIds.length > opts.maxLength) return report.drop('too_long');
     ids = [...promptIds, ...parts.responseIds];
@@ -84,10 +125,12 @@ export interface TokenizedPreference {
 export function tokenizePreferenceRow(tok: Tokenizer, row: PreferenceRow, opts: TokenizeOptions, report: TokenizeReport): TokenizedPreference | undefined {
   report.numRows++;
   const texts = [...(row.edited !== undefined && row.edited !== row.chosen ? [row.edited] : []), row.chosen, row.rejected];
+  if (texts.some((text) => certainlyTooLong(tok, [text], opts.maxLength - 2))) return report.drop('too_long');
+  const prompt = cutLongPrompt(tok, row.prompt, opts.maxPromptLength);
   let promptIds: number[] | undefined;
   const responses: number[][] = [];
   for (const text of texts) {
-    const parts = tokenizePromptResponse(tok, row.prompt, text, { chat: opts.chat });
+    const parts = tokenizePromptResponse(tok, prompt, text, { chat: opts.chat, parseSpecialTokens: opts.parseSpecialTokens });
     promptIds ??= parts.promptIds;
     responses.push(parts.responseIds);
   }

@@ -32,7 +32,7 @@ const FromScratchSchema = z
     vocabSize: limit.vocab(262).default(512).describe('Tokenizer vocabulary asked for (BPE may stop earlier on a small corpus).'),
     numDocuments: limit.items().default(6000).describe('Synthetic pretraining documents (noisy demonstrations of the task).'),
     noiseLevel: z.number().min(0).max(1).default(0.5).describe('Corruption rate of the demonstrations: the base model learns mediocre behaviour on purpose.'),
-    pretrain: PretrainConfigSchema.omit({ model: true, corpus: true, out: true, resume: true, overwrite: true, backend: true, seed: true })
+    pretrain: PretrainConfigSchema.omit({ model: true, corpus: true, out: true, resume: true, overwrite: true, backend: true, seed: true, parseSpecialTokens: true })
       .partial()
       .default({})
       .describe('Pretraining hyperparameters (pretrain command fields).'),

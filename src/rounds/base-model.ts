@@ -35,7 +35,8 @@ export async function buildBaseModel(
   const initDir = path.join(dir, 'init');
   (await createModel({ configFile: spec.architecture, tokenizerDir, out: initDir, seed: opts.seed })).dispose();
   const result = await pretrain(
-    { ...spec.pretrain, model: initDir, corpus, out: path.join(dir, 'pretrain'), backend: opts.backend, seed: opts.seed },
+    // the synthetic corpus is chat-formatted: its special-token strings are the control tokens
+    { ...spec.pretrain, model: initDir, corpus, out: path.join(dir, 'pretrain'), backend: opts.backend, seed: opts.seed, parseSpecialTokens: true },
     { onLog: opts.onLog, onStart: (info) => opts.onStart?.(info.numSteps) },
   );
   return {

@@ -50,37 +50,90 @@ export function listFilesSorted(dir: string): string[] {
 
 /** sha256 of a folder: the hash of its `sha256sum`-style listing (see the file comment). */
 export function sha256Dir(dir: string): string {
-  return hashDir(dir).sha256;
+  return hashDir(dir);
 }
 
-/** What the store records about a file or folder: its hash and its size in bytes (a folder: the sum of its files). */
-export interface PathDigest {
+/** Size, file count and newest modification time of a file or folder: what the quick check compares. */
+export interface PathStat {
+  /** Bytes (a folder: the sum of its files). */
+  bytes: number;
+  /** 1 for a file, the number of files of a folder. */
+  numFiles: number;
+  /** Modification time in ms (a folder: its newest file's). */
+  mtimeMs: number;
+}
+
+/** What the store records about a file or folder: its hash, size, file count and mtime. */
+export interface PathDigest extends PathStat {
+  sha256: string;
+}
+
+function statTarget(target: string, action: string): fs.Stats {
+  try {
+    return fs.statSync(target);
+  } catch {
+    throw new Error(`${target}: cannot ${action}: no such file or folder`);
+  }
+}
+
+/** Size, file count and newest mtime of a file or folder, without reading it. */
+export function statPath(target: string): PathStat {
+  const stat = statTarget(target, 'stat');
+  if (stat.isFile()) return { bytes: stat.size, numFiles: 1, mtimeMs: stat.mtimeMs };
+  if (!stat.isDirectory()) throw new Error(`${target}: cannot stat: not a file or folder`);
+  const out: PathStat = { bytes: 0, numFiles: 0, mtimeMs: 0 };
+  for (const rel of listFilesSorted(target)) {
+    const file = fs.statSync(path.join(target, rel));
+    out.bytes += file.size;
+    out.numFiles += 1;
+    out.mtimeMs = Math.max(out.mtimeMs, file.mtimeMs);
+  }
+  return out;
+}
+
+function hashDir(dir: string): string {
+  const listing = createHash('sha256');
+  for (const rel of listFilesSorted(dir)) listing.update(`${sha256File(path.join(dir, rel))}  ${rel}\n`, 'utf8');
+  return listing.digest('hex');
+}
+
+/** Hash, size, file count and mtime of a file or a folder. */
+export function digestPath(target: string): PathDigest {
+  const stat = statTarget(target, 'hash');
+  if (!stat.isDirectory() && !stat.isFile()) throw new Error(`${target}: cannot hash: not a file or folder`);
+  return { ...statPath(target), sha256: stat.isDirectory() ? hashDir(target) : sha256File(target) };
+}
+
+/** What is recorded about an artifact, as `ArtifactRecord` holds it. */
+export interface RecordedDigest {
+  path: string;
   sha256: string;
   bytes: number;
+  numFiles: number | null;
+  mtimeMs: number | null;
 }
 
-function hashDir(dir: string): PathDigest {
-  const listing = createHash('sha256');
-  let bytes = 0;
-  for (const rel of listFilesSorted(dir)) {
-    const file = path.join(dir, rel);
-    bytes += fs.statSync(file).size;
-    listing.update(`${sha256File(file)}  ${rel}\n`, 'utf8');
-  }
-  return { sha256: listing.digest('hex'), bytes };
-}
-
-/** Hash and size of a file or a folder. */
-export function digestPath(target: string): PathDigest {
-  let stat: fs.Stats;
+/**
+ * What is wrong with a recorded artifact on disk, or null when it is as recorded. `quick`
+ * compares size, file count and modification time (a resume: cheap even for large checkpoints;
+ * records from before those were kept compare size only); `full` also the sha256 (an export).
+ */
+export function artifactProblem(record: RecordedDigest, mode: 'quick' | 'full'): string | null {
+  if (!fs.existsSync(record.path)) return 'is missing';
+  let now: PathStat;
   try {
-    stat = fs.statSync(target);
-  } catch {
-    throw new Error(`${target}: cannot hash: no such file or folder`);
+    now = statPath(record.path);
+  } catch (err) {
+    return (err as Error).message.replace(`${record.path}: `, '');
   }
-  if (stat.isDirectory()) return hashDir(target);
-  if (stat.isFile()) return { sha256: sha256File(target), bytes: stat.size };
-  throw new Error(`${target}: cannot hash: not a file or folder`);
+  if (now.bytes !== record.bytes) return `changed size (recorded ${record.bytes} bytes, now ${now.bytes})`;
+  if (record.numFiles !== null && now.numFiles !== record.numFiles) return `changed its files (recorded ${record.numFiles}, now ${now.numFiles})`;
+  if (record.mtimeMs !== null && now.mtimeMs !== record.mtimeMs) return `was modified after it was recorded (${new Date(now.mtimeMs).toISOString()}, recorded ${new Date(record.mtimeMs).toISOString()})`;
+  if (mode === 'full') {
+    const sha256 = digestPath(record.path).sha256;
+    if (sha256 !== record.sha256) return `does not match its recorded sha256 (recorded ${record.sha256.slice(0, 12)}…, now ${sha256.slice(0, 12)}…)`;
+  }
+  return null;
 }
 
 /**

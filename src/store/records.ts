@@ -55,10 +55,12 @@ export const ArtifactInputSchema = z
   .object({
     kind: z.enum(ARTIFACT_KINDS).describe(`What the artifact is: ${ARTIFACT_KINDS.join(' | ')}.`),
     name: z.string().min(1).describe('Name unique within the stage, e.g. "policy" or "selected_samples".'),
-    path: z.string().min(1).describe('Path of the file or folder, as the caller will open it again.'),
+    path: z.string().min(1).describe('Path of the file or folder (stored relative to the project folder when inside it, else absolute; returned absolute).'),
     sha256: Sha256Schema,
     numRows: z.number().int().nonnegative().optional().describe('Number of rows of a dataset; absent for checkpoints and reports.'),
     bytes: z.number().int().nonnegative().describe('Size in bytes (a folder: the sum of its files).'),
+    numFiles: z.number().int().nonnegative().optional().describe('Files it holds: 1 for a file, the count for a folder (for the quick check on resume).'),
+    mtimeMs: z.number().nonnegative().optional().describe('Modification time in ms (a folder: its newest file), for the quick check on resume.'),
   })
   .describe('An artifact of a stage.');
 export type ArtifactInput = z.input<typeof ArtifactInputSchema>;
@@ -140,7 +142,7 @@ export interface RoundRecord {
   status: StageStatus;
   startedAt: string | null;
   endedAt: string | null;
-  /** The policy chosen at the end of the round, the starting point of the next. */
+  /** The policy chosen at the end of the round, the starting point of the next (an absolute path). */
   bestPolicyPath: string | null;
 }
 
@@ -164,6 +166,9 @@ export interface ArtifactRecord {
   sha256: string;
   numRows: number | null;
   bytes: number;
+  /** Files, and newest modification time (ms), when recorded (schema ≥ 2): the quick integrity check. */
+  numFiles: number | null;
+  mtimeMs: number | null;
   createdAt: string;
 }
 

@@ -12,7 +12,7 @@
  * | `runs`        | run: its resolved config and the config's hash     | `id`, `name` unique                        |
  * | `rounds`      | round of a run, with the policy chosen after it    | (`run_id`, `round_index`)                  |
  * | `stages`      | stage of a round: status, times, error, attempts   | (`run_id`, `round_index`, `name`)          |
- * | `artifacts`   | file or folder a stage produced, with its sha256   | (`run_id`, `round_index`, `stage`, `name`) |
+ * | `artifacts`   | file or folder a stage produced, with its sha256, size, file count and mtime; its path relative to the project folder (or absolute) | (`run_id`, `round_index`, `stage`, `name`) |
  * | `samples`     | sampled response to a prompt, its reward and pick  | (`run_id`, `round_index`, `stage`, `prompt_id`, `sample_index`) |
  * | `preferences` | preference pair recorded in a round                | `id`                                       |
  * | `metrics`     | scalar logged by a stage (at a training step)      | `id`; insertion order is time order        |
@@ -21,9 +21,13 @@
  * stage that wrote it, so the partial output of an interrupted stage can be removed exactly.
  * Metric values are REAL and nullable: SQLite has no NaN (it stores NaN as NULL), so NULL is NaN.
  */
+import * as path from 'node:path';
 import type Database from 'better-sqlite3';
 
-export const MIGRATIONS: readonly string[] = [
+/** One schema step: SQL, or a function for changes SQL cannot express (rewriting paths). */
+export type Migration = string | ((db: Database.Database) => void);
+
+export const MIGRATIONS: readonly Migration[] = [
   // 1: the initial schema.
   `
   CREATE TABLE runs (
@@ -126,6 +130,30 @@ export const MIGRATIONS: readonly string[] = [
   -- metrics(run, {name}) across rounds: one chart per metric.
   CREATE INDEX metrics_by_name ON metrics (run_id, name, round_index);
   `,
+  // 2: the quick integrity check's file count and mtime; paths relative to the project folder.
+  (db) => {
+    db.exec('ALTER TABLE artifacts ADD COLUMN num_files INTEGER; ALTER TABLE artifacts ADD COLUMN mtime_ms REAL;');
+    // Version 1 stored paths as the writing process saw them: relative to its working directory,
+    // under the run config's `project` (itself relative to that directory). Relative to the
+    // project folder they are `path.relative(project, p)`, computed lexically (one common base).
+    const runs = db.prepare('SELECT id, config_json FROM runs').all() as { id: number; config_json: string }[];
+    const updateArtifact = db.prepare('UPDATE artifacts SET path = ? WHERE id = ?');
+    const updateRound = db.prepare('UPDATE rounds SET best_policy_path = ? WHERE run_id = ? AND round_index = ?');
+    for (const run of runs) {
+      let project: unknown;
+      try {
+        project = (JSON.parse(run.config_json) as { project?: unknown }).project;
+      } catch {
+        project = undefined;
+      }
+      if (typeof project !== 'string' || path.isAbsolute(project)) continue;
+      const rebase = (p: string): string => (path.isAbsolute(p) ? p : path.relative(project, p) || '.');
+      for (const a of db.prepare('SELECT id, path FROM artifacts WHERE run_id = ?').all(run.id) as { id: number; path: string }[]) updateArtifact.run(rebase(a.path), a.id);
+      for (const r of db.prepare('SELECT round_index, best_policy_path FROM rounds WHERE run_id = ? AND best_policy_path IS NOT NULL').all(run.id) as { round_index: number; best_policy_path: string }[]) {
+        updateRound.run(rebase(r.best_policy_path), run.id, r.round_index);
+      }
+    }
+  },
 ];
 
 /** The schema version this code writes: the number of migrations. */
@@ -160,7 +188,9 @@ export function migrate(db: Database.Database, file: string): number {
       // Re-read under the write lock: another process may have migrated since we looked.
       const current = assertKnownVersion(db, file);
       if (current >= target) return;
-      db.exec(MIGRATIONS[target - 1]);
+      const migration = MIGRATIONS[target - 1]!;
+      if (typeof migration === 'string') db.exec(migration);
+      else migration(db);
       db.pragma(`user_version = ${target}`);
     }).immediate();
   }

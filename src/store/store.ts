@@ -18,7 +18,9 @@
  * once when the store opens.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { ensureDir } from '../../data/atomic.js';
 import Database from 'better-sqlite3';
 import type { Strength } from '../../data/rows.js';
 import { STRENGTHS } from '../../data/rows.js';
@@ -108,7 +110,7 @@ export interface ResetOptions {
 interface RunRow { id: number; name: string; created_at: string; updated_at: string; config_json: string; config_hash: string; status: RunStatus }
 interface RoundRow { round_index: number; status: StageStatus; started_at: string | null; ended_at: string | null; best_policy_path: string | null }
 interface StageRow { round_index: number; name: StageName; status: StageStatus; attempts: number; started_at: string | null; ended_at: string | null; error: string | null }
-interface ArtifactRow { round_index: number; stage: StageName; kind: ArtifactKind; name: string; path: string; sha256: string; num_rows: number | null; bytes: number; created_at: string }
+interface ArtifactRow { round_index: number; stage: StageName; kind: ArtifactKind; name: string; path: string; sha256: string; num_rows: number | null; bytes: number; num_files: number | null; mtime_ms: number | null; created_at: string }
 interface SampleRow { round_index: number; stage: StageName; prompt_id: string; prompt: string; sample_index: number; text: string; reward: number | null; num_tokens: number; finish_reason: string; selected: 0 | 1 }
 interface PreferenceRow { round_index: number; stage: StageName; prompt_id: string | null; prompt: string; chosen: string; rejected: string; edited: string | null; strength: Strength; source: PreferenceSource; created_at: string }
 interface MetricRow { round_index: number; stage: StageName; step: number | null; name: string; value: number | null; created_at: string }
@@ -122,12 +124,15 @@ const toRun = (r: RunRow): RunRecord => ({
   configHash: r.config_hash,
   status: r.status,
 });
-const toRound = (r: RoundRow): RoundRecord => ({
+/** Stored paths are relative to the project folder (or absolute); records carry them absolute. */
+type PathResolver = (stored: string) => string;
+
+const toRound = (r: RoundRow, resolve: PathResolver): RoundRecord => ({
   roundIndex: r.round_index,
   status: r.status,
   startedAt: r.started_at,
   endedAt: r.ended_at,
-  bestPolicyPath: r.best_policy_path,
+  bestPolicyPath: r.best_policy_path === null ? null : resolve(r.best_policy_path),
 });
 const toStage = (r: StageRow): StageRecord => ({
   roundIndex: r.round_index,
@@ -138,15 +143,17 @@ const toStage = (r: StageRow): StageRecord => ({
   endedAt: r.ended_at,
   error: r.error,
 });
-const toArtifact = (r: ArtifactRow): ArtifactRecord => ({
+const toArtifact = (r: ArtifactRow, resolve: PathResolver): ArtifactRecord => ({
   roundIndex: r.round_index,
   stage: r.stage,
   kind: r.kind,
   name: r.name,
-  path: r.path,
+  path: resolve(r.path),
   sha256: r.sha256,
   numRows: r.num_rows,
   bytes: r.bytes,
+  numFiles: r.num_files ?? null,
+  mtimeMs: r.mtime_ms ?? null,
   createdAt: r.created_at,
 });
 const toSample = (r: SampleRow): SampleRecord => ({
@@ -234,8 +241,8 @@ function prepareStatements(db: Database.Database) {
     markStagePending: db.prepare(`UPDATE stages SET status = 'pending', ended_at = NULL, error = @error WHERE ${stageKey}`),
 
     insertArtifact: db.prepare(
-      `INSERT INTO artifacts (run_id, round_index, stage, kind, name, path, sha256, num_rows, bytes, created_at)
-       VALUES (@runId, @round, @stage, @kind, @name, @path, @sha256, @numRows, @bytes, @now)`,
+      `INSERT INTO artifacts (run_id, round_index, stage, kind, name, path, sha256, num_rows, bytes, num_files, mtime_ms, created_at)
+       VALUES (@runId, @round, @stage, @kind, @name, @path, @sha256, @numRows, @bytes, @numFiles, @mtimeMs, @now)`,
     ),
     artifacts: db.prepare<[{ runId: number; round: number | null; stage: string | null }], ArtifactRow>(
       `SELECT * FROM artifacts WHERE run_id = @runId AND (@round IS NULL OR round_index = @round) AND (@stage IS NULL OR stage = @stage)
@@ -286,13 +293,30 @@ export class RunStore {
   /** Run ids by name; runs are never deleted, so a found id stays valid. */
   private readonly runIds = new Map<string, number>();
 
+  /** The project folder (the database's folder), absolute: stored paths are relative to it. */
+  readonly projectDir: string;
+
   private constructor(
     /** The database file. */
     readonly file: string,
     private readonly db: Database.Database,
     readonly readonly: boolean,
+    /** A temporary copy this store reads instead of `file` (a read-only project), removed on close. */
+    private readonly snapshotDir: string | undefined,
   ) {
-    this.stmts = prepareStatements(db);
+    this.stmts = withPathInErrors(prepareStatements(db), file);
+    this.projectDir = path.dirname(path.resolve(file));
+  }
+
+  /** A stored path as an absolute one. */
+  private readonly resolve: PathResolver = (stored) => path.resolve(this.projectDir, stored);
+
+  /** A path to store: relative to the project folder when inside it, else absolute. */
+  private toStored(target: string): string {
+    const absolute = path.resolve(target);
+    const relative = path.relative(this.projectDir, absolute);
+    if (relative === '') return '.';
+    return relative.startsWith('..') || path.isAbsolute(relative) ? absolute : relative;
   }
 
   /**
@@ -303,12 +327,33 @@ export class RunStore {
     const readonly = options.readonly === true;
     const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     if (readonly && !fs.existsSync(file)) throw new Error(`${file}: no tfalign database here (no run has been started in this folder)`);
-    if (!readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    if (!readonly) ensureDir(path.dirname(path.resolve(file)));
+    try {
+      return RunStore.openAt(file, file, readonly, busyTimeoutMs, undefined);
+    } catch (err) {
+      // A read-only project: SQLite cannot create the WAL index (`-shm`) beside the database. Read a
+      // private copy of the database and its WAL instead (nobody can be writing: nobody can write).
+      if (!readonly || !isReadOnlyPlaceError(err)) throw err;
+      const snapshotDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-readonly-'));
+      try {
+        const copy = path.join(snapshotDir, path.basename(file));
+        fs.copyFileSync(file, copy);
+        if (fs.existsSync(`${file}-wal`)) fs.copyFileSync(`${file}-wal`, `${copy}-wal`);
+        return RunStore.openAt(file, copy, true, busyTimeoutMs, snapshotDir);
+      } catch (copyErr) {
+        fs.rmSync(snapshotDir, { recursive: true, force: true });
+        throw copyErr;
+      }
+    }
+  }
+
+  /** Opens the SQLite file `actual` (the database itself, or a read-only copy of it) as the store of `file`. */
+  private static openAt(file: string, actual: string, readonly: boolean, busyTimeoutMs: number, snapshotDir: string | undefined): RunStore {
     let db: Database.Database;
     try {
-      db = new Database(file, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
+      db = new Database(actual, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
     } catch (err) {
-      throw new Error(`${file}: cannot open the tfalign database: ${(err as Error).message}`, { cause: err });
+      throw sqliteError(file, err, 'cannot open the tfalign database: ');
     }
     try {
       db.pragma(`busy_timeout = ${busyTimeoutMs}`);
@@ -323,20 +368,26 @@ export class RunStore {
           );
         }
       } else {
+        // An SQLite file with tables but no tfalign version is someone else's database: never add ours to it.
+        if (schemaVersion(db) === 0) {
+          const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((t) => t.name);
+          if (tables.length > 0) throw new Error(`${file}: not a tfalign database (it holds the tables ${tables.slice(0, 5).join(', ')}${tables.length > 5 ? ', …' : ''}); use another project folder`);
+        }
         const mode = db.pragma('journal_mode = WAL', { simple: true }) as string;
         if (mode !== 'wal') throw new Error(`${file}: cannot switch the database to WAL journal mode (got ${mode}); is it on a network filesystem?`);
         migrate(db, file);
       }
-      return new RunStore(file, db, readonly);
+      return new RunStore(file, db, readonly, snapshotDir);
     } catch (err) {
       db.close();
       if ((err as { code?: string }).code === 'SQLITE_NOTADB') throw new Error(`${file}: not a tfalign database (not an SQLite file)`, { cause: err });
-      throw err;
+      throw sqliteError(file, err);
     }
   }
 
   close(): void {
     if (this.db.open) this.db.close();
+    if (this.snapshotDir !== undefined) fs.rmSync(this.snapshotDir, { recursive: true, force: true });
   }
 
   /** The schema version of the open database (`PRAGMA user_version`). */
@@ -361,25 +412,23 @@ export class RunStore {
     if (configHash.length === 0) throw new Error(`createRun: run "${name}": config hash is empty`);
     const configJson = JSON.stringify(config);
     if (configJson === undefined) throw new Error(`createRun: run "${name}": config is not JSON-serializable`);
-    return this.db
-      .transaction((): CreateRunResult => {
-        const existing = this.stmts.runByName.get(name);
-        const stamp = now();
-        if (existing === undefined) {
-          this.stmts.insertRun.run({ name, now: stamp, configJson, configHash });
-          return { run: toRun(this.stmts.runByName.get(name)!), outcome: 'created' };
-        }
-        if (existing.config_hash === configHash) return { run: toRun(existing), outcome: 'resumed' };
-        if (options.force !== true) {
-          throw new Error(
-            `run "${name}" exists with config hash ${existing.config_hash}, but this config hashes to ${configHash}; ` +
-              'choose a new run name, or force to continue the run under the new config',
-          );
-        }
-        this.stmts.replaceRunConfig.run({ runId: existing.id, configJson, configHash, now: stamp });
-        return { run: toRun(this.stmts.runByName.get(name)!), outcome: 'config_replaced', previousConfigHash: existing.config_hash };
-      })
-      .immediate();
+    return this.immediate((): CreateRunResult => {
+      const existing = this.stmts.runByName.get(name);
+      const stamp = now();
+      if (existing === undefined) {
+        this.stmts.insertRun.run({ name, now: stamp, configJson, configHash });
+        return { run: toRun(this.stmts.runByName.get(name)!), outcome: 'created' };
+      }
+      if (existing.config_hash === configHash) return { run: toRun(existing), outcome: 'resumed' };
+      if (options.force !== true) {
+        throw new Error(
+          `run "${name}" exists with config hash ${existing.config_hash}, but this config hashes to ${configHash}; ` +
+            'choose a new run name, or force to continue the run under the new config',
+        );
+      }
+      this.stmts.replaceRunConfig.run({ runId: existing.id, configJson, configHash, now: stamp });
+      return { run: toRun(this.stmts.runByName.get(name)!), outcome: 'config_replaced', previousConfigHash: existing.config_hash };
+    });
   }
 
   getRun(name: string): RunRecord | null {
@@ -399,19 +448,17 @@ export class RunStore {
   // ---- rounds ----
 
   rounds(run: string): RoundRecord[] {
-    return this.stmts.rounds.all(this.runId(run)).map(toRound);
+    return this.stmts.rounds.all(this.runId(run)).map((r) => toRound(r, this.resolve));
   }
 
   /** Marks a round done and records the policy chosen for the next round. */
   completeRound(run: string, round: number, bestPolicyPath: string | null): void {
     assertRoundIndex(round, 'completeRound');
     const runId = this.runId(run);
-    this.db
-      .transaction(() => {
-        this.stmts.ensureRound.run({ runId, round });
-        this.stmts.completeRound.run({ runId, round, bestPolicyPath, now: now() });
-      })
-      .immediate();
+    this.immediate(() => {
+      this.stmts.ensureRound.run({ runId, round });
+      this.stmts.completeRound.run({ runId, round, bestPolicyPath: bestPolicyPath === null ? null : this.toStored(bestPolicyPath), now: now() });
+    });
   }
 
   // ---- stage lifecycle ----
@@ -423,23 +470,21 @@ export class RunStore {
    */
   startStage(run: string, round: number, stage: StageName): StageRecord {
     const key = this.stageKey(run, round, stage, 'startStage');
-    return this.db
-      .transaction((): StageRecord => {
-        const current = this.stmts.stage.get(key);
-        if (current?.status === 'running') {
-          throw new Error(
-            `startStage: ${describeStage(run, round, stage)} is already running (attempt ${current.attempts} since ${current.started_at}); ` +
-              'if its process was killed, reset running stages first',
-          );
-        }
-        if (current?.status === 'done') throw new Error(`startStage: ${describeStage(run, round, stage)} is already done; reset it to run it again`);
-        const stamp = now();
-        this.stmts.ensureRound.run(key);
-        this.stmts.markRoundRunning.run({ ...key, now: stamp });
-        this.stmts.startStage.run({ ...key, now: stamp });
-        return toStage(this.stmts.stage.get(key)!);
-      })
-      .immediate();
+    return this.immediate((): StageRecord => {
+      const current = this.stmts.stage.get(key);
+      if (current?.status === 'running') {
+        throw new Error(
+          `startStage: ${describeStage(run, round, stage)} is already running (attempt ${current.attempts} since ${current.started_at}); ` +
+            'if its process was killed, reset running stages first',
+        );
+      }
+      if (current?.status === 'done') throw new Error(`startStage: ${describeStage(run, round, stage)} is already done; reset it to run it again`);
+      const stamp = now();
+      this.stmts.ensureRound.run(key);
+      this.stmts.markRoundRunning.run({ ...key, now: stamp });
+      this.stmts.startStage.run({ ...key, now: stamp });
+      return toStage(this.stmts.stage.get(key)!);
+    });
   }
 
   /**
@@ -451,42 +496,42 @@ export class RunStore {
     const where = `completeStage: ${describeStage(run, round, stage)}`;
     const parsedArtifacts = parseRows(ArtifactInputSchema, artifacts, `${where}: artifacts`);
     const parsedMetrics = parseRows(StageMetricInputSchema, metrics, `${where}: metrics`);
-    return this.db
-      .transaction((): StageRecord => {
-        const stamp = now();
-        if (this.stmts.markStageDone.run({ ...key, now: stamp }).changes !== 1) {
-          const status = this.stmts.stage.get(key)?.status ?? 'pending';
-          throw new Error(`${where}: the stage is ${status}, not running; start it before completing it`);
+    return this.immediate((): StageRecord => {
+      const stamp = now();
+      if (this.stmts.markStageDone.run({ ...key, now: stamp }).changes !== 1) {
+        const status = this.stmts.stage.get(key)?.status ?? 'pending';
+        throw new Error(`${where}: the stage is ${status}, not running; start it before completing it`);
+      }
+      parsedArtifacts.forEach((a, i) => {
+        try {
+          this.stmts.insertArtifact.run({
+            ...key, kind: a.kind, name: a.name, path: this.toStored(a.path), sha256: a.sha256, numRows: a.numRows ?? null, bytes: a.bytes,
+            numFiles: a.numFiles ?? null, mtimeMs: a.mtimeMs ?? null, now: stamp,
+          });
+        } catch (err) {
+          const sqliteMessage = ((err as Error).cause as Error | undefined)?.message ?? (err as Error).message;
+          throw new Error(`${where}: artifact ${i + 1} ("${a.name}"): ${sqliteMessage}`, { cause: err });
         }
-        parsedArtifacts.forEach((a, i) => {
-          try {
-            this.stmts.insertArtifact.run({ ...key, kind: a.kind, name: a.name, path: a.path, sha256: a.sha256, numRows: a.numRows ?? null, bytes: a.bytes, now: stamp });
-          } catch (err) {
-            throw new Error(`${where}: artifact ${i + 1} ("${a.name}"): ${(err as Error).message}`, { cause: err });
-          }
-        });
-        for (const m of parsedMetrics) {
-          this.stmts.insertMetric.run({ runId: key.runId, roundIndex: round, stage, step: m.step ?? null, name: m.name, value: m.value, now: stamp });
-        }
-        return toStage(this.stmts.stage.get(key)!);
-      })
-      .immediate();
+      });
+      for (const m of parsedMetrics) {
+        this.stmts.insertMetric.run({ runId: key.runId, roundIndex: round, stage, step: m.step ?? null, name: m.name, value: m.value, now: stamp });
+      }
+      return toStage(this.stmts.stage.get(key)!);
+    });
   }
 
   /** Marks a running stage failed with its error; the round is marked failed too. */
   failStage(run: string, round: number, stage: StageName, error: string): StageRecord {
     const key = this.stageKey(run, round, stage, 'failStage');
-    return this.db
-      .transaction((): StageRecord => {
-        const stamp = now();
-        if (this.stmts.markStageFailed.run({ ...key, error, now: stamp }).changes !== 1) {
-          const status = this.stmts.stage.get(key)?.status ?? 'pending';
-          throw new Error(`failStage: ${describeStage(run, round, stage)} is ${status}, not running`);
-        }
-        this.stmts.markRoundFailed.run({ ...key, now: stamp });
-        return toStage(this.stmts.stage.get(key)!);
-      })
-      .immediate();
+    return this.immediate((): StageRecord => {
+      const stamp = now();
+      if (this.stmts.markStageFailed.run({ ...key, error, now: stamp }).changes !== 1) {
+        const status = this.stmts.stage.get(key)?.status ?? 'pending';
+        throw new Error(`failStage: ${describeStage(run, round, stage)} is ${status}, not running`);
+      }
+      this.stmts.markRoundFailed.run({ ...key, now: stamp });
+      return toStage(this.stmts.stage.get(key)!);
+    });
   }
 
   /** The stage's status; `pending` for a stage never started. */
@@ -528,13 +573,11 @@ export class RunStore {
    */
   resetRunningStages(run: string, options: ResetOptions = {}): ResetStage[] {
     const runId = this.runId(run);
-    return this.db
-      .transaction((): ResetStage[] =>
-        this.stmts.runningStages
-          .all(runId)
-          .map((row) => this.resetStageRow(runId, row, options, `interrupted: attempt ${row.attempts} stopped while running and was reset on resume`)),
-      )
-      .immediate();
+    return this.immediate((): ResetStage[] =>
+      this.stmts.runningStages
+        .all(runId)
+        .map((row) => this.resetStageRow(runId, row, options, `interrupted: attempt ${row.attempts} stopped while running and was reset on resume`)),
+    );
   }
 
   /**
@@ -544,19 +587,17 @@ export class RunStore {
    */
   resetStage(run: string, round: number, stage: StageName): ResetStage {
     const key = this.stageKey(run, round, stage, 'resetStage');
-    return this.db
-      .transaction((): ResetStage => {
-        const row = this.stmts.stage.get(key);
-        if (row === undefined) throw new Error(`resetStage: ${describeStage(run, round, stage)} was never started`);
-        if (row.status === 'running') throw new Error(`resetStage: ${describeStage(run, round, stage)} is running; reset running stages on resume instead`);
-        return this.resetStageRow(key.runId, row, {}, null);
-      })
-      .immediate();
+    return this.immediate((): ResetStage => {
+      const row = this.stmts.stage.get(key);
+      if (row === undefined) throw new Error(`resetStage: ${describeStage(run, round, stage)} was never started`);
+      if (row.status === 'running') throw new Error(`resetStage: ${describeStage(run, round, stage)} is running; reset running stages on resume instead`);
+      return this.resetStageRow(key.runId, row, {}, null);
+    });
   }
 
   private resetStageRow(runId: number, row: StageRow, options: ResetOptions, error: string | null): ResetStage {
     const key = { runId, round: row.round_index, stage: row.name };
-    const removedArtifacts = this.stmts.artifacts.all(key).map(toArtifact);
+    const removedArtifacts = this.stmts.artifacts.all(key).map((r) => toArtifact(r, this.resolve));
     this.stmts.deleteStageArtifacts.run(key);
     this.stmts.deleteStageSamples.run(key);
     this.stmts.deleteStagePreferences.run(key);
@@ -640,7 +681,7 @@ export class RunStore {
   artifacts(run: string, query: { round?: number; stage?: StageName } = {}): ArtifactRecord[] {
     if (query.round !== undefined) assertRoundIndex(query.round, 'artifacts');
     const stage = query.stage === undefined ? null : parseStageName(query.stage, 'artifacts');
-    return this.stmts.artifacts.all({ runId: this.runId(run), round: query.round ?? null, stage }).map(toArtifact);
+    return this.stmts.artifacts.all({ runId: this.runId(run), round: query.round ?? null, stage }).map((r) => toArtifact(r, this.resolve));
   }
 
   /**
@@ -650,7 +691,7 @@ export class RunStore {
   roundSummaries(run: string): RoundSummary[] {
     const runId = this.runId(run);
     const summaries = new Map<number, RoundSummary>();
-    for (const round of this.stmts.rounds.all(runId)) summaries.set(round.round_index, { ...toRound(round), stages: [], metrics: {} });
+    for (const round of this.stmts.rounds.all(runId)) summaries.set(round.round_index, { ...toRound(round, this.resolve), stages: [], metrics: {} });
     for (const stage of this.stages(run)) summaries.get(stage.roundIndex)?.stages.push(stage);
     for (const m of this.stmts.latestMetrics.all(runId)) {
       const summary = summaries.get(m.round_index);
@@ -660,6 +701,15 @@ export class RunStore {
   }
 
   // ---- helpers ----
+
+  /** Runs `fn` in one `BEGIN IMMEDIATE` transaction; SQLite errors (a busy database) name the file. */
+  private immediate<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      throw sqliteError(this.file, err);
+    }
+  }
 
   private runId(name: string): number {
     const cached = this.runIds.get(name);
@@ -677,15 +727,51 @@ export class RunStore {
 
   /** Runs `insert` over the rows in one transaction, creating the rounds they reference first. */
   private insertBatch<T extends { roundIndex: number }>(runId: number, rows: readonly T[], insert: (row: T) => void): void {
-    this.db
-      .transaction(() => {
-        for (const round of new Set(rows.map((r) => r.roundIndex))) this.stmts.ensureRound.run({ runId, round });
-        rows.forEach(insert);
-      })
-      .immediate();
+    this.immediate(() => {
+      for (const round of new Set(rows.map((r) => r.roundIndex))) this.stmts.ensureRound.run({ runId, round });
+      rows.forEach(insert);
+    });
   }
 }
 
 function describeStage(run: string, round: number, stage: StageName): string {
   return `stage ${stage} of round ${round} of run "${run}"`;
+}
+
+/** Errors of a read-only open that a private copy of the database avoids (no `-shm` can be made). */
+function isReadOnlyPlaceError(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code ?? '';
+  const cause = ((err as { cause?: { code?: string } } | undefined)?.cause?.code) ?? '';
+  return [code, cause].some((c) => c.startsWith('SQLITE_READONLY') || c === 'SQLITE_CANTOPEN');
+}
+
+/**
+ * An SQLite error as `FILE: message` (`tfalign.db: database disk image is malformed`), keeping its
+ * `code`; other errors, and messages already naming the file, pass through.
+ */
+function sqliteError(file: string, err: unknown, prefix = ''): unknown {
+  const code = (err as { code?: string } | undefined)?.code;
+  if (!(err instanceof Error) || typeof code !== 'string' || !code.startsWith('SQLITE_') || err.message.startsWith(file)) return err;
+  return Object.assign(new Error(`${file}: ${prefix}${err.message}`, { cause: err }), { code });
+}
+
+/** The statements with every call's SQLite error naming the database file. */
+function withPathInErrors<T extends Record<string, object>>(statements: T, file: string): T {
+  const wrapped: Record<string, object> = {};
+  for (const [name, statement] of Object.entries(statements)) {
+    wrapped[name] = new Proxy(statement, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          try {
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          } catch (err) {
+            throw sqliteError(file, err);
+          }
+        };
+      },
+    });
+  }
+  return wrapped as T;
 }

@@ -2,9 +2,11 @@
  * Chat templates and exact token boundaries for SFT / DPO / reward-model data.
  *
  * Rendering uses `@huggingface/jinja` (the engine transformers.js uses, with transformers'
- * `trim_blocks` and `lstrip_blocks`). Rendered text is encoded as one string: special-token
- * strings in it (`<|begin_of_text|>`, `<|eot_id|>`) are matched by the tokenizer as single ids,
- * and no BOS is added on top, so a template that writes `{{ bos_token }}` gives exactly one BOS.
+ * `trim_blocks` and `lstrip_blocks`). Rendered text is encoded with `Tokenizer.encodeTemplate`:
+ * the template's special-token strings (`<|begin_of_text|>`, `<|eot_id|>`) become single ids, no
+ * BOS is added on top (a template that writes `{{ bos_token }}` gives exactly one BOS), and the
+ * message contents are plain text — a response holding `<|eot_id|>` cannot end its turn early or
+ * start a new one. `parseSpecialTokens: true` matches special-token strings in contents too.
  *
  * Two failures users of TRL report most are handled here by construction:
  * - tokens merged across the prompt/response boundary: prompt and response are encoded as
@@ -76,6 +78,14 @@ export function applyChatTemplate(
   });
 }
 
+/**
+ * Ids of rendered template text holding `contents`: contents as plain text (`encodeTemplate`), or
+ * with `parse` every special-token string matched, contents included.
+ */
+function encodeRendered(tok: Tokenizer, text: string, contents: readonly string[], parse: boolean): number[] {
+  return parse ? tok.encode(text, { parseSpecialTokens: true }) : tok.encodeTemplate(text, contents);
+}
+
 /** Throws unless `ids` holds at most one BOS, and that one first. */
 function assertSingleBos(tok: Tokenizer, ids: readonly number[], where: string): void {
   if (tok.bosTokenId === undefined) return;
@@ -115,8 +125,10 @@ export interface TokenizedConversation {
 export function tokenizeConversation(
   tok: Tokenizer,
   messages: readonly ChatMessage[],
-  opts: { addGenerationPrompt?: boolean } = {},
+  opts: { addGenerationPrompt?: boolean; parseSpecialTokens?: boolean } = {},
 ): TokenizedConversation {
+  const parse = opts.parseSpecialTokens ?? false;
+  const template = (text: string, contents: readonly string[]) => encodeRendered(tok, text, contents, parse);
   const ids: number[] = [];
   const assistantMask: boolean[] = [];
   const push = (pieceIds: readonly number[], trained: boolean | ((index: number) => boolean)): void => {
@@ -134,14 +146,14 @@ export function tokenizeConversation(
     const rendered = render(i + 1, false);
     if (message.role !== 'assistant') {
       requirePrefix(renderedBefore, rendered, i);
-      push(tok.encode(rendered.slice(renderedBefore.length)), false);
+      push(template(rendered.slice(renderedBefore.length), [message.content]), false);
       renderedBefore = rendered;
       continue;
     }
     // 1) The generation prompt (header): context, not trained on.
     const withPrompt = render(i, true);
     requirePrefix(renderedBefore, withPrompt, i);
-    push(tok.encode(withPrompt.slice(renderedBefore.length)), false);
+    push(template(withPrompt.slice(renderedBefore.length), []), false);
     requirePrefix(withPrompt, rendered, i);
     // 2) The content, located in what the message adds after the generation prompt.
     const added = rendered.slice(withPrompt.length);
@@ -152,10 +164,10 @@ export function tokenizeConversation(
       at = added.indexOf(content);
     }
     if (at < 0) throw new Error(`chat template: messages[${i}] (assistant): its content is not in the rendered text`);
-    push(tok.encode(added.slice(0, at)), false);
-    push(tok.encode(content), true);
+    push(template(added.slice(0, at), []), false);
+    push(tok.encode(content, { parseSpecialTokens: parse }), true);
     // 3) The termination: trained through the first special token.
-    const tailIds = tok.encode(added.slice(at + content.length));
+    const tailIds = template(added.slice(at + content.length), []);
     const firstSpecial = tailIds.findIndex((id) => tok.specialTokenIds.has(id));
     const lastTrained = firstSpecial < 0 ? tailIds.length - 1 : firstSpecial;
     push(tailIds, (index) => index <= lastTrained);
@@ -164,7 +176,7 @@ export function tokenizeConversation(
   if (opts.addGenerationPrompt ?? false) {
     const withPrompt = render(messages.length, true);
     requirePrefix(renderedBefore, withPrompt, messages.length);
-    push(tok.encode(withPrompt.slice(renderedBefore.length)), false);
+    push(template(withPrompt.slice(renderedBefore.length), []), false);
   }
   assertSingleBos(tok, ids, 'conversation');
   return { ids, assistantMask };
@@ -182,31 +194,33 @@ export interface TokenizedPromptResponse {
  * chat (default: when the tokenizer has a chat template): prompt = template over the prompt
  * messages (a string becomes one user message) with the generation prompt; response =
  * encode(response) + [EOT]. Otherwise: prompt = [BOS] + encode(prompt) (BOS not repeated when the
- * text already begins with it), response = encode(response) + [EOS].
+ * text already begins with it), response = encode(response) + [EOS]. Special-token strings in the
+ * prompt and response texts are plain text unless `parseSpecialTokens`.
  */
 export function tokenizePromptResponse(
   tok: Tokenizer,
   prompt: string | readonly ChatMessage[],
   response: string,
-  opts: { chat?: boolean } = {},
+  opts: { chat?: boolean; parseSpecialTokens?: boolean } = {},
 ): TokenizedPromptResponse {
   const chat = opts.chat ?? tok.chatTemplate !== undefined;
+  const parse = opts.parseSpecialTokens ?? false;
   let promptIds: number[];
   let endId: number | undefined;
   if (chat) {
     const messages: readonly ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
-    promptIds = tok.encode(applyChatTemplate(tok, messages, { addGenerationPrompt: true }));
+    promptIds = encodeRendered(tok, applyChatTemplate(tok, messages, { addGenerationPrompt: true }), messages.map((m) => m.content), parse);
     endId = tok.eotTokenId;
     if (endId === undefined) throw new Error('chat template: the tokenizer has no <|eot_id|> or eos_token to end the response');
   } else {
     if (typeof prompt !== 'string') throw new Error('tokenizePromptResponse: a message-list prompt needs chat: true');
-    promptIds = tok.encode(prompt);
+    promptIds = tok.encode(prompt, { parseSpecialTokens: parse });
     if (tok.bosTokenId !== undefined && promptIds[0] !== tok.bosTokenId) promptIds.unshift(tok.bosTokenId);
     endId = tok.eosTokenId;
     if (endId === undefined) throw new Error('tokenizePromptResponse: the tokenizer has no eos_token to end the response');
   }
   assertSingleBos(tok, promptIds, 'prompt');
-  const responseIds = [...tok.encode(response), endId];
+  const responseIds = [...tok.encode(response, { parseSpecialTokens: parse }), endId];
   assertSingleBos(tok, promptIds.concat(responseIds), 'prompt + response');
   return { promptIds, responseIds };
 }

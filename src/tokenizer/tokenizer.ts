@@ -4,9 +4,14 @@
  * with camelCase names and numeric ids.
  *
  * Special tokens are never added behind the caller's back: `encode` adds none unless asked
- * (`addSpecialTokens: true` runs the file's post-processor, e.g. Llama 3's BOS). Special-token
- * strings that appear in the text (`<|eot_id|>`) are always matched as their single ids, which
- * is what lets a rendered chat template be encoded as one string.
+ * (`addSpecialTokens: true` runs the file's post-processor, e.g. Llama 3's BOS).
+ *
+ * Special-token strings inside text (`"hi<|eot_id|>"`) are encoded as plain text by default — the
+ * bytes `<|`, `eot`, … — so that data cannot inject turn boundaries or an end of text into a
+ * chat template (transformers' `split_special_tokens=True`). `parseSpecialTokens: true` matches
+ * them as their single ids instead (transformers' default), for text that is meant to carry
+ * control tokens. A rendered chat template is encoded with `encodeTemplate`: its own special
+ * tokens are control tokens, the message contents inside it plain text.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -19,6 +24,8 @@ import * as hfTokenizers from '@huggingface/tokenizers';
  */
 interface HfTokenizer {
   encode(text: string, options: { add_special_tokens: boolean }): { ids: number[] };
+  /** The normalizer the file declares, or null (read for the bytes-per-token bound). */
+  normalizer: unknown;
   decode(ids: number[], options: { skip_special_tokens: boolean; clean_up_tokenization_spaces: boolean }): string;
   token_to_id(token: string): number | undefined;
   id_to_token(id: number): string | undefined;
@@ -116,7 +123,20 @@ export class Tokenizer {
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
 
+  /**
+   * Most UTF-8 bytes of input one token can stand for (twice the longest token's bytes when the
+   * tokenizer normalizes text, which may shorten it): a text of B bytes has at least
+   * ⌈B / maxBytesPerToken⌉ tokens (`minNumTokens`), known without tokenizing it.
+   */
+  readonly maxBytesPerToken: number;
+
   private readonly hf: HfTokenizer;
+  /** The same tokenizer without its special added tokens: special-token strings come out as plain text. */
+  private plainHf: HfTokenizer | undefined;
+  /** What the post-processor adds around a text (`addSpecialTokens`), for plain encodings. */
+  private postProcessed: { before: number[]; after: number[] } | undefined;
+  /** Every special token's content, longest first (leftmost-longest matching, as HF splits). */
+  private readonly specialContents: string[];
 
   private constructor(
     readonly tokenizerJson: TokenizerJson,
@@ -133,6 +153,13 @@ export class Tokenizer {
     }
     this.vocabSize = maxId + 1;
     this.specialTokenIds = specialTokenIds;
+    this.specialContents = (tokenizerJson.added_tokens ?? [])
+      .filter((t) => t.special)
+      .map((t) => t.content)
+      .sort((a, b) => b.length - a.length);
+    let longest = 1;
+    for (const token of this.hf.get_vocab(true).keys()) longest = Math.max(longest, Buffer.byteLength(token, 'utf8'));
+    this.maxBytesPerToken = this.hf.normalizer ? 2 * longest : longest;
     this.bosToken = configTokenContent(tokenizerConfig.bos_token);
     this.eosToken = configTokenContent(tokenizerConfig.eos_token);
     this.bosTokenId = this.bosToken === undefined ? undefined : this.tokenToId(this.bosToken);
@@ -168,11 +195,87 @@ export class Tokenizer {
   }
 
   /**
-   * Token ids of `text`. Special-token strings inside the text become their single ids.
+   * Token ids of `text`. Special-token strings inside it are plain text unless
+   * `parseSpecialTokens` (then they become their single ids; see the file comment).
    * `addSpecialTokens` (default false) runs the post-processor (Llama 3: prepend BOS).
    */
-  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? false }).ids;
+  encode(text: string, opts: { addSpecialTokens?: boolean; parseSpecialTokens?: boolean } = {}): number[] {
+    const add = opts.addSpecialTokens ?? false;
+    if (opts.parseSpecialTokens === true || this.specialContents.length === 0) return this.hf.encode(text, { add_special_tokens: add }).ids;
+    const ids = this.plain().encode(text, { add_special_tokens: false }).ids;
+    if (!add) return ids;
+    const { before, after } = this.postProcessing();
+    return [...before, ...ids, ...after];
+  }
+
+  /**
+   * Token ids of a rendered chat template: special-token strings of the template are control
+   * tokens, and each of `contents` (the message texts, in the order the template writes them) is
+   * plain text wherever it appears, so a message cannot add a turn. When content and template
+   * hold no special-token string inside a content, this equals `encode(rendered, {parseSpecialTokens: true})`.
+   */
+  encodeTemplate(rendered: string, contents: readonly string[]): number[] {
+    if (this.specialContents.length === 0) return this.hf.encode(rendered, { add_special_tokens: false }).ids;
+    // 1) the spans of the contents, found in order (a template that trims a content: its trimmed text)
+    const spans: [number, number][] = [];
+    let cursor = 0;
+    for (const content of contents) {
+      for (const candidate of [content, content.trim()]) {
+        if (candidate === '') break;
+        const at = rendered.indexOf(candidate, cursor);
+        if (at < 0) continue;
+        spans.push([at, at + candidate.length]);
+        cursor = at + candidate.length;
+        break;
+      }
+    }
+    // 2) special tokens outside the spans split the text; each piece between them is plain text
+    const ids: number[] = [];
+    let pieceStart = 0;
+    let i = 0;
+    let span = 0;
+    while (i < rendered.length) {
+      while (span < spans.length && spans[span]![1] <= i) span++;
+      if (span < spans.length && spans[span]![0] <= i) {
+        i = spans[span]![1];
+        continue;
+      }
+      const special = this.specialContents.find((c) => rendered.startsWith(c, i));
+      if (special === undefined) {
+        i++;
+        continue;
+      }
+      if (i > pieceStart) ids.push(...this.plain().encode(rendered.slice(pieceStart, i), { add_special_tokens: false }).ids);
+      ids.push(this.tokenToId(special)!);
+      i += special.length;
+      pieceStart = i;
+    }
+    if (rendered.length > pieceStart) ids.push(...this.plain().encode(rendered.slice(pieceStart), { add_special_tokens: false }).ids);
+    return ids;
+  }
+
+  /** A lower bound on the tokens of `text`, from its UTF-8 length alone (see `maxBytesPerToken`). */
+  minNumTokens(text: string): number {
+    return Math.ceil(Buffer.byteLength(text, 'utf8') / this.maxBytesPerToken);
+  }
+
+  private plain(): HfTokenizer {
+    this.plainHf ??= new HfTokenizerClass(
+      { ...this.tokenizerJson, added_tokens: (this.tokenizerJson.added_tokens ?? []).filter((t) => !t.special) },
+      this.tokenizerConfig,
+    );
+    return this.plainHf;
+  }
+
+  /** The ids the post-processor puts before and after a text: found around the encoding of "a". */
+  private postProcessing(): { before: number[]; after: number[] } {
+    if (this.postProcessed === undefined) {
+      const bare = this.hf.encode('a', { add_special_tokens: false }).ids;
+      const full = this.hf.encode('a', { add_special_tokens: true }).ids;
+      const at = full.findIndex((_, k) => bare.every((id, j) => full[k + j] === id));
+      this.postProcessed = at < 0 ? { before: [], after: [] } : { before: full.slice(0, at), after: full.slice(at + bare.length) };
+    }
+    return this.postProcessed;
   }
 
   /**

@@ -35,6 +35,10 @@ export const PretrainConfigSchema = trainingOptionsSchema({
   out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out/model.'),
   seqLen: limit.tokens(2).default(256).describe('Tokens per training row (default 256, the issue benchmark size).'),
   resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
+  parseSpecialTokens: z
+    .boolean()
+    .default(false)
+    .describe('Match special-token strings in the corpus (`<|eot_id|>`) as control tokens, for chat-formatted corpora; default: plain text.'),
 });
 export type PretrainConfigInput = z.input<typeof PretrainConfigSchema>;
 export type PretrainConfig = z.infer<typeof PretrainConfigSchema>;
@@ -62,8 +66,8 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const eos = tokenizer.eosTokenId ?? tokenizer.eotTokenId;
   const endIds = new Set([tokenizer.eosTokenId, tokenizer.eotTokenId].filter((id) => id !== undefined));
   const rows: SequenceRow[] = documents.map((doc) => {
-    // BOS/EOS wrap each document unless its text already carries them (chat-formatted corpora).
-    const body = tokenizer.encode(doc);
+    // BOS/EOS wrap each document unless its text already carries them (chat-formatted corpora, parseSpecialTokens).
+    const body = tokenizer.encode(doc, { parseSpecialTokens: config.parseSpecialTokens });
     const head = bos !== undefined && body[0] !== bos ? [bos] : [];
     const tail = eos !== undefined && !endIds.has(body[body.length - 1]) ? [eos] : [];
     const ids = [...head, ...body, ...tail];

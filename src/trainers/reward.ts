@@ -63,6 +63,7 @@ export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).ex
   maxPromptLength: TokenizeOptionsSchema.shape.maxPromptLength,
   maxLength: TokenizeOptionsSchema.shape.maxLength,
   chat: TokenizeOptionsSchema.shape.chat,
+  parseSpecialTokens: TokenizeOptionsSchema.shape.parseSpecialTokens,
   strengths: z
     .array(z.enum(STRENGTHS))
     .min(1)
@@ -350,7 +351,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
 
   // 2) setup: tokenizer → data → model. Data before weights, so a bad row fails in seconds.
   const tokenizer = await Tokenizer.fromFolder(config.model);
-  const readOpts: ReadPreferenceOptions = { maxPromptLength: config.maxPromptLength, maxLength: config.maxLength, chat: config.chat, strengths: config.strengths, skipInvalid: config.skipInvalid };
+  const readOpts: ReadPreferenceOptions = { maxPromptLength: config.maxPromptLength, maxLength: config.maxLength, chat: config.chat, parseSpecialTokens: config.parseSpecialTokens, strengths: config.strengths, skipInvalid: config.skipInvalid };
   const train = await readPreferenceData(config.train, tokenizer, readOpts);
   const evalData = config.eval !== undefined ? await readPreferenceData(config.eval, tokenizer, readOpts) : undefined;
   if (config.margin) {

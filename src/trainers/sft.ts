@@ -51,6 +51,7 @@ export const SftConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).exten
     'Most prompt + response tokens per row (at most the model\'s max_position_embeddings); longer rows are dropped and counted, never cut. Also the length of a packed sequence.',
   ),
   chat: tokenizeShape.chat,
+  parseSpecialTokens: tokenizeShape.parseSpecialTokens,
   packing: z
     .boolean()
     .default(false)
@@ -135,7 +136,7 @@ export interface SftData {
  * rows), tokenized. Throws before anything is written when a row is malformed or nothing is left.
  */
 export async function loadSftData(config: SftConfig, tokenizer: Tokenizer): Promise<SftData> {
-  const opts = { maxPromptLength: config.maxPromptLength, maxLength: config.maxLength, chat: config.chat, skipInvalid: config.skipInvalid };
+  const opts = { maxPromptLength: config.maxPromptLength, maxLength: config.maxLength, chat: config.chat, parseSpecialTokens: config.parseSpecialTokens, skipInvalid: config.skipInvalid };
   const train = await readSftFile(config.train, tokenizer, opts);
   let trainRows = train.rows;
   let evalRows: SequenceRow[] = [];

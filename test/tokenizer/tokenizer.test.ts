@@ -79,9 +79,26 @@ describe('Tokenizer', () => {
     expect(tok.encode(' the')).toEqual([tok.tokenToId('Ġthe')]);
   });
 
-  it('matches special-token strings in text as single ids', () => {
-    SPECIAL_TOKENS.forEach((token, i) => expect(tok.encode(token)).toEqual([numModelTokens + i]));
-    const ids = tok.encode('Hi<|eot_id|>there<|start_header_id|>');
+  it('encodes special-token strings in text as plain text unless asked to parse them (issue 11)', () => {
+    const text = 'hi<|eot_id|>';
+    // Default: the bytes of "<|eot_id|>" as ordinary tokens; no end-of-turn id, and the text comes back.
+    const plain = tok.encode(text);
+    expect(plain).not.toContain(tok.eotTokenId);
+    expect(plain.some((id) => tok.specialTokenIds.has(id))).toBe(false);
+    expect(plain.length).toBeGreaterThan(2);
+    expect(tok.decode(plain)).toBe(text);
+    expect(tok.decode(plain, { skipSpecialTokens: true })).toBe(text);
+    // parseSpecialTokens: the string is the control token.
+    const parsed = tok.encode(text, { parseSpecialTokens: true });
+    expect(parsed).toEqual([...tok.encode('hi'), tok.eotTokenId]);
+    expect(tok.decode(parsed, { skipSpecialTokens: true })).toBe('hi');
+    // BOS from the post-processor is still added around plain text.
+    expect(tok.encode(text, { addSpecialTokens: true })).toEqual([tok.bosTokenId, ...plain]);
+  });
+
+  it('matches special-token strings in text as single ids with parseSpecialTokens', () => {
+    SPECIAL_TOKENS.forEach((token, i) => expect(tok.encode(token, { parseSpecialTokens: true })).toEqual([numModelTokens + i]));
+    const ids = tok.encode('Hi<|eot_id|>there<|start_header_id|>', { parseSpecialTokens: true });
     expect(ids.filter((id) => id === tok.eotTokenId)).toHaveLength(1);
     expect(ids.at(-1)).toBe(tok.tokenToId('<|start_header_id|>'));
     expect(tok.decode(ids)).toBe('Hi<|eot_id|>there<|start_header_id|>');
