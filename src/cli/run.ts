@@ -49,10 +49,23 @@ function fmt(v: number | undefined, digits = 3): string {
   return v === undefined || Number.isNaN(v) ? '—' : v.toFixed(digits);
 }
 
-/** The per-round table: RM accuracy, best-of-K gain, judge score and win rates. */
-/** `numStages`: stages per round of the run (7 with curate). */
+/** `0.812 [0.771, 0.848]`: an estimate with its 95% interval, when the metrics carry one. */
+function withInterval(m: Record<string, number>, name: string, digits = 3): string {
+  const low = m[`${name}_ci_low`];
+  const high = m[`${name}_ci_high`];
+  return low === undefined || high === undefined ? fmt(m[name], digits) : `${fmt(m[name], digits)} [${fmt(low, digits)}, ${fmt(high, digits)}]`;
+}
+
+/**
+ * The per-round table: the RM's accuracy on the fixed held-out pairs, what best-of-K selection
+ * bought as the judge measures it (and in the RM's own units), RM–judge rank agreement, the
+ * held-out judge score and win rates, each with its 95% interval where one was recorded.
+ * `numStages`: stages per round of the run (7 with curate).
+ */
 export function roundTable(summaries: readonly RoundSummary[], numStages: number = ROUND_STAGES.length): string {
-  const header = ['round', 'status', 'rm acc', 'best-of-K gain', 'judge score', 'rm score', 'win vs prev', 'win vs base', 'policy', 'best so far'];
+  const header = ['round', 'status', 'rm acc [95% CI]', 'judge gain of best-of-K [95% CI]', 'rm gain', 'rm–judge ρ', 'judge score [95% CI]', 'win vs prev', 'win vs base [95% CI]', 'policy', 'best so far'];
+  const hasJudge = summaries.some((s) => s.metrics['eval/judge_score'] !== undefined);
+  const score = hasJudge ? 'eval/judge_score' : 'eval/rm_score';
   const rows = summaries
     .filter((s) => s.roundIndex > 0)
     .map((s) => {
@@ -61,24 +74,41 @@ export function roundTable(summaries: readonly RoundSummary[], numStages: number
       return [
         String(s.roundIndex),
         s.status === 'done' ? 'done' : `${done}/${numStages} stages`,
-        fmt(m['rm/accuracy']),
+        withInterval(m, 'rm/accuracy'),
+        withInterval(m, 'sample/judge_gain'),
         fmt(m['sample/best_of_k_gain']),
-        fmt(m['eval/judge_score']),
-        fmt(m['eval/rm_score']),
+        fmt(m['rm/spearman_judge']),
+        withInterval(m, score),
         fmt(m['eval/win_rate_vs_previous']),
-        fmt(m['eval/win_rate_vs_base']),
+        withInterval(m, 'eval/win_rate_vs_base'),
         m['eval/selected'] === undefined ? '—' : m['eval/selected'] ? 'new best' : 'kept previous',
         // the score of the policy the next round starts from
-        fmt(m['eval/selected'] ? (m['eval/judge_score'] ?? m['eval/rm_score']) : (m['eval/previous_judge_score'] ?? m['eval/previous_rm_score'])),
+        fmt(m['eval/selected'] ? m[score] : (m['eval/previous_judge_score'] ?? m['eval/previous_rm_score'])),
       ];
     });
+  if (!hasJudge) header[6] = 'rm score [95% CI]';
   const firstRound = summaries.find((s) => s.roundIndex === 1)?.metrics ?? {};
-  const base = firstRound['eval/base_judge_score'] ?? firstRound['eval/base_rm_score'];
+  const baseName = hasJudge ? 'eval/base_judge_score' : 'eval/base_rm_score';
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   const lines = [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)];
-  if (base !== undefined) lines.push(`base model ${firstRound['eval/base_judge_score'] !== undefined ? 'judge' : 'rm'} score: ${fmt(base)}`);
+  if (firstRound[baseName] !== undefined) {
+    lines.push(`base model ${hasJudge ? 'judge' : 'rm'} score: ${withInterval(firstRound, baseName)}`);
+  }
+  const numEval = firstRound['eval/num_prompts'];
+  const numRmEval = summaries.find((s) => s.metrics['rm/num_eval_pairs'] !== undefined)?.metrics['rm/num_eval_pairs'];
+  if (numEval !== undefined || numRmEval !== undefined) {
+    lines.push(
+      `held out: ${numRmEval !== undefined ? `${numRmEval} fixed preference pairs for every round's RM (labels: the judge's score)` : 'RM accuracy on a split of the training pairs'}` +
+        `${numEval !== undefined ? `; ${numEval} prompts for the policy scores and win rates` : ''}. Intervals: Wilson (accuracy), bootstrap over prompts (the rest).`,
+    );
+  }
+  for (const s of summaries) {
+    if (s.metrics['sample/reward_hacking'] === 1) {
+      lines.push(`warning: round ${s.roundIndex}: reward hacking — best-of-K raised the RM's score (${fmt(s.metrics['sample/best_of_k_gain'])}) while the judge's fell (${fmt(s.metrics['sample/judge_gain'])})`);
+    }
+  }
   return lines.join('\n');
 }
 

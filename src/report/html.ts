@@ -7,7 +7,7 @@
  *   2. the per-round table of `tfalign status`: RM held-out accuracy, best-of-K reward gain, judge
  *      score, win rates, the policy chosen for the next round;
  *   3. metrics per round as line charts (`eval/judge_score`, `eval/win_rate_vs_*`, `rm/accuracy`,
- *      `sample/best_of_k_gain`);
+ *      `sample/judge_gain`, `sample/best_of_k_gain`), the table with 95% intervals where recorded;
  *   4. the stages of every round: status, attempts, duration, error;
  *   5. training curves per stage: every metric logged with a step (`sft/train/loss`, …), one line
  *      per round;
@@ -153,7 +153,8 @@ const ROUND_CHARTS: readonly RoundChart[] = [
   { id: 'eval/judge_score', title: 'Judge score on held-out prompts (this round\'s policy and the base model)', metrics: () => ['eval/judge_score', 'eval/base_judge_score'] },
   { id: 'eval/win_rate_vs', title: 'Win rates of the round\'s policy on held-out prompts', metrics: winRateMetrics, yInclude: [0, 1] },
   { id: 'rm/accuracy', title: 'Reward model held-out accuracy', metrics: () => ['rm/accuracy'], yInclude: [0, 1] },
-  { id: 'sample/best_of_k_gain', title: 'Best-of-K reward gain (best sample minus mean sample)', metrics: () => ['sample/best_of_k_gain'] },
+  { id: 'sample/judge_gain', title: 'What best-of-K selection bought, as the judge measures it (selected sample minus mean sample)', metrics: () => ['sample/judge_gain'] },
+  { id: 'sample/best_of_k_gain', title: 'Best-of-K reward gain in the reward model\'s own units (best sample minus mean sample)', metrics: () => ['sample/best_of_k_gain'] },
 ];
 
 /** Renders the page. Pure: the same report gives the same HTML. */
@@ -260,9 +261,14 @@ function configSection(config: unknown): string {
 }
 
 /** A table cell for a metric value: 3 decimals shown, the exact value in `data-value`. */
-function metricCell(metric: string, value: number | undefined): string {
+/** A metric's cell; with `metrics` holding `<metric>_ci_low/high`, its 95% interval follows the value (and rides in data-ci-low/high). */
+function metricCell(metric: string, value: number | undefined, metrics: Record<string, number> = {}): string {
   if (value === undefined || Number.isNaN(value)) return `<td class="num missing" data-metric="${escapeHtml(metric)}">—</td>`;
-  return `<td class="num" data-metric="${escapeHtml(metric)}" data-value="${String(value)}">${escapeHtml(formatValue(value))}</td>`;
+  const low = metrics[`${metric}_ci_low`];
+  const high = metrics[`${metric}_ci_high`];
+  const interval = low !== undefined && high !== undefined ? ` <span class="ci">[${escapeHtml(formatValue(low))}, ${escapeHtml(formatValue(high))}]</span>` : '';
+  const ciData = interval ? ` data-ci-low="${String(low)}" data-ci-high="${String(high)}"` : '';
+  return `<td class="num" data-metric="${escapeHtml(metric)}" data-value="${String(value)}"${ciData}>${escapeHtml(formatValue(value))}${interval}</td>`;
 }
 
 /** The path relative to the project folder when it lies inside it (shorter, and the same on every machine). */
@@ -293,9 +299,11 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
   if (rounds.length === 0) return '<section id="rounds"><h2>Rounds</h2><p class="no-data">No round has started yet.</p></section>';
   const winRates = winRateMetrics(rounds.flatMap((s) => Object.keys(s.metrics)));
   const columns: [label: string, metric: string][] = [
-    ['RM held-out accuracy', 'rm/accuracy'],
-    ['best-of-K gain', 'sample/best_of_k_gain'],
-    ['judge score', 'eval/judge_score'],
+    ['RM held-out accuracy [95% CI]', 'rm/accuracy'],
+    ['judge gain of best-of-K [95% CI]', 'sample/judge_gain'],
+    ['RM gain of best-of-K (RM units)', 'sample/best_of_k_gain'],
+    ['RM–judge Spearman', 'rm/spearman_judge'],
+    ['judge score [95% CI]', 'eval/judge_score'],
     ...winRates.map((m): [string, string] => [`win rate vs ${m.slice('eval/win_rate_vs_'.length)}`, m]),
   ];
   const header = `<tr><th>round</th><th>status</th>${columns.map(([label]) => `<th>${escapeHtml(label)}</th>`).join('')}<th>chosen policy</th></tr>`;
@@ -305,7 +313,7 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
     const policy = s.bestPolicyPath === null ? '' : `<br><code>${escapeHtml(shortPath(s.bestPolicyPath, options.project))}</code>`;
     return (
       `<tr data-round="${s.roundIndex}"><th>${s.roundIndex}</th><td>${escapeHtml(roundStatus(s))}</td>` +
-      columns.map(([, metric]) => metricCell(metric, s.metrics[metric])).join('') +
+      columns.map(([, metric]) => metricCell(metric, s.metrics[metric], s.metrics)).join('') +
       `<td class="policy">${escapeHtml(choice)}${policy}</td></tr>`
     );
   });
@@ -313,7 +321,7 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
   const baseRow =
     base === undefined
       ? ''
-      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => (metric === 'eval/judge_score' ? metricCell('eval/base_judge_score', base) : '<td class="num missing">—</td>')).join('')}<td class="policy">the starting model</td></tr>`;
+      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => (metric === 'eval/judge_score' ? metricCell('eval/base_judge_score', base, rounds[0]!.metrics) : '<td class="num missing">—</td>')).join('')}<td class="policy">the starting model</td></tr>`;
   return `<section id="rounds"><h2>Rounds</h2><table class="rounds">${header}${baseRow}${rows.join('')}</table></section>`;
 }
 
@@ -418,7 +426,7 @@ body { margin: 0 auto; max-width: 1320px; padding: 24px 28px 48px; font: 14px/1.
 h1 { margin: 0; font-size: 26px; } h2 { margin: 32px 0 12px; font-size: 19px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 h3 { margin: 18px 0 8px; font-size: 15px; } .subtitle { margin: 0 0 12px; color: var(--muted); }
 table { border-collapse: collapse; } th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-table.meta th { color: var(--muted); font-weight: 500; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.meta th { color: var(--muted); font-weight: 500; } td.num { text-align: right; font-variant-numeric: tabular-nums; } td.num .ci { color: var(--muted); font-size: 0.85em; }
 td.missing { color: var(--muted); text-align: center; } tr:nth-child(even) td { background: var(--band); }
 td.stage.done { color: #1b6e3a; } td.stage.failed { color: #b42318; font-weight: 600; } td.stage.running { color: #9a6700; } td.stage.pending { color: var(--muted); }
 code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; } pre { background: var(--band); padding: 12px; overflow: auto; max-height: 480px; }

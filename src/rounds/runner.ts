@@ -188,6 +188,12 @@ export class AlignmentRun {
     return modelDir;
   }
 
+  /** Where the store says a done stage put its artifact `name` (stages find each other's outputs only this way). */
+  private recordedArtifactPath(round: number, stage: RoundStageName, name: string): string | undefined {
+    if (this.store.stageStatus(this.config.name, round, stage) !== 'done') return undefined;
+    return this.store.artifacts(this.config.name, { round, stage }).find((a) => a.name === name)?.path;
+  }
+
   /** The best policy after `round` (what its evaluate stage chose), or the base before round 1. */
   bestPolicyAfter(round: number, basePolicy: string): string {
     for (let r = round; r >= 1; r--) {
@@ -218,6 +224,7 @@ export class AlignmentRun {
       basePolicy,
       bestPolicy: this.bestPolicyAfter(round - 1, basePolicy),
       outDir,
+      artifactPath: (r, s, name) => this.recordedArtifactPath(r, s, name),
       log: (line) => events.onLine?.(line),
       onTrainLog: (record) => {
         trainMetrics.push(...trainRecordMetrics(stage, record));

@@ -31,6 +31,9 @@ import { cleanFile, dedupFile } from '../../data/curation/steps.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
 import { hasImportedPreferences, readImportedPreferences } from './annotations.js';
+import { preferenceAccuracy } from '../eval/preference-accuracy.js';
+import { selectionQuality } from '../eval/selection-quality.js';
+import { bootstrapMeanInterval, mean } from '../eval/statistics.js';
 
 export type RoundStageName = (typeof ROUND_STAGES)[number] | 'curate';
 
@@ -51,6 +54,11 @@ export interface StageContext {
   bestPolicy: string;
   /** This stage's (empty) output folder. */
   outDir: string;
+  /**
+   * The recorded path of artifact `name` of a done stage (the store's record, not a rebuilt
+   * path), or undefined when that stage recorded none by that name.
+   */
+  artifactPath: (round: number, stage: RoundStageName, name: string) => string | undefined;
   /** Progress and summary lines. */
   log: (line: string) => void;
   /** Training log records of the stage's trainer (metrics per step). */
@@ -74,10 +82,15 @@ export interface StageOutput {
   bestPolicy?: string;
 }
 
-/** Folder of stage `stage` of round `round`. */
-function stageDir(ctx: StageContext, round: number, stage: RoundStageName): string {
-  return ctx.layout.stageDir(round, stage);
+/** The recorded artifact `name` of a done stage; an error naming what to run when it is missing. */
+function requireArtifact(ctx: StageContext, round: number, stage: RoundStageName, name: string): string {
+  const found = ctx.artifactPath(round, stage, name);
+  if (found === undefined) throw new Error(`round ${round} stage ${stage} recorded no artifact "${name}"; run \`tfalign round ${round} --stage ${stage}\``);
+  return found;
 }
+
+/** File name of the fixed reward-model eval set in round 1's collect_preferences folder. */
+export const RM_EVAL_ARTIFACT = 'rm-eval';
 
 const decodingOf = (s: RunConfig['sampling'], maxNewTokens = s.maxNewTokens, temperature = s.temperature) => ({
   temperature,
@@ -160,7 +173,49 @@ async function judgedPreferences(ctx: StageContext): Promise<StageOutput> {
   const metrics: Record<string, number> = { 'pref/num_pairs': rows.length, 'pref/num_identical': numIdentical, 'pref/num_edited': rows.filter((r) => r.edited).length };
   for (const r of rows) metrics[`pref/${r.strength}`] = (metrics[`pref/${r.strength}`] ?? 0) + 1;
   ctx.log(`collect_preferences: ${rows.length} pairs from ${prompts.length} prompts (${numIdentical} identical sample pairs skipped, ${metrics['pref/num_edited']} edited)`);
-  return { artifacts: [{ kind: 'dataset', name: 'preferences', path: file, numRows: rows.length }], metrics, preferences: rows };
+  const artifacts: StageArtifact[] = [{ kind: 'dataset', name: 'preferences', path: file, numRows: rows.length }];
+  if (ctx.round === 1) {
+    const evalSet = await buildRmEvalSet(ctx);
+    artifacts.push(evalSet.artifact);
+    Object.assign(metrics, evalSet.metrics);
+  }
+  return { artifacts, metrics, preferences: rows };
+}
+
+/**
+ * The fixed reward-model eval set, built once in round 1 and used by every round's RM: the base
+ * model's samples on the held-out prompts (never trained on), `rmEvalSamplesPerPrompt` per prompt,
+ * consecutive samples paired. Labels are the judge's noise-free preference: the sample with the
+ * higher `judge.score` is chosen (the judge's `compare` gives the strength only, so its label
+ * noise does not cap the measured accuracy); pairs the judge scores equal are dropped, as no
+ * ranking of them is right.
+ */
+async function buildRmEvalSet(ctx: StageContext): Promise<{ artifact: StageArtifact; metrics: Record<string, number> }> {
+  const judge = ctx.judge!;
+  const numSamples = ctx.config.evaluate.rmEvalSamplesPerPrompt;
+  const prompts = await readPrompts(ctx.layout.heldoutPrompts);
+  const seed = ctx.config.seed * 1_000_003 + 17;
+  const { samples } = await sampleTexts(ctx, ctx.basePolicy, prompts.map((r) => r.prompt), numSamples, seed);
+  const rng = new Rng(seed);
+  const rows: PreferenceRow[] = [];
+  samples.forEach((perPrompt, j) => {
+    const text = promptText(prompts[j]!.prompt);
+    for (let i = 0; i + 1 < perPrompt.length; i += 2) {
+      const a = perPrompt[i]!.text;
+      const b = perPrompt[i + 1]!.text;
+      const scoreA = judge.score(text, a);
+      const scoreB = judge.score(text, b);
+      if (scoreA === scoreB) continue;
+      const { strength } = judge.compare(text, a, b, rng.fork(j * numSamples + i));
+      const [chosen, rejected] = scoreA > scoreB ? [a, b] : [b, a];
+      rows.push({ prompt: prompts[j]!.prompt, chosen, rejected, strength, ...(prompts[j]!.id !== undefined ? { id: prompts[j]!.id } : {}) });
+    }
+  });
+  if (rows.length === 0) throw new Error(`collect_preferences: the fixed reward-model eval set is empty (every held-out pair scored equal); use more held-out prompts`);
+  const file = path.join(ctx.outDir, 'rm-eval.jsonl');
+  await writeJsonlAtomic(file, rows);
+  ctx.log(`collect_preferences: fixed reward-model eval set of ${rows.length} pairs from ${prompts.length} held-out prompts × ${numSamples} base-model samples`);
+  return { artifact: { kind: 'dataset', name: RM_EVAL_ARTIFACT, path: file, numRows: rows.length }, metrics: { 'rm_eval/num_pairs': rows.length } };
 }
 
 // 2) train_reward_model -----------------------------------------------------------------------
@@ -168,15 +223,61 @@ async function judgedPreferences(ctx: StageContext): Promise<StageOutput> {
 export async function trainRewardModelStage(ctx: StageContext): Promise<StageOutput> {
   // All preferences so far (Llama 3: "the reward model uses all preference data").
   const all: PreferenceRow[] = [];
-  for (let r = 1; r <= ctx.round; r++) all.push(...(await readPreferences(path.join(stageDir(ctx, r, 'collect_preferences'), 'preferences.jsonl'))));
+  for (let r = 1; r <= ctx.round; r++) all.push(...(await readPreferences(requireArtifact(ctx, r, 'collect_preferences', 'preferences'))));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, all);
+  // The fixed held-out set when round 1 built one (judge source); else a split of the training rows.
+  const evalFile = ctx.artifactPath(1, 'collect_preferences', RM_EVAL_ARTIFACT);
+  const { from, ...trainer } = ctx.config.rewardModel;
+  const start = from === 'policy' ? ctx.bestPolicy : ctx.basePolicy;
   const result = await trainRewardModel(
-    { ...ctx.config.rewardModel, model: ctx.basePolicy, train, out: path.join(ctx.outDir, 'run'), backend: ctx.config.backend, seed: ctx.config.seed + ctx.round },
+    {
+      ...trainer,
+      ...(evalFile !== undefined ? { eval: evalFile, evalFraction: 0 } : {}),
+      model: start,
+      train,
+      out: path.join(ctx.outDir, 'run'),
+      backend: ctx.config.backend,
+      seed: ctx.config.seed + ctx.round,
+    },
     { onLog: ctx.onTrainLog },
   );
-  const metrics = { 'rm/accuracy': Number(result.lastEval?.accuracy), 'rm/margin': Number(result.lastEval?.margin), 'rm/num_pairs': result.data.train.numPairs, 'rm/initial_accuracy': Number(result.initialEval?.accuracy ?? NaN) };
-  ctx.log(`train_reward_model: ${result.data.train.numPairs} pairs, held-out accuracy ${metrics['rm/accuracy'].toFixed(3)}, margin ${metrics['rm/margin'].toFixed(3)}`);
+  const metrics: Record<string, number> = {
+    'rm/accuracy': Number(result.lastEval?.accuracy),
+    'rm/margin': Number(result.lastEval?.margin),
+    'rm/num_pairs': result.data.train.numPairs,
+    'rm/initial_accuracy': Number(result.initialEval?.accuracy ?? NaN),
+  };
+  if (evalFile !== undefined) {
+    // Every pair of the fixed set, whatever strengths the RM trains on: accuracy with its 95%
+    // interval, and per strength (Llama 3 reports RM accuracy by preference strength).
+    const pairs = await readPreferences(evalFile);
+    const rm = await loadPretrained(result.modelDir);
+    const rmTok = await Tokenizer.fromFolder(result.modelDir);
+    let rewards: number[];
+    try {
+      rewards = scoreResponses(rm, rmTok, pairs.flatMap((p) => [{ prompt: p.prompt, response: p.chosen }, { prompt: p.prompt, response: p.rejected }]), { batchSize: 64 });
+    } finally {
+      rm.dispose();
+    }
+    const report = preferenceAccuracy(pairs.map((p, i) => ({ strength: p.strength ?? 'better', chosenReward: rewards[2 * i]!, rejectedReward: rewards[2 * i + 1]! })));
+    Object.assign(metrics, {
+      'rm/accuracy': report.accuracy.estimate,
+      'rm/accuracy_ci_low': report.accuracy.low,
+      'rm/accuracy_ci_high': report.accuracy.high,
+      'rm/margin': report.margin,
+      'rm/num_eval_pairs': report.numPairs,
+    });
+    for (const [strength, r] of Object.entries(report.byStrength)) {
+      metrics[`rm/accuracy/${strength}`] = r.accuracy.estimate;
+      metrics[`rm/num_eval_pairs/${strength}`] = r.numPairs;
+    }
+  }
+  const ci = metrics['rm/accuracy_ci_low'] !== undefined ? ` [${metrics['rm/accuracy_ci_low'].toFixed(3)}, ${metrics['rm/accuracy_ci_high']!.toFixed(3)}]` : '';
+  ctx.log(
+    `train_reward_model: ${result.data.train.numPairs} pairs from the ${from === 'policy' ? 'best policy' : 'base model'}, held-out accuracy ${metrics['rm/accuracy']!.toFixed(3)}${ci}` +
+      `${metrics['rm/num_eval_pairs'] !== undefined ? ` on ${metrics['rm/num_eval_pairs']} fixed pairs` : ''} (before training ${metrics['rm/initial_accuracy']!.toFixed(3)}), margin ${metrics['rm/margin']!.toFixed(3)}`,
+  );
   return { artifacts: [{ kind: 'dataset', name: 'rm-train', path: train, numRows: all.length }, { kind: 'checkpoint', name: 'reward-model', path: result.modelDir }], metrics };
 }
 
@@ -186,7 +287,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   const s = ctx.config.sampling;
   const prompts = promptsOfRound(await readPrompts(ctx.layout.trainPrompts), ctx.round, s.promptsPerRound, ctx.config.preferences.promptsPerRound);
   const { samples, stats } = await sampleTexts(ctx, ctx.bestPolicy, prompts.map((r) => r.prompt), s.k, stageSeed(ctx, 3));
-  const rmDir = path.join(stageDir(ctx, ctx.round, 'train_reward_model'), 'run', 'model');
+  const rmDir = requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model');
   const rm = await loadPretrained(rmDir);
   const rmTok = await Tokenizer.fromFolder(rmDir);
   const sampled: SampledPrompt[] = prompts.map((p, j) => ({ prompt: p.prompt, ...(p.id !== undefined ? { id: p.id } : {}), samples: samples[j]! }));
@@ -196,38 +297,51 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   } finally {
     rm.dispose();
   }
-  const rows = buildRejectionRows(scored, { ...s.pairs, seed: stageSeed(ctx, 3) });
+  // `selection: random` (ablation): the kept sample is drawn uniformly, the RM's rewards stay recorded.
+  const selectionRng = new Rng(stageSeed(ctx, 3) + 1);
+  const rows =
+    s.selection === 'random'
+      ? buildRejectionRows(scored.map((p) => ({ ...p, samples: p.samples.map((x) => ({ ...x, reward: selectionRng.next() })) })), { ...s.pairs, seed: stageSeed(ctx, 3) })
+      : buildRejectionRows(scored, { ...s.pairs, seed: stageSeed(ctx, 3) });
+  const selected = rows.samples.map((r) => r.best);
   const files = { samples: path.join(ctx.outDir, 'samples.jsonl'), sft: path.join(ctx.outDir, 'sft.jsonl'), preferences: path.join(ctx.outDir, 'preferences.jsonl') };
   await writeJsonlAtomic(files.samples, rows.samples);
   await writeJsonlAtomic(files.sft, rows.sft);
   await writeJsonlAtomic(files.preferences, rows.preferences);
-  const sum = rows.summary;
-  // The judge's view of the same selection (when there is a judge): what best-of-K buys in true quality.
-  let judgeMean = NaN;
-  let judgeBest = NaN;
-  if (ctx.judge) {
-    const judge = ctx.judge;
-    judgeMean = 0;
-    judgeBest = 0;
-    scored.forEach((p, j) => {
-      const text = promptText(p.prompt);
-      const judged = p.samples.map((x) => judge.score(text, x.text));
-      judgeMean += judged.reduce((a, b) => a + b, 0) / judged.length;
-      judgeBest += judged[rows.samples[j]!.best]!;
-    });
-  }
-  const metrics = {
-    'sample/reward_mean': sum.rewardMean,
-    'sample/best_of_k_mean': sum.bestOfKMean,
-    'sample/best_of_k_gain': sum.gain,
-    'sample/judge_mean': judgeMean / scored.length,
-    'sample/judge_best_of_k': judgeBest / scored.length,
+  const rewards = scored.map((p) => p.samples.map((x) => x.reward));
+  const rmBest = mean(rewards.map((r, j) => r[selected[j]!]!));
+  const rmMean = mean(rewards.map(mean));
+  const metrics: Record<string, number> = {
+    'sample/reward_mean': rmMean,
+    'sample/best_of_k_mean': rmBest,
+    'sample/best_of_k_gain': rmBest - rmMean,
     'sample/tokens_per_s': stats.tokensPerSecond,
-    'sample/num_pairs': sum.numPairs,
+    'sample/num_pairs': rows.summary.numPairs,
+    'sample/num_prompts': scored.length,
   };
+  let judgeLine = '';
+  if (ctx.judge) {
+    // The judge's view of the same selection: what best-of-K buys in judged quality, and how
+    // well the RM ranks each prompt's samples the way the judge does.
+    const judge = ctx.judge;
+    const judgeScores = scored.map((p) => p.samples.map((x) => judge.score(promptText(p.prompt), x.text)));
+    const q = selectionQuality({ rewards, judgeScores, selected }, { seed: stageSeed(ctx, 3) });
+    Object.assign(metrics, {
+      'sample/judge_mean': q.judgeMean,
+      'sample/judge_best_of_k': q.judgeBest,
+      'sample/judge_gain': q.judgeGain.estimate,
+      'sample/judge_gain_ci_low': q.judgeGain.low,
+      'sample/judge_gain_ci_high': q.judgeGain.high,
+      'rm/spearman_judge': q.spearman,
+      'sample/reward_hacking': q.rewardHacking ? 1 : 0,
+    });
+    judgeLine =
+      `; judge ${q.judgeMean.toFixed(3)} → ${q.judgeBest.toFixed(3)} (gain ${q.judgeGain.estimate.toFixed(3)} [${q.judgeGain.low.toFixed(3)}, ${q.judgeGain.high.toFixed(3)}]), RM–judge Spearman ${q.spearman.toFixed(3)}` +
+      (q.rewardHacking ? `\n  warning: reward hacking: the selection raised the reward model's score by ${q.rmGain.toFixed(3)} while the judge's score fell by ${(-q.judgeGain.estimate).toFixed(3)}` : '');
+  }
   ctx.log(
-    `rejection_sample: ${sum.numPrompts} prompts × ${s.k}, reward mean ${sum.rewardMean.toFixed(3)} → best-of-${s.k} ${sum.bestOfKMean.toFixed(3)}` +
-      (ctx.judge ? `; judge ${metrics['sample/judge_mean'].toFixed(3)} → ${metrics['sample/judge_best_of_k'].toFixed(3)}` : '') +
+    `rejection_sample: ${scored.length} prompts × ${s.k}, ${s.selection === 'random' ? 'random selection' : 'reward-model selection'}: reward mean ${rmMean.toFixed(3)} → kept ${rmBest.toFixed(3)}` +
+      judgeLine +
       ` (${stats.tokensPerSecond.toFixed(0)} tokens/s)`,
   );
   return {
@@ -240,7 +354,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
     samples: scored.flatMap((p, j) =>
       p.samples.map((x, i) => ({
         prompt: promptText(p.prompt), promptId: p.id ?? String(j), index: i, text: x.text, reward: x.reward, numTokens: x.numTokens, finishReason: x.finishReason,
-        selected: i === rows.samples[j]!.best,
+        selected: i === selected[j],
       })),
     ),
   };
@@ -250,7 +364,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
 
 /** Cleaning rules, then exact/near-duplicate removal, over the selected samples (Llama 3 §4.2.3). */
 export async function curateStage(ctx: StageContext): Promise<StageOutput> {
-  const input = path.join(stageDir(ctx, ctx.round, 'rejection_sample'), 'sft.jsonl');
+  const input = requireArtifact(ctx, ctx.round, 'rejection_sample', 'sft');
   const cleaned = path.join(ctx.outDir, 'cleaned.jsonl');
   const out = path.join(ctx.outDir, 'sft.jsonl');
   const clean = await cleanFile({ input, out: cleaned, rejects: path.join(ctx.outDir, 'rejects-clean.jsonl'), options: ctx.config.curate.clean });
@@ -265,16 +379,20 @@ export async function curateStage(ctx: StageContext): Promise<StageOutput> {
 // 4) sft --------------------------------------------------------------------------------------
 
 export async function sftStage(ctx: StageContext): Promise<StageOutput> {
-  const c = ctx.config.sft;
-  const rounds = c.data === 'all' ? Array.from({ length: ctx.round }, (_, i) => i + 1) : [ctx.round];
+  const { from, data, enabled, ...trainer } = ctx.config.sft;
+  const start = from === 'base' ? ctx.basePolicy : ctx.bestPolicy;
+  if (!enabled) {
+    // Ablation: no SFT on the selected samples; DPO starts from the model SFT would have started from.
+    ctx.log(`sft: skipped (sft.enabled: false); DPO starts from ${from === 'base' ? 'the base model' : 'the previous policy'}`);
+    return { artifacts: [{ kind: 'checkpoint', name: 'sft-model', path: start }], metrics: { 'sft/skipped': 1 } };
+  }
+  const rounds = data === 'all' ? Array.from({ length: ctx.round }, (_, i) => i + 1) : [ctx.round];
   const rows: unknown[] = [];
   // The curated selection when the curate stage runs, else rejection sampling's.
-  const selected = (r: number) => (ctx.config.curate.enabled ? path.join(stageDir(ctx, r, 'curate'), 'sft.jsonl') : path.join(stageDir(ctx, r, 'rejection_sample'), 'sft.jsonl'));
+  const selected = (r: number) => (ctx.config.curate.enabled ? requireArtifact(ctx, r, 'curate', 'curated-sft') : requireArtifact(ctx, r, 'rejection_sample', 'sft'));
   for (const r of rounds) rows.push(...(await readJsonl(selected(r), SftRowSchema)).rows.map((x) => x.value));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, rows);
-  const { from, data: _data, ...trainer } = c;
-  const start = from === 'base' ? ctx.basePolicy : ctx.bestPolicy;
   const result = await sft({ ...trainer, model: start, train, out: path.join(ctx.outDir, 'run'), backend: ctx.config.backend, seed: ctx.config.seed + ctx.round }, { onLog: ctx.onTrainLog });
   const metrics = { 'sft/loss': Number(result.lastEval?.loss), 'sft/num_rows': rows.length };
   ctx.log(`sft: ${rows.length} rows from ${start === ctx.basePolicy ? 'the base model' : 'the previous policy'}, held-out response loss ${metrics['sft/loss'].toFixed(4)}`);
@@ -284,13 +402,18 @@ export async function sftStage(ctx: StageContext): Promise<StageOutput> {
 // 5) dpo --------------------------------------------------------------------------------------
 
 export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
-  const { data, ...trainer } = ctx.config.dpo;
+  const { data, enabled, ...trainer } = ctx.config.dpo;
+  const sftModel = requireArtifact(ctx, ctx.round, 'sft', 'sft-model');
+  if (!enabled) {
+    // Ablation: no DPO; the SFT model is the round's policy.
+    ctx.log('dpo: skipped (dpo.enabled: false); the SFT model is the policy');
+    return { artifacts: [{ kind: 'checkpoint', name: 'policy', path: sftModel }], metrics: { 'dpo/skipped': 1 } };
+  }
   const rounds = data === 'all' ? Array.from({ length: ctx.round }, (_, i) => i + 1) : [ctx.round];
   const rows: PreferenceRow[] = [];
-  for (const r of rounds) rows.push(...(await readPreferences(path.join(stageDir(ctx, r, 'collect_preferences'), 'preferences.jsonl'))));
+  for (const r of rounds) rows.push(...(await readPreferences(requireArtifact(ctx, r, 'collect_preferences', 'preferences'))));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, rows);
-  const sftModel = path.join(stageDir(ctx, ctx.round, 'sft'), 'run', 'model');
   const result = await dpo({ ...trainer, model: sftModel, train, out: path.join(ctx.outDir, 'run'), backend: ctx.config.backend, seed: ctx.config.seed + ctx.round }, { onLog: ctx.onTrainLog });
   const e: Record<string, number | string> = result.lastEval ?? {};
   const metrics = {
@@ -298,6 +421,7 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
     'dpo/rewards_margins': Number(e['rewards/margins']),
     'dpo/logps_chosen': Number(e['logps/chosen']),
     'dpo/num_pairs': rows.length,
+    'dpo/num_eval_pairs': Number(e['num_pairs'] ?? NaN),
   };
   ctx.log(`dpo: ${rows.length} pairs, held-out rewards/accuracies ${metrics['dpo/rewards_accuracies'].toFixed(3)}, margins ${metrics['dpo/rewards_margins'].toFixed(3)}`);
   return { artifacts: [{ kind: 'dataset', name: 'dpo-train', path: train, numRows: rows.length }, { kind: 'checkpoint', name: 'policy', path: result.modelDir }], metrics };
@@ -323,22 +447,18 @@ async function scorePolicy(ctx: StageContext, policyDir: string, prompts: readon
   return { samples, scores, mean: flat.reduce((a, b) => a + b, 0) / flat.length };
 }
 
-/** Fraction of (prompt, sample) pairs where `a` scores above `b`; ties count half. */
-function winRate(a: number[][], b: number[][]): number {
-  let wins = 0;
-  let n = 0;
-  a.forEach((row, j) => row.forEach((x, i) => {
+/** Per prompt, the fraction of its samples where `a` scores above `b` (same index); ties count half. */
+function winsPerPrompt(a: number[][], b: number[][]): number[] {
+  return a.map((row, j) => mean(row.map((x, i) => {
     const y = b[j]![i]!;
-    wins += x > y ? 1 : x === y ? 0.5 : 0;
-    n++;
-  }));
-  return wins / n;
+    return x > y ? 1 : x === y ? 0.5 : 0;
+  })));
 }
 
 export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
   const prompts = (await readPrompts(ctx.layout.heldoutPrompts)).map((p) => p.prompt);
-  const policyDir = path.join(stageDir(ctx, ctx.round, 'dpo'), 'run', 'model');
-  const rmDir = path.join(stageDir(ctx, ctx.round, 'train_reward_model'), 'run', 'model');
+  const policyDir = requireArtifact(ctx, ctx.round, 'dpo', 'policy');
+  const rmDir = requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model');
   const rm = await loadPretrained(rmDir);
   const rmTok = await Tokenizer.fromFolder(rmDir);
   const rmScorer: SampleScorer = (ps, samples) => {
@@ -359,17 +479,39 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
     const rmScores = judge ? rmScorer(prompts, current.samples).flat() : current.scores.flat();
     // The previous best was scored on the same prompts with the same random streams just now.
     improved = current.mean >= previous.mean;
+    // 95% intervals by bootstrap over held-out prompts (a prompt's samples are not independent).
+    const seed = ctx.config.seed;
+    const score = bootstrapMeanInterval(current.scores.map(mean), { seed });
+    const baseScore = bootstrapMeanInterval(base.scores.map(mean), { seed });
+    const vsPrevious = bootstrapMeanInterval(winsPerPrompt(current.scores, previous.scores), { seed });
+    const vsBase = bootstrapMeanInterval(winsPerPrompt(current.scores, base.scores), { seed });
+    const gainOverBase = bootstrapMeanInterval(current.scores.map((row, j) => mean(row) - mean(base.scores[j]!)), { seed });
     metrics = {
       [`eval/${scoreName}_score`]: current.mean,
+      [`eval/${scoreName}_score_ci_low`]: score.low,
+      [`eval/${scoreName}_score_ci_high`]: score.high,
       [`eval/previous_${scoreName}_score`]: previous.mean,
       [`eval/base_${scoreName}_score`]: base.mean,
+      [`eval/base_${scoreName}_score_ci_low`]: baseScore.low,
+      [`eval/base_${scoreName}_score_ci_high`]: baseScore.high,
+      [`eval/gain_over_base`]: gainOverBase.estimate,
+      [`eval/gain_over_base_ci_low`]: gainOverBase.low,
+      [`eval/gain_over_base_ci_high`]: gainOverBase.high,
       'eval/rm_score': rmScores.reduce((a, b) => a + b, 0) / rmScores.length,
-      'eval/win_rate_vs_previous': winRate(current.scores, previous.scores),
-      'eval/win_rate_vs_base': winRate(current.scores, base.scores),
+      'eval/win_rate_vs_previous': vsPrevious.estimate,
+      'eval/win_rate_vs_previous_ci_low': vsPrevious.low,
+      'eval/win_rate_vs_previous_ci_high': vsPrevious.high,
+      'eval/win_rate_vs_base': vsBase.estimate,
+      'eval/win_rate_vs_base_ci_low': vsBase.low,
+      'eval/win_rate_vs_base_ci_high': vsBase.high,
+      'eval/num_prompts': prompts.length,
+      'eval/num_samples': current.scores.flat().length,
       'eval/selected': improved ? 1 : 0,
     };
+    const ci = (x: { low: number; high: number }) => `[${x.low.toFixed(3)}, ${x.high.toFixed(3)}]`;
     ctx.log(
-      `evaluate: ${scoreName} score ${current.mean.toFixed(3)} (previous best ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}), win rate vs previous ${metrics['eval/win_rate_vs_previous']!.toFixed(3)}, vs base ${metrics['eval/win_rate_vs_base']!.toFixed(3)}; ` +
+      `evaluate: ${scoreName} score ${current.mean.toFixed(3)} ${ci(score)} on ${prompts.length} held-out prompts (previous best ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}), ` +
+        `win rate vs previous ${vsPrevious.estimate.toFixed(3)} ${ci(vsPrevious)}, vs base ${vsBase.estimate.toFixed(3)} ${ci(vsBase)}; ` +
         (improved ? "this round's policy is the new best" : 'the previous policy stays the best'),
     );
   } finally {

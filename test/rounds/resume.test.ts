@@ -322,7 +322,11 @@ describe('tfalign run: kill -9 at several points, then resume', () => {
       };
       const expectedNames = ['0/build_base/base-model'];
       for (let round = 1; round <= NUM_ROUNDS; round++) {
-        for (const [stage, stageNames] of Object.entries(perRound)) expectedNames.push(...stageNames.map((n) => `${round}/${stage}/${n}`));
+        for (const [stage, stageNames] of Object.entries(perRound)) {
+          expectedNames.push(...stageNames.map((n) => `${round}/${stage}/${n}`));
+          // round 1 also builds the fixed reward-model eval set every round's RM is measured on
+          if (round === 1 && stage === 'collect_preferences') expectedNames.push('1/collect_preferences/rm-eval');
+        }
       }
       expect(names).toEqual(expectedNames);
       for (const a of artifacts) {
