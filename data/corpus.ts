@@ -1,12 +1,12 @@
 /**
  * Text corpora for tokenizer training and pretraining. `.jsonl`: one document per row, in its
- * `text` field (validated like every other row). Anything else: plain UTF-8 text whose documents
- * are separated by blank lines (a file without blank lines is one document).
+ * `text` field (validated like every other row). Anything else: plain UTF-8 text (decoded strictly:
+ * invalid bytes are an error naming the line) whose documents are separated by blank lines (a
+ * file without blank lines is one document).
  */
-import * as fs from 'node:fs';
 import { z } from 'zod';
 import { readJsonl } from './jsonl.js';
-import { DataError } from './errors.js';
+import { readUtf8File } from './utf8.js';
 
 const CorpusRowSchema = z.object({ text: z.string().describe('The document text.') });
 
@@ -15,9 +15,7 @@ export async function readCorpus(file: string): Promise<string[]> {
     const { rows } = await readJsonl(file, CorpusRowSchema);
     return rows.map((r) => r.value.text);
   }
-  if (!fs.existsSync(file)) throw new DataError(file, undefined, undefined, 'no such file');
-  return fs
-    .readFileSync(file, 'utf8')
+  return readUtf8File(file)
     .split(/\r?\n\s*\r?\n/)
     .map((doc) => doc.trim())
     .filter((doc) => doc.length > 0);

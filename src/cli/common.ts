@@ -1,11 +1,14 @@
 /**
  * Options and helpers every command shares: the backend flag, number parsing with one-line
- * errors, and a progress reporter (a bar on a TTY, one plain line per update otherwise).
+ * errors (bounded by the limits of `config/limits.ts`), the output-folder and worker overrides,
+ * and a progress reporter (a bar on a TTY, one plain line per update otherwise).
  */
 import { Option } from 'commander';
 import * as fs from 'node:fs';
 import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.js';
 import { RunStore, defaultStorePath } from '../store/store.js';
+import { readRunLock } from '../store/lock.js';
+import { checkWorkers, MAX_WORKERS } from '../config/limits.js';
 
 export function backendOption(): Option {
   return new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm')
@@ -17,25 +20,60 @@ export async function useBackend(name: string | undefined): Promise<void> {
   await initBackend((name ?? 'auto') as BackendName);
 }
 
-/** Parses an integer option; the message names the flag. */
-export function intArg(flag: string, opts: { min?: number } = {}) {
+/** Parses an integer option; the message names the flag. `max` defaults to 2^53 − 1 (an exact integer). */
+export function intArg(flag: string, opts: { min?: number; max?: number } = {}) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n)) throw new Error(`${flag}: expected an integer, got "${value}"`);
     if (opts.min !== undefined && n < opts.min) throw new Error(`${flag}: must be at least ${opts.min}, got ${n}`);
+    const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+    if (n > max) throw new Error(`${flag}: must be at most ${max.toLocaleString('en-US')}, got ${value}`);
     return n;
   };
 }
 
-/** Parses a number option; the message names the flag. */
-export function floatArg(flag: string, opts: { min?: number; max?: number } = {}) {
+/** Parses a number option; the message names the flag. `gt` is an exclusive lower bound. */
+export function floatArg(flag: string, opts: { min?: number; gt?: number; max?: number } = {}) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isFinite(n)) throw new Error(`${flag}: expected a number, got "${value}"`);
     if (opts.min !== undefined && n < opts.min) throw new Error(`${flag}: must be at least ${opts.min}, got ${n}`);
+    if (opts.gt !== undefined && n <= opts.gt) throw new Error(`${flag}: must be greater than ${opts.gt}, got ${n}`);
     if (opts.max !== undefined && n > opts.max) throw new Error(`${flag}: must be at most ${opts.max}, got ${n}`);
     return n;
   };
+}
+
+/** `--workers N`: an integer in [1, MAX_WORKERS]; checked against the cores by `checkWorkersFlag`. */
+export function workersArg() {
+  return intArg('--workers', { min: 1, max: MAX_WORKERS });
+}
+
+/** `--force-workers`: allow more workers than cores. */
+export function forceWorkersOption(): Option {
+  return new Option('--force-workers', 'allow more --workers than cores (each still holds a full model copy)');
+}
+
+/** Refuses `--workers` above the cores unless `--force-workers` (one line naming the flag). */
+export function checkWorkersFlag(command: string, workers: number | undefined, force: boolean | undefined): void {
+  checkWorkers(workers, force === true, command, { field: '--workers', forceFlag: '--force-workers' });
+}
+
+/** `--overwrite`: write into an existing non-empty output folder this command did not write. */
+export function overwriteOption(): Option {
+  return new Option('--overwrite', 'write into an existing non-empty --out that is not a previous output of this command (only the files it writes are replaced; nothing else is removed)');
+}
+
+/**
+ * A line about a run the database says is `running` when nobody holds its lock (the process was
+ * killed): `tfalign run` resumes it. Undefined when the run is not marked running or is live.
+ */
+export function staleRunNote(project: string, run: { name: string; status: string }): string | undefined {
+  if (run.status !== 'running') return undefined;
+  const lock = readRunLock(project, run.name);
+  if (lock !== null && lock.alive) return undefined;
+  const who = lock === null ? 'no process holds its lock' : `its lock holder, pid ${lock.holder.pid} on ${lock.holder.hostname}, is gone`;
+  return `note: run "${run.name}" is marked running, but ${who}: it was interrupted; \`tfalign run --config FILE\` resumes it`;
 }
 
 /** Adds an "Example:" block to a command's --help. */

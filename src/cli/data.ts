@@ -14,6 +14,7 @@ import { loadJudge } from '../rounds/judge-loader.js';
 import { CleaningOptionsSchema } from '../../data/curation/rules.js';
 import { DEDUP_FIELDS } from '../../data/curation/row-text.js';
 import { cleanFile, dedupFile, formatReport, readCurationRows, scoreFile } from '../../data/curation/steps.js';
+import { DataError } from '../../data/errors.js';
 
 /** Calls `report` about every 5% of the work (and at the end), so that a log gets ~20 lines, not one per batch. */
 function throttled(report: (numDone: number, numTotal: number) => void): (numDone: number, numTotal: number) => void {
@@ -144,7 +145,7 @@ export function registerDataCommands(program: Command): void {
     .requiredOption('--reward-model <dir>', 'reward model folder (rm train\'s OUT/model)')
     .option('--rejects <file>', 'JSONL of the removed rows, scores included: {line, rule, detail, row}')
     .option('--top-fraction <f>', 'fraction of rows kept by reward (default 0.25: Llama 3\'s top quartile; 1 keeps all and only scores)', floatArg('--top-fraction', { min: 0, max: 1 }))
-    .option('--judge <module>', 'module whose default export has score(prompt, response) in [0, 1], OR-ed with the reward selection')
+    .option('--judge <module>', 'module whose default export has score(prompt, response) in [0, 1], OR-ed with the reward selection; it is code run in this process with your permissions: name only modules you trust')
     .option('--judge-threshold <t>', 'keep rows the judge rates at or above this (default 0.8)', floatArg('--judge-threshold'))
     .option('--difficulty-model <dir>', 'causal LM (the policy) whose mean token NLL of each response is stored as difficulty')
     .option('--batch-size <n>', 'sequences per forward pass', intArg('--batch-size', { min: 1 }), 8)
@@ -161,6 +162,7 @@ export function registerDataCommands(program: Command): void {
     )
     .action(async (o) => {
       const input = await readCurationRows(o.input, o.skipInvalid ?? false);
+      if (input.rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
       const judge = o.judge === undefined ? undefined : await loadJudge(o.judge, {}, 'data score --judge');
       await useBackend(o.backend);
       const rewardModel = await loadModelFolder('--reward-model', o.rewardModel);

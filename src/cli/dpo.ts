@@ -7,7 +7,7 @@ import { BACKEND_NAMES } from '../backend.js';
 import { loadConfig } from '../config/load.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { dpo, DpoConfigSchema } from '../trainers/dpo.js';
-import { example, floatArg, intArg, progress } from './common.js';
+import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
 
 export function registerDpoCommands(program: Command): void {
   program
@@ -27,7 +27,9 @@ export function registerDpoCommands(program: Command): void {
     .option('--batch-size <n>', 'pairs per optimizer step (default 8)', intArg('--batch-size', { min: 1 }))
     .option('--skip-invalid', 'skip (and count) invalid JSONL rows instead of stopping')
     .option('--resume', 'continue from the latest checkpoint in --out, reusing stored reference log-probs')
-    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
+    .addOption(forceWorkersOption())
+    .addOption(overwriteOption())
     // no default here, so a backend set in the config file is not overridden
     .addOption(new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm').choices([...BACKEND_NAMES]))
     .addHelpText(
@@ -44,6 +46,7 @@ export function registerDpoCommands(program: Command): void {
           model: o.model, train: o.train, eval: o.eval, out: o.out, beta: o.beta, nllCoefficient: o.nllCoefficient, lossType: o.lossType,
           maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize, skipInvalid: o.skipInvalid ? true : undefined,
           resume: o.resume ? true : undefined, backend: o.backend, workers: o.workers,
+          forceWorkers: o.forceWorkers ? true : undefined, overwrite: o.overwrite ? true : undefined,
         },
         sets: o.set,
       });

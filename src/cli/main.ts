@@ -4,6 +4,8 @@
  * Every error ends as one line `error: …` on stderr and exit status 1.
  */
 import { Command } from 'commander';
+import { ZodError } from 'zod';
+import { formatZodError } from '../config/load.js';
 import { registerTokenizerCommands } from './tokenizer.js';
 import { registerModelCommands } from './model.js';
 import { registerSftCommands } from './sft.js';
@@ -42,7 +44,8 @@ export async function main(argv: string[]): Promise<void> {
     const e = err as Error & { code?: string; exitCode?: number };
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') process.exit(0);
     if (e.code?.startsWith('commander.')) process.exit(e.exitCode ?? 1); // commander already printed the message
-    const message = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    // A ZodError's message is its issues as JSON: say them as `field: problem` instead of `[`.
+    const message = e instanceof ZodError ? `invalid input: ${formatZodError(e)}` : e instanceof Error ? e.message.split('\n')[0] : String(e);
     process.stderr.write(`error: ${message}\n`);
     if (process.env.TFALIGN_DEBUG) process.stderr.write(`${e.stack}\n`);
     process.exit(1);

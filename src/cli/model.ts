@@ -4,7 +4,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { validateConfig } from '../config/load.js';
+import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
 import { averageModels, createModel } from '../model/create.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
@@ -25,11 +27,20 @@ async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
   return fs.existsSync(path.join(dir, 'tokenizer.json')) ? Tokenizer.fromFolder(dir) : undefined;
 }
 
-/** Prompt ids: the chat template with the generation prompt, or [BOS] + text. */
-export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean): number[] {
-  if (chat) return tok.encode(applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true }));
-  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt)];
+/**
+ * Prompt ids: the chat template with the generation prompt, or [BOS] + text. Special-token strings
+ * in the prompt are plain text unless `parseSpecialTokens`.
+ */
+export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean, parseSpecialTokens = false): number[] {
+  if (chat) {
+    const rendered = applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true });
+    return parseSpecialTokens ? tok.encode(rendered, { parseSpecialTokens: true }) : tok.encodeTemplate(rendered, [prompt]);
+  }
+  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt, { parseSpecialTokens })];
 }
+
+/** `--parse-special-tokens`: special-token strings in the given text become control tokens. */
+const PARSE_SPECIAL_TOKENS_HELP = 'match special-token strings in the text (<|eot_id|>) as control tokens (default: plain text)';
 
 function checkIds(ids: number[], model: { dims: ModelDims }, where: string, field: string): void {
   const bad = ids.findIndex((id) => id >= model.dims.vocabSize);
@@ -44,13 +55,14 @@ export function registerModelCommands(program: Command): void {
     .description('random-initialise a model from an architecture file, sized to a tokenizer')
     .requiredOption('--config <file>', 'architecture file, e.g. configs/models/tiny.json')
     .option('--tokenizer <dir>', 'tokenizer folder (sets vocab_size and special token ids; copied into the model)')
-    .requiredOption('--out <dir>', 'model folder to write')
+    .requiredOption('--out <dir>', 'model folder to write (new, empty, or a previous model init output)')
     .option('--seed <n>', 'initialisation seed', intArg('--seed', { min: 0 }), 0)
+    .addOption(overwriteOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign model init --config configs/models/tiny.json --tokenizer runs/tok --out runs/base'))
     .action(async (o) => {
       await useBackend(o.backend);
-      const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed });
+      const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed, overwrite: Boolean(o.overwrite) });
       console.log(`model init: ${o.out}: ${m.numParameters().toLocaleString('en-US')} parameters, vocab ${m.dims.vocabSize}, ${m.dims.numLayers} layers`);
       m.dispose();
     });
@@ -70,15 +82,16 @@ export function registerModelCommands(program: Command): void {
     .command('average')
     .description('average the weights of several models of one architecture (Llama 3 model averaging)')
     .argument('<dirs...>', 'model folders')
-    .requiredOption('--out <dir>', 'model folder to write')
+    .requiredOption('--out <dir>', 'model folder to write (new, empty, or a previous model average output)')
     .option('--weights <list>', 'comma-separated coefficients (normalised); default uniform')
+    .addOption(overwriteOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign model average runs/sft-a/model runs/sft-b/model --out runs/sft-avg'))
     .action(async (dirs: string[], o) => {
       await useBackend(o.backend);
       const weights = o.weights ? String(o.weights).split(',').map((w, i) => floatArg(`--weights[${i}]`, { min: 0 })(w)) : undefined;
       if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
-      await averageModels(dirs, o.out, weights);
+      await averageModels(dirs, o.out, weights, { overwrite: Boolean(o.overwrite) });
       console.log(`model average: ${o.out}: average of ${dirs.length} models`);
     });
 
@@ -88,7 +101,7 @@ export function registerModelCommands(program: Command): void {
     .requiredOption('--model <dir>', 'model folder to start from')
     .requiredOption('--corpus <file>', 'text file (documents separated by blank lines) or JSONL with a text field')
     .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
-    .option('--max-steps <n>', 'optimizer steps (default: one epoch)', intArg('--max-steps', { min: 1 }))
+    .option('--max-steps <n>', 'optimizer steps (default: one epoch)', intArg('--max-steps', { min: 1, max: MAX_STEPS }))
     .option('--epochs <n>', 'passes over the corpus', floatArg('--epochs', { min: 0 }))
     .option('--batch-size <n>', 'rows per optimizer step', intArg('--batch-size', { min: 1 }))
     .option('--micro-batch-size <n>', 'rows per forward/backward (gradient accumulation)', intArg('--micro-batch-size', { min: 1 }))
@@ -99,8 +112,11 @@ export function registerModelCommands(program: Command): void {
     .option('--log-every <n>', 'steps between log lines', intArg('--log-every', { min: 1 }))
     .option('--save-every <n>', 'steps between checkpoints', intArg('--save-every', { min: 0 }))
     .option('--seed <n>', 'seed for data order', intArg('--seed', { min: 0 }))
-    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
+    .addOption(forceWorkersOption())
+    .option('--parse-special-tokens', 'match special-token strings in the corpus as control tokens (chat-formatted corpora)')
     .option('--resume', 'continue from the latest checkpoint in --out')
+    .addOption(overwriteOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign pretrain --model runs/base --corpus data/corpus.txt --out runs/pretrain --max-steps 200 --batch-size 8 --seq-len 128'))
     .action(async (o) => {
@@ -110,6 +126,7 @@ export function registerModelCommands(program: Command): void {
           model: o.model, corpus: o.corpus, out: o.out, backend: o.backend, maxSteps: o.maxSteps, epochs: o.epochs,
           batchSize: o.batchSize, microBatchSize: o.microBatchSize, seqLen: o.seqLen, lr: o.lr, warmupRatio: o.warmupRatio,
           weightDecay: o.weightDecay, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, workers: o.workers, resume: Boolean(o.resume),
+          forceWorkers: Boolean(o.forceWorkers), overwrite: Boolean(o.overwrite), parseSpecialTokens: Boolean(o.parseSpecialTokens),
         },
         {
           onStart: ({ numSteps, numTrainRows, numEvalRows }) => {
@@ -134,13 +151,18 @@ export function registerModelCommands(program: Command): void {
     .option('--output <file>', 'JSONL output (default: standard output)')
     .option('--chat', 'wrap text prompts in the chat template (generation prompt added)')
     .option('--add-eos', 'score the end-of-turn token after the response too')
-    .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', { min: 1 }), 8)
-    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1); same values, same order', intArg('--workers', { min: 1 }), 1)
+    .option('--parse-special-tokens', PARSE_SPECIAL_TOKENS_HELP)
+    .option('--batch-size <n>', 'rows per forward pass', intArg('--batch-size', { min: 1, max: MAX_ROWS_PER_BATCH }), 8)
+    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1, at most the cores); same values, same order', workersArg(), 1)
+    .addOption(forceWorkersOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
     .action(async (o) => {
+      checkWorkersFlag('logprobs', o.workers, o.forceWorkers);
       await useBackend(o.backend);
       const { rows } = await readJsonl(o.input, TokenRowSchema);
+      if (rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
+      const parse = Boolean(o.parseSpecialTokens);
       // Rows are checked against config.json; the weights load here (1 worker) or in each worker.
       const m = { dims: modelDims(loadModelConfig(o.model)) };
       if (m.dims.isRewardModel) throw new Error(`logprobs: ${o.model} is a reward model; use \`tfalign rm score\``);
@@ -153,7 +175,7 @@ export function registerModelCommands(program: Command): void {
           ids = { promptIds: value.prompt_ids, responseIds: value.response_ids };
         } else {
           if (!tok) throw new DataError(o.input, line, 'prompt', `${o.model} has no tokenizer.json; give prompt_ids/response_ids`);
-          ids = { promptIds: encodePrompt(tok, value.prompt, Boolean(o.chat)), responseIds: tok.encode(value.response) };
+          ids = { promptIds: encodePrompt(tok, value.prompt, Boolean(o.chat), parse), responseIds: tok.encode(value.response, { parseSpecialTokens: parse }) };
           if (o.addEos && endId !== undefined) ids.responseIds.push(endId);
         }
         checkIds(ids.promptIds, m, where, 'prompt_ids');
@@ -180,6 +202,10 @@ export function registerModelCommands(program: Command): void {
           model.dispose();
         }
       }
+      results.forEach((lp, i) => {
+        const bad = lp.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) throw new Error(`${o.input}:${rows[i]!.line}: response token ${bad}: log-prob is ${lp[bad]}: the model's logits are not finite`);
+      });
       const outRows = results.map((lp) => ({
         logprob: lp.reduce((a, b) => a + b, 0),
         num_tokens: lp.length,
@@ -196,11 +222,12 @@ export function registerModelCommands(program: Command): void {
     .option('--prompt <text>', 'prompt text')
     .option('--prompt-ids <json>', 'prompt as a JSON array of token ids (no tokenizer needed)')
     .option('--chat', 'wrap the prompt in the chat template')
-    .option('-n, --num-samples <k>', 'samples of the prompt', intArg('-n', { min: 1 }), 1)
-    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1 }), 64)
+    .option('-n, --num-samples <k>', 'samples of the prompt', intArg('-n', { min: 1, max: MAX_SAMPLES_PER_PROMPT }), 1)
+    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE }), 64)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
-    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 0, max: 1 }), 1)
+    .option('--top-p <p>', 'nucleus sampling mass in (0, 1] (1 = off)', floatArg('--top-p', { gt: 0, max: 1 }), 1)
+    .option('--parse-special-tokens', PARSE_SPECIAL_TOKENS_HELP)
     .option('--seed <s>', 'sample i uses seed + i', intArg('--seed', { min: 0 }), 0)
     .option('--kv-cache <kind>', 'paged (prompt computed once, shared by the samples), dense (per-sample cache, the prompt stored n times) or none (recompute every step)', 'paged')
     .option('--json', 'print one JSON object per sample')
@@ -222,12 +249,12 @@ export function registerModelCommands(program: Command): void {
         if (!Array.isArray(promptIds) || !promptIds.every((x) => Number.isInteger(x) && x >= 0)) throw new Error('--prompt-ids: expected a JSON array of non-negative integers');
       } else {
         if (!tok) throw new Error(`generate: ${o.model} has no tokenizer.json; use --prompt-ids`);
-        promptIds = encodePrompt(tok, o.prompt, Boolean(o.chat));
+        promptIds = encodePrompt(tok, o.prompt, Boolean(o.chat), Boolean(o.parseSpecialTokens));
       }
       checkIds(promptIds, m, 'generate', 'prompt_ids');
       const eos = m.config.eos_token_id;
       const stopTokenIds = eos === null || eos === undefined ? [] : Array.isArray(eos) ? eos : [eos];
-      const decoding = DecodingOptionsSchema.parse({ temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds });
+      const decoding = validateConfig(DecodingOptionsSchema, { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens, stopTokenIds }, 'generate');
       const t0 = performance.now();
       const samples =
         o.kvCache === 'paged'

@@ -3,7 +3,9 @@
  * reward per {prompt, response} row).
  */
 import { Option, type Command } from 'commander';
-import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
+import { DataError } from '../../data/errors.js';
 import { BACKEND_NAMES } from '../backend.js';
 import { loadConfig } from '../config/load.js';
 import { describePreferenceData, RewardConfigSchema, trainRewardModel } from '../trainers/reward.js';
@@ -52,8 +54,10 @@ export function registerRmCommands(program: Command): void {
     .option('--save-every <n>', 'steps between checkpoints', intArg('--save-every', { min: 0 }))
     .option('--seed <n>', 'seed for the head, the split and the data order', intArg('--seed', { min: 0 }))
     .option('--skip-invalid', 'skip invalid rows (counted) instead of stopping at the first')
-    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
+    .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
+    .addOption(overwriteOption())
     .addOption(configBackendOption())
     .addHelpText(
       'after',
@@ -71,7 +75,7 @@ export function registerRmCommands(program: Command): void {
           centeringCoefficient: o.centeringCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
           maxSteps: o.maxSteps, epochs: o.epochs, batchSize: o.batchSize, microBatchSize: o.microBatchSize, lr: o.lr,
           evalEvery: o.evalEvery, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, skipInvalid: o.skipInvalid,
-          resume: o.resume, backend: o.backend, workers: o.workers,
+          resume: o.resume, backend: o.backend, workers: o.workers, forceWorkers: o.forceWorkers, overwrite: o.overwrite,
         },
       });
       let bar: ReturnType<typeof progress> | undefined;
@@ -99,19 +103,23 @@ export function registerRmCommands(program: Command): void {
     .requiredOption('--model <dir>', 'reward model folder')
     .requiredOption('--input <file>', 'JSONL rows {prompt, response} (other fields are kept)')
     .option('--output <file>', 'JSONL output, written atomically (default: standard output)')
-    .option('--batch-size <n>', 'sequences per forward pass', intArg('--batch-size', { min: 1 }), 8)
+    .option('--batch-size <n>', 'sequences per forward pass', intArg('--batch-size', { min: 1, max: MAX_ROWS_PER_BATCH }), 8)
     .option('--chat', 'render rows with the chat template (default: when the tokenizer has one, as rm train does)')
     .option('--no-chat', 'render rows as [BOS] prompt, response [EOS]')
-    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1); same scores, same order', intArg('--workers', { min: 1 }), 1)
+    .option('--parse-special-tokens', 'match special-token strings in the texts (<|eot_id|>) as control tokens (default: plain text, as rm train)')
+    .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1, at most the cores); same scores, same order', workersArg(), 1)
+    .addOption(forceWorkersOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign rm score --model runs/rm/model --input samples.jsonl --output scored.jsonl --batch-size 16'))
     .action(async (o) => {
+      checkWorkersFlag('rm score', o.workers, o.forceWorkers);
       // Read and validate every row before loading the model: a bad row fails fast, nothing written.
       const { rows } = await readJsonl(o.input, ScoreRowSchema.passthrough());
+      if (rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
       await useBackend(o.backend);
       if (!modelDims(loadModelConfig(o.model)).isRewardModel) throw new Error(`rm score: ${o.model} is a causal LM; give a reward model (rm train's OUT/model)`);
       const inputs = rows.map((r) => r.value);
-      const options = { batchSize: o.batchSize, chat: o.chat };
+      const options = { batchSize: o.batchSize, chat: o.chat, parseSpecialTokens: Boolean(o.parseSpecialTokens) };
       const describeRow = (i: number) => `${o.input}:${rows[i].line}`;
       // --workers > 1: the rows are sharded across a pool of threads that load the folder themselves
       const pool = o.workers > 1 ? await ShardPool.create({ numWorkers: o.workers }) : undefined;

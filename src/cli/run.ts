@@ -5,12 +5,12 @@
  */
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { example, intArg, openStoreReadOnly, progress } from './common.js';
+import { example, intArg, openStoreReadOnly, overwriteOption, progress, staleRunNote } from './common.js';
+import { EXPORT_KINDS, exportRound } from '../rounds/export.js';
 import { AlignmentRun, readRunConfig, type RunEvents } from '../rounds/runner.js';
 import { ROUND_STAGES, STAGE_NAMES } from '../store/stages.js';
 import { RunLayout } from '../rounds/layout.js';
 import { RunStore } from '../store/store.js';
-import { loadPretrained, savePretrained } from '../model/pretrained.js';
 import type { RoundSummary } from '../store/records.js';
 import { fileURLToPath } from 'node:url';
 
@@ -138,6 +138,12 @@ function printStatus(project: string, name: string): void {
   }
 }
 
+/** What `preferences.judge` is, said wherever a command may load one. */
+export const JUDGE_TRUST_NOTE =
+  '\nJudge modules: preferences.judge names a JS/TS module that is imported and run inside this process with your\n' +
+  'permissions (files, network, environment). It is code, not data: name only modules you trust. It is loaded\n' +
+  "after the run's lock is held, and never by status, report, export or annotate.\n";
+
 export const QUICKSTART_CONFIG = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'quickstart.yaml');
 
 export function registerRunCommands(program: Command): void {
@@ -148,6 +154,7 @@ export function registerRunCommands(program: Command): void {
     .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
     .option('--force', 'continue a run whose config changed')
     .addHelpText('after', example('tfalign run --config configs/quickstart.yaml', 'tfalign run --config configs/llama3.yaml --set base.model=models/Llama-3.2-1B'))
+    .addHelpText('after', JUDGE_TRUST_NOTE)
     .action(async (o) => {
       const run = await runWithConfig(o.config, o.set, Boolean(o.force), {});
       printStatus(run.config.project, run.config.name);
@@ -162,6 +169,7 @@ export function registerRunCommands(program: Command): void {
     .option('--set <key=value>', 'override a config field (repeatable)', collect, [])
     .option('--force', 'continue a run whose config changed')
     .addHelpText('after', example('tfalign round 2 --config configs/quickstart.yaml', 'tfalign round 2 --config configs/quickstart.yaml --stage evaluate'))
+    .addHelpText('after', JUDGE_TRUST_NOTE)
     .action(async (n: number, o) => {
       if (o.stage !== undefined && !(ROUND_STAGE_CHOICES as readonly string[]).includes(o.stage)) {
         throw new Error(`--stage: unknown stage "${o.stage}"; expected one of ${ROUND_STAGE_CHOICES.join(', ')}`);
@@ -186,6 +194,8 @@ export function registerRunCommands(program: Command): void {
           console.log(runs.length === 0 ? 'no runs' : `runs: ${runs.map((r) => `${r.name} (${r.status})`).join(', ')}; pick one with --run`);
           return;
         }
+        const note = staleRunNote(o.project, store.getRun(name) ?? { name, status: '' });
+        if (note !== undefined) console.error(note);
         const summaries = store.roundSummaries(name);
         if (o.json) console.log(JSON.stringify({ run: store.getRun(name), rounds: summaries }, null, 2));
         else console.log(roundTable(summaries, stagesPerRound(store, name)));
@@ -199,27 +209,22 @@ export function registerRunCommands(program: Command): void {
     .description("write a round's policy (or reward model) as a Hugging Face folder")
     .requiredOption('--run <name>', 'run name')
     .requiredOption('--round <n>', 'round number', intArg('--round', { min: 1 }))
-    .requiredOption('--out <dir>', 'folder to write')
+    .requiredOption('--out <dir>', 'folder to write (new, empty, or a previous export; never a recorded artifact)')
     .option('--project <dir>', 'project folder holding tfalign.db', '.')
     .option('--what <kind>', 'policy (the round\'s chosen best policy) or reward-model', 'policy')
     .option('--dtype <dtype>', 'F32 or BF16', 'F32')
+    .addOption(overwriteOption())
     .addHelpText('after', example('tfalign export --project runs --run quickstart --round 3 --out models/aligned'))
     .action(async (o) => {
+      if (!(EXPORT_KINDS as readonly string[]).includes(o.what)) throw new Error(`--what: expected policy or reward-model, got "${o.what}"`);
+      if (o.dtype !== 'F32' && o.dtype !== 'BF16') throw new Error(`--dtype: expected F32 or BF16, got "${o.dtype}"`);
       const store = openStoreReadOnly(o.project);
-      let source: string | undefined;
       try {
-        if (o.what === 'policy') source = store.rounds(o.run).find((r) => r.roundIndex === o.round)?.bestPolicyPath ?? undefined;
-        else if (o.what === 'reward-model') source = store.artifacts(o.run, { round: o.round, stage: 'train_reward_model' }).find((a) => a.name === 'reward-model')?.path;
-        else throw new Error(`--what: expected policy or reward-model, got "${o.what}"`);
+        const source = await exportRound(store, { run: o.run, round: o.round, what: o.what, out: o.out, dtype: o.dtype, overwrite: Boolean(o.overwrite) });
+        console.log(`export: ${source} -> ${o.out}`);
       } finally {
         store.close();
       }
-      if (!source) throw new Error(`export: run "${o.run}" round ${o.round} has no ${o.what} yet (is the round done?)`);
-      if (o.dtype !== 'F32' && o.dtype !== 'BF16') throw new Error(`--dtype: expected F32 or BF16, got "${o.dtype}"`);
-      const model = await loadPretrained(source);
-      await savePretrained(model, o.out, { tokenizerDir: source, dtype: o.dtype });
-      model.dispose();
-      console.log(`export: ${source} -> ${o.out}`);
     });
 
   program

@@ -16,7 +16,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
-import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { claimOutputFolder, ensureDir, writeOutputMarker } from '../../data/atomic.js';
+import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -49,6 +51,8 @@ interface SampleCommandOptions {
   rewardBatchSize: number;
   backend: string;
   workers: number;
+  forceWorkers?: boolean;
+  overwrite?: boolean;
 }
 
 /** A folder's tokenizer, with a one-line error naming the flag when it has none. */
@@ -58,6 +62,9 @@ async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
 }
 
 export async function runSample(o: SampleCommandOptions): Promise<void> {
+  checkWorkersFlag('sample', o.workers, o.forceWorkers);
+  // Before any model loads: --out must be new, empty or a previous sample output.
+  claimOutputFolder(o.out, { command: 'sample', overwrite: o.overwrite, flag: '--out' });
   await useBackend(o.backend);
   const { rows } = await readJsonl(o.prompts, PromptRowSchema);
   if (rows.length === 0) throw new Error(`${o.prompts}: no prompts`);
@@ -123,10 +130,12 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
     const scored = scorePrompts(sampled, () => rewards);
     const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
 
-    // 3) Write the three files.
+    // 3) Write the three files (each atomically), then the marker that makes --out this command's.
+    ensureDir(o.out);
     await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
     await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
     await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);
+    writeOutputMarker(o.out, { command: 'sample', files: ['preferences.jsonl', 'samples.jsonl', 'sft.jsonl'] });
     const s = result.summary;
     const skipped = s.numSkippedGap + s.numSkippedIdentical;
     const workers = pool ? `, ${pool.numWorkers} workers` : '';
@@ -147,9 +156,9 @@ export function registerSampleCommands(program: Command): void {
     .requiredOption('--policy <dir>', 'causal LM folder to sample from (with tokenizer.json)')
     .requiredOption('--reward-model <dir>', 'reward model folder (LlamaForSequenceClassification)')
     .requiredOption('--prompts <file>', 'JSONL rows {"prompt": text or messages, "id"?}')
-    .requiredOption('-k, --num-samples <k>', 'samples per prompt (Llama 3: 10 to 30)', intArg('-k', { min: 1 }))
-    .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl')
-    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1 }), 256)
+    .requiredOption('-k, --num-samples <k>', 'samples per prompt (Llama 3: 10 to 30)', intArg('-k', { min: 1, max: MAX_SAMPLES_PER_PROMPT }))
+    .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl (new, empty, or a previous sample output)')
+    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE }), 256)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
     .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 1e-9, max: 1 }), 1)
@@ -159,11 +168,13 @@ export function registerSampleCommands(program: Command): void {
     .option('--min-reward-gap <g>', 'make no pair when chosen − rejected reward is below this', floatArg('--min-reward-gap', { min: 0 }), 0)
     .option('--chat', 'render prompts with the chat template (default: when the tokenizer has one)')
     .option('--no-chat', 'render prompts as [BOS] text')
-    .option('--max-num-seqs <n>', 'most sequences decoding at once (paged)', intArg('--max-num-seqs', { min: 1 }), 128)
+    .option('--max-num-seqs <n>', 'most sequences decoding at once (paged)', intArg('--max-num-seqs', { min: 1, max: MAX_ROWS_PER_BATCH }), 128)
     .option('--block-size <n>', 'tokens per KV block (paged)', intArg('--block-size', { min: 1 }), 16)
     .option('--kv-cache-mb <mb>', 'memory for the paged KV pool, MiB', floatArg('--kv-cache-mb', { min: 1 }), 256)
-    .option('--reward-batch-size <n>', 'sequences per reward-model forward', intArg('--reward-batch-size', { min: 1 }), 8)
-    .option('--workers <n>', 'worker threads sharing the prompts and the scoring, each with its own model copy (default 1)', intArg('--workers', { min: 1 }), 1)
+    .option('--reward-batch-size <n>', 'sequences per reward-model forward', intArg('--reward-batch-size', { min: 1, max: MAX_ROWS_PER_BATCH }), 8)
+    .option('--workers <n>', 'worker threads sharing the prompts and the scoring, each with its own model copy (default 1, at most the cores)', workersArg(), 1)
+    .addOption(forceWorkersOption())
+    .addOption(overwriteOption())
     .addOption(backendOption())
     .addHelpText('after', example('tfalign sample --policy runs/sft/model --reward-model runs/rm/model --prompts data/prompts.jsonl -k 16 --out runs/rs'))
     .action(async (o: SampleCommandOptions) => runSample(o));

@@ -4,7 +4,7 @@
  * log step otherwise.
  */
 import type { Command } from 'commander';
-import { backendOption, example, floatArg, intArg, progress } from './common.js';
+import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
 import { loadConfig } from '../config/load.js';
 import { SftConfigSchema, describeSftData, sft } from '../trainers/sft.js';
 
@@ -23,8 +23,10 @@ export function registerSftCommands(program: Command): void {
     .option('--batch-size <n>', 'rows (packed sequences with --packing) per optimizer step', intArg('--batch-size', { min: 1 }))
     .option('--packing', 'pack several rows into each maxLength sequence, attention kept inside each row')
     .option('--skip-invalid', 'skip (and count) malformed rows instead of stopping')
-    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow)', intArg('--workers', { min: 1 }))
+    .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
+    .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
+    .addOption(overwriteOption())
     // no default here: an absent flag must not override the config file's backend
     .addOption(backendOption().default(undefined))
     .addHelpText(
@@ -40,6 +42,7 @@ export function registerSftCommands(program: Command): void {
         flags: {
           model: o.model, train: o.train, eval: o.eval, out: o.out, maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize,
           packing: o.packing, skipInvalid: o.skipInvalid, resume: o.resume, backend: o.backend, workers: o.workers,
+          forceWorkers: o.forceWorkers, overwrite: o.overwrite,
         },
         sets: o.set,
       });

@@ -59,7 +59,13 @@ const SamplingSchema = z
 const PreferencesSchema = z
   .object({
     source: z.enum(['judge', 'file']).default('judge').describe('judge: a module compares two samples per prompt; file: annotations imported with `tfalign annotate import`.'),
-    judge: z.string().min(1).optional().describe('Path of a JS/TS module whose default export has compare(prompt, a, b, rng) and score(prompt, response).'),
+    judge: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Path of a JS/TS module whose default export has compare(prompt, a, b, rng) and score(prompt, response). Trust: the module is code, imported and run inside the tfalign process with your permissions (files, network, environment), after the run\'s lock is taken; name only modules you trust.',
+      ),
     promptsPerRound: limit.items().default(200).describe('Prompts whose two samples are compared each round.'),
     judgeOptions: z.record(z.unknown()).default({}).describe('Options passed to the module\'s createJudge(options) when it exports one.'),
   })

@@ -11,6 +11,7 @@ import { loadPretrained, savePretrained } from './pretrained.js';
 import { LlamaModel } from './llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { averageWeights } from '../train/average.js';
+import { claimOutputFolder } from '../../data/atomic.js';
 
 export interface CreateModelOptions {
   /** Architecture file (HF config.json fields). */
@@ -19,6 +20,10 @@ export interface CreateModelOptions {
   tokenizerDir?: string;
   out: string;
   seed: number;
+  /** The command that owns `out` (output-folder policy); default `model init`. */
+  command?: string;
+  /** Write into a non-empty `out` that is not this command's output (its other files are kept). */
+  overwrite?: boolean;
 }
 
 export async function createModel(opts: CreateModelOptions): Promise<LlamaModel> {
@@ -34,8 +39,10 @@ export async function createModel(opts: CreateModelOptions): Promise<LlamaModel>
     raw.pad_token_id = tok.padTokenId ?? null;
   }
   const config = parseLlamaConfig(raw, opts.configFile);
+  // Before the weights are made: a folder this command may not write is refused at once.
+  claimOutputFolder(opts.out, { command: opts.command ?? 'model init', overwrite: opts.overwrite, flag: '--out' });
   const model = initModel(config, opts.seed);
-  await savePretrained(model, opts.out, { tokenizerDir: opts.tokenizerDir });
+  await savePretrained(model, opts.out, { tokenizerDir: opts.tokenizerDir, command: opts.command ?? 'model init', overwrite: opts.overwrite, flag: '--out' });
   return model;
 }
 
@@ -43,8 +50,10 @@ export async function createModel(opts: CreateModelOptions): Promise<LlamaModel>
  * Uniform (or weighted) average of several model folders of the same architecture, saved as a
  * new folder with the first one's config and tokenizer.
  */
-export async function averageModels(dirs: string[], out: string, coefficients?: number[]): Promise<void> {
+export async function averageModels(dirs: string[], out: string, coefficients?: number[], options: { overwrite?: boolean } = {}): Promise<void> {
   if (dirs.length < 2) throw new Error('model average: give at least two model folders');
+  const output = { command: 'model average', overwrite: options.overwrite, flag: '--out' };
+  claimOutputFolder(out, output);
   const first = await loadPretrained(dirs[0]);
   const sets = [toHfTensors(first)];
   for (const dir of dirs.slice(1)) {
@@ -56,7 +65,7 @@ export async function averageModels(dirs: string[], out: string, coefficients?: 
     m.dispose();
   }
   const averaged = new LlamaModel(first.config, fromHfTensors(first.config, averageWeights(sets, coefficients), 'average'));
-  await savePretrained(averaged, out, { tokenizerDir: dirs[0] });
+  await savePretrained(averaged, out, { tokenizerDir: dirs[0], ...output });
   first.dispose();
   averaged.dispose();
 }

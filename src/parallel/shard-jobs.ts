@@ -31,6 +31,8 @@ export interface ScoreJobOptions {
   /** Sequences per forward pass. */
   batchSize: number;
   chat?: boolean;
+  /** Match special-token strings in the texts as control tokens (default: plain text). */
+  parseSpecialTokens?: boolean;
 }
 
 export interface LogprobsJobOptions {
@@ -102,6 +104,7 @@ export function runShardJob<K extends ShardJobKind>(request: ShardRequest<K>, ct
       return scoreResponses(ctx.model, requireTokenizer(ctx, 'score'), request.rows as ScoreInput[], {
         batchSize: options.batchSize,
         chat: options.chat,
+        parseSpecialTokens: options.parseSpecialTokens,
         describeRow: name((i) => `rows[${i}]`),
       }) as ShardJobTypes[K]['result'];
     }

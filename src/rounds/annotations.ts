@@ -19,7 +19,12 @@
  *
  * CSV follows RFC 4180: CRLF record ends; fields holding a comma, a quote, CR or LF are quoted,
  * quotes doubled. The reader also takes LF line ends and a UTF-8 byte order mark (spreadsheets
- * write one).
+ * write one). Formula injection (OWASP "CSV injection"): a spreadsheet runs a cell that starts
+ * with `=`, `+`, `-`, `@`, TAB or CR as a formula, and sampled text can start with anything, so
+ * such a cell is written with a leading `'` (which spreadsheets show as "text follows"), and the
+ * reader removes it again; a cell that already starts with quotes before one of those characters
+ * gets one more, so every text round-trips exactly (`neutralizeCsvCell` / `restoreCsvCell`).
+ * Text is read strictly: invalid UTF-8 is an error naming the line.
  *
  * Import is all or nothing and idempotent: every row is checked before anything is recorded (the
  * first bad one throws `FILE:LINE: field: problem`); pairs already imported into the round with
@@ -31,7 +36,8 @@
 import { writeFileAtomic } from '../../data/atomic.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DataError } from '../../data/errors.js';
+import { DataError, jsonErrorReason } from '../../data/errors.js';
+import { assertWellFormed, readUtf8File } from '../../data/utf8.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PreferenceRowSchema, STRENGTHS, type PreferenceRow, type Strength } from '../../data/rows.js';
 import { Rng } from '../train/seed.js';
@@ -232,16 +238,7 @@ export interface ParsedAnnotations {
 /** Reads and validates an annotation file; the first problem throws `FILE:LINE: field: problem`. */
 export function readAnnotationFile(file: string, format?: AnnotationFormat): ParsedAnnotations {
   const resolved = annotationFormatOf(file, format);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new DataError(file, undefined, undefined, 'no such file');
-    if (code === 'EISDIR') throw new DataError(file, undefined, undefined, 'is a directory, not a file');
-    throw err;
-  }
-  return parseAnnotations(text, file, resolved);
+  return parseAnnotations(readUtf8File(file), file, resolved);
 }
 
 /** Validates the text of an annotation file (`file` names it in errors). */
@@ -268,8 +265,9 @@ function jsonlRows(text: string, file: string): RawRow[] {
     try {
       json = JSON.parse(trimmed);
     } catch (err) {
-      throw new DataError(file, line, undefined, `invalid JSON: ${(err as Error).message}`);
+      throw new DataError(file, line, undefined, jsonErrorReason(err));
     }
+    assertWellFormed(json, file, line);
     if (json === null || typeof json !== 'object' || Array.isArray(json)) {
       throw new DataError(file, line, undefined, `expected an object with ${REQUIRED_COLUMNS.join(', ')}, got ${json === null ? 'null' : Array.isArray(json) ? 'array' : typeof json}`);
     }
@@ -302,7 +300,7 @@ function csvRows(text: string, file: string): RawRow[] {
     const fields: RawRow['fields'] = {};
     for (const column of ANNOTATION_COLUMNS) {
       const i = index.get(column);
-      if (i !== undefined) fields[column] = record.fields[i]!;
+      if (i !== undefined) fields[column] = { ...record.fields[i]!, value: restoreCsvCell(record.fields[i]!.value) };
     }
     return { line: record.line, fields };
   });
@@ -473,9 +471,28 @@ export interface CsvRecord {
   fields: { value: string; line: number }[];
 }
 
-/** One CSV record (no line end): fields with a comma, quote, CR or LF (or a leading #) quoted, quotes doubled. */
+/** Cells a spreadsheet would run as a formula (after any leading `'` added by `neutralizeCsvCell`). */
+const FORMULA_START = /^'*[=+\-@\t\r]/;
+
+/** A cell safe to open in a spreadsheet: a leading `'` before a formula start (see the file comment). */
+export function neutralizeCsvCell(cell: string): string {
+  return FORMULA_START.test(cell) ? `'${cell}` : cell;
+}
+
+/** The text `neutralizeCsvCell` was given: its added `'` removed. */
+export function restoreCsvCell(cell: string): string {
+  return cell.startsWith("'") && FORMULA_START.test(cell) ? cell.slice(1) : cell;
+}
+
+/**
+ * One CSV record (no line end): cells neutralized against formula injection, then fields with a
+ * comma, quote, CR or LF (or a leading #) quoted, quotes doubled.
+ */
 export function csvRecord(fields: readonly string[]): string {
-  return fields.map((f) => (/[",\r\n]/.test(f) || f.startsWith('#') ? `"${f.replace(/"/g, '""')}"` : f)).join(',');
+  return fields
+    .map(neutralizeCsvCell)
+    .map((f) => (/[",\r\n]/.test(f) || f.startsWith('#') ? `"${f.replace(/"/g, '""')}"` : f))
+    .join(',');
 }
 
 /**

@@ -12,7 +12,13 @@ import { loadConfig as loadConfigFile, validateConfig } from '../config/load.js'
 import { RunConfigSchema, type RunConfig, type RunConfigInput } from '../config/run.js';
 import { acquireRunLock, type RunLock } from '../store/lock.js';
 import { RunStore } from '../store/store.js';
-import { digestPath, sha256Json } from '../store/hash.js';
+import { artifactProblem, digestPath, sha256Json } from '../store/hash.js';
+import { checkTrainingFits, checkWorkers } from '../config/limits.js';
+import { loadConfig as loadModelConfig } from '../model/pretrained.js';
+import { modelDims, parseLlamaConfig, type ModelDims } from '../model/config.js';
+import { readJsonFile } from '../model/checkpoint-io.js';
+import { PretrainConfigSchema } from '../trainers/pretrain.js';
+import { ensureDir } from '../../data/atomic.js';
 import type { StageName } from '../store/stages.js';
 import type { LogRecord } from '../train/loop.js';
 import { RunLayout } from './layout.js';
@@ -63,25 +69,39 @@ export class AlignmentRun {
     private readonly store: RunStore,
     private readonly lock: RunLock,
     private readonly judge: Judge | undefined,
+    /** The config file, for the commands error messages suggest. */
+    private readonly source: string | undefined,
   ) {
-    this.layout = new RunLayout(config.project, config.name);
+    // Absolute, so that every path a stage writes down (best_policy.txt, artifacts) survives a change of directory.
+    this.layout = new RunLayout(path.resolve(config.project), config.name);
   }
 
   /**
    * Opens (creating or resuming) the run a config describes. Validation happens first: an invalid
-   * config writes nothing. `force` continues a run whose config changed.
+   * config writes nothing. `force` continues a run whose config changed. The database must know
+   * the run when its folder already holds outputs (an emptied or replaced database is refused,
+   * never re-initialised over them). The judge module — code that runs in this process with the
+   * user's rights — is imported only once the run's lock is held.
    */
   static async open(input: RunConfigInput | RunConfig, opts: { force?: boolean; source?: string } = {}): Promise<AlignmentRun> {
-    const config = validateConfig(RunConfigSchema, input, opts.source ?? 'run config');
-    const layout = new RunLayout(config.project, config.name);
-    const judge = config.preferences.judge ? await loadJudge(config.preferences.judge, config.preferences.judgeOptions, opts.source ?? 'run config') : undefined;
-    fs.mkdirSync(layout.runDir, { recursive: true });
-    const lock = acquireRunLock(config.project, config.name);
+    const source = opts.source ?? 'run config';
+    const config = validateConfig(RunConfigSchema, input, source);
+    for (const [section, options] of [['rewardModel', config.rewardModel], ['sft', config.sft], ['dpo', config.dpo]] as const) {
+      checkWorkers(options.workers, options.forceWorkers, source, { field: `${section}.workers`, forceFlag: `${section}.forceWorkers: true` });
+    }
+    const layout = new RunLayout(path.resolve(config.project), config.name);
+    ensureDir(layout.project);
+    const databaseBytes = fs.statSync(layout.database, { throwIfNoEntry: false })?.size;
+    if (folderHasEntries(layout.runDir) && (databaseBytes === undefined || databaseBytes === 0)) throw unrecordedRunFolder(layout, databaseBytes);
+    const lock = acquireRunLock(layout.project, config.name);
     let store: RunStore | undefined;
     try {
       store = RunStore.open(layout.database);
+      if (store.getRun(config.name) === null && folderHasEntries(layout.runDir)) throw unrecordedRunFolder(layout, databaseBytes);
       store.createRun(config.name, config, sha256Json(config), { force: opts.force });
-      return new AlignmentRun(config, store, lock, judge);
+      const judge = config.preferences.judge ? await loadJudge(config.preferences.judge, config.preferences.judgeOptions, source) : undefined;
+      ensureDir(layout.runDir);
+      return new AlignmentRun(config, store, lock, judge, opts.source);
     } catch (err) {
       store?.close();
       lock.release();
@@ -97,7 +117,10 @@ export class AlignmentRun {
   /** Runs what `selection` names (default: every round), resuming where the run stopped. */
   async run(selection: RunSelection = {}, events: RunEvents = {}): Promise<void> {
     const { config, store } = this;
-    await initBackend(config.backend);
+    const backend = await initBackend(config.backend);
+    this.checkStagesFit(backend.name);
+    // Before anything is redone or reused: the files of finished stages must be the ones recorded.
+    this.verifyFinishedStages(selection);
     if (this.lock.takeoverNotice) events.onLine?.(this.lock.takeoverNotice);
     store.setRunStatus(config.name, 'running');
     try {
@@ -194,9 +217,63 @@ export class AlignmentRun {
     return this.store.artifacts(this.config.name, { round, stage }).find((a) => a.name === name)?.path;
   }
 
+  /**
+   * Every stage's training fits the machine (`checkTrainingFits`), checked against the base
+   * model's dimensions before the first stage runs, so a batch size that cannot fit fails in
+   * seconds, not after hours of earlier stages.
+   */
+  private checkStagesFit(backend: string): void {
+    const { config } = this;
+    const source = this.source ?? 'run config';
+    let dims: ModelDims;
+    if (config.base.model !== undefined) {
+      dims = modelDims(loadModelConfig(config.base.model));
+    } else {
+      const spec = config.base.fromScratch!;
+      const architecture = readJsonFile(spec.architecture) as Record<string, unknown>;
+      dims = modelDims(parseLlamaConfig({ ...architecture, vocab_size: spec.vocabSize }, spec.architecture));
+      const p = PretrainConfigSchema.parse({ ...spec.pretrain, model: '-', corpus: '-', out: '-' });
+      checkTrainingFits(p, dims, { backend, length: p.seqLen, lengthField: 'seqLen', sequencesPerRow: 1 }, `${source}: base.fromScratch.pretrain`);
+    }
+    const rm = config.rewardModel;
+    checkTrainingFits(rm, { ...dims, isRewardModel: true }, { backend, length: rm.maxLength, lengthField: 'maxLength', sequencesPerRow: 3 }, `${source}: rewardModel`);
+    checkTrainingFits(config.sft, dims, { backend, length: config.sft.maxLength, lengthField: 'maxLength', sequencesPerRow: 1 }, `${source}: sft`);
+    const frozenModels = config.dpo.referenceMode === 'resident' ? 1 : 0;
+    checkTrainingFits(config.dpo, dims, { backend, length: config.dpo.maxLength, lengthField: 'maxLength', sequencesPerRow: 2, frozenModels }, `${source}: dpo`);
+  }
+
+  /**
+   * The quick integrity check of every finished stage's artifacts (size, file count, mtime; see
+   * `artifactProblem`), except the stages `selection` is about to redo. A mismatch is an error
+   * naming the artifact and the command that redoes its stage.
+   */
+  private verifyFinishedStages(selection: RunSelection): void {
+    const { config, store } = this;
+    const stageNames = stagesOf(config);
+    const redone = (round: number, stage: string) =>
+      selection.stage !== undefined && round === selection.round && stageNames.indexOf(stage as RoundStageName) >= stageNames.indexOf(selection.stage);
+    const done = new Set(store.stages(config.name).filter((s) => s.status === 'done').map((s) => `${s.roundIndex}/${s.name}`));
+    for (const a of store.artifacts(config.name)) {
+      if (!done.has(`${a.roundIndex}/${a.stage}`) || redone(a.roundIndex, a.stage)) continue;
+      const problem = artifactProblem(a, 'quick');
+      if (problem === null) continue;
+      const configFlag = this.source !== undefined ? ` --config ${this.source}` : '';
+      const redo =
+        a.roundIndex === 0
+          ? 'every round was built on it: restore it, or start the run over under a new name'
+          : `restore it, or redo the stage with \`tfalign round ${a.roundIndex}${configFlag} --stage ${a.stage}\` (its later stages in round ${a.roundIndex} are redone too)`;
+      throw new Error(`artifact "${a.name}" of ${a.roundIndex === 0 ? 'the base model' : `round ${a.roundIndex}`} stage ${a.stage} (${a.path}) ${problem}; ${redo}`);
+    }
+  }
+
   /** The best policy after `round` (what its evaluate stage chose), or the base before round 1. */
   bestPolicyAfter(round: number, basePolicy: string): string {
+    // A finished round's choice is in the store (relative to the project, so it survives a move of
+    // the project or a change of directory); a round still running has only its evaluate file.
+    const recorded = new Map(this.store.rounds(this.config.name).filter((r) => r.status === 'done').map((r) => [r.roundIndex, r.bestPolicyPath]));
     for (let r = round; r >= 1; r--) {
+      const inStore = recorded.get(r);
+      if (inStore !== undefined && inStore !== null) return inStore;
       const file = path.join(this.layout.stageDir(r, 'evaluate'), 'best_policy.txt');
       if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
     }
@@ -211,7 +288,7 @@ export class AlignmentRun {
     }
     const outDir = this.layout.stageDir(round, stage);
     fs.rmSync(outDir, { recursive: true, force: true });
-    fs.mkdirSync(outDir, { recursive: true });
+    ensureDir(outDir);
     events.onStage?.({ round, stage, status: 'start' });
     const started = performance.now();
     store.startStage(config.name, round, stage);
@@ -258,8 +335,26 @@ export class AlignmentRun {
 }
 
 function artifact(kind: 'checkpoint' | 'dataset' | 'report', name: string, target: string, numRows?: number) {
-  const { sha256, bytes } = digestPath(target);
-  return { kind, name, path: target, sha256, bytes, ...(numRows !== undefined ? { numRows } : {}) };
+  const { sha256, bytes, numFiles, mtimeMs } = digestPath(target);
+  return { kind, name, path: target, sha256, bytes, numFiles, mtimeMs, ...(numRows !== undefined ? { numRows } : {}) };
+}
+
+/** True when `dir` exists and holds anything. */
+function folderHasEntries(dir: string): boolean {
+  try {
+    return fs.readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** The error for a run folder with outputs that the database does not know (emptied, deleted or replaced). */
+function unrecordedRunFolder(layout: RunLayout, databaseBytes: number | undefined): Error {
+  const database = databaseBytes === undefined ? `there is no ${layout.database}` : databaseBytes === 0 ? `${layout.database} is empty (0 bytes)` : `${layout.database} has no run "${layout.name}"`;
+  return new Error(
+    `${layout.runDir} holds the outputs of run "${layout.name}", but ${database}: the database was deleted, emptied or replaced. ` +
+      `Restore it from a backup, or move ${layout.runDir} aside to start the run over; nothing was changed`,
+  );
 }
 
 /** A trainer's log record as step metrics named `<stage>/<split>/<name>`. */

@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseRunName } from './records.js';
+import { ensureDir } from '../../data/atomic.js';
 
 /** Who holds a run lock, as written in the lock file. */
 export interface LockHolder {
@@ -81,7 +82,7 @@ export function runLockPath(projectDir: string, runName: string): string {
  */
 export function acquireRunLock(projectDir: string, runName: string): RunLock {
   const file = runLockPath(projectDir, runName);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  ensureDir(path.dirname(file));
   const holder: LockHolder = {
     runName,
     pid: process.pid,

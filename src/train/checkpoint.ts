@@ -8,18 +8,62 @@
  *
  * A run folder holds `checkpoint-*` folders, `metrics.jsonl` and the final model in `model/`.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
 import { savePretrained } from '../model/pretrained.js';
 import { encodeSafetensors, readSafetensors } from '../model/safetensors.js';
-import { readJsonFile } from '../model/checkpoint-io.js';
+import { CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, readJsonFile } from '../model/checkpoint-io.js';
+import { sha256File } from '../store/hash.js';
+import { claimOutputFolder, ensureDir, writeOutputMarker } from '../../data/atomic.js';
 import type { AdamW } from './adamw.js';
 import { exportOptimizerState, importOptimizerState, parseOptimizerStateMeta, parseTrainerState, type TrainerState } from './optimizer-state.js';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const FINAL_MODEL_DIR = 'model';
+
+/**
+ * Hash of what a model folder computes: its config.json and weight files (not its tokenizer or
+ * other files), so a copy of the folder elsewhere hashes alike and a retrained one does not.
+ */
+export function modelFingerprint(dir: string): string {
+  const names = fs.readdirSync(dir).filter((name) => name === CONFIG_NAME || name.endsWith('.safetensors') || name === SAFE_WEIGHTS_INDEX_NAME).sort();
+  const listing = createHash('sha256');
+  for (const name of names) listing.update(`${sha256File(path.join(dir, name))}  ${name}\n`, 'utf8');
+  return listing.digest('hex');
+}
+
+export interface RunFolderOwner {
+  /** The trainer (`sft`, `dpo`, `rm train`, `pretrain`). */
+  command: string;
+  /** The model folder training starts from. */
+  model: string;
+}
+
+/**
+ * Takes `runDir` for a trainer before anything is written into it (the output-folder policy of
+ * `data/atomic.ts`): new, empty, or this trainer's previous output, else only with `overwrite`.
+ * The marker records the starting model's fingerprint; `--resume` from a different model is
+ * refused, since it would continue the other model's checkpoint (and, for DPO, reuse reference
+ * log-probs computed with the other model).
+ */
+export function claimRunFolder(runDir: string, owner: RunFolderOwner, options: { resume: boolean; overwrite: boolean }): void {
+  const state = claimOutputFolder(runDir, { command: owner.command, overwrite: options.overwrite, flag: 'out' });
+  const fingerprint = modelFingerprint(owner.model);
+  const previous = typeof state.marker?.model === 'string' ? state.marker.model : undefined;
+  if (options.resume && state.marker?.command === owner.command && previous !== undefined && previous !== fingerprint) {
+    const started = typeof state.marker.modelPath === 'string' ? ` (${state.marker.modelPath})` : '';
+    const reuse = owner.command === 'dpo' ? " and reuse its reference log-probs" : '';
+    throw new Error(
+      `${owner.command}: --resume: ${runDir} was started from another model${started}, not ${owner.model} (weights sha256 ${previous.slice(0, 12)}… vs ${fingerprint.slice(0, 12)}…); ` +
+        `resuming would continue that model's checkpoint${reuse}. Give the model it started from, or a new out`,
+    );
+  }
+  ensureDir(runDir);
+  writeOutputMarker(runDir, { command: owner.command, model: fingerprint, modelPath: path.resolve(owner.model) });
+}
 
 export function checkpointDir(runDir: string, step: number): string {
   return path.join(runDir, `checkpoint-${step}`);

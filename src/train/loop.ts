@@ -13,7 +13,8 @@ import { AdamW } from './adamw.js';
 import { learningRateAt } from './schedule.js';
 import { Rng } from './seed.js';
 import { LocalStepEngine, type LossFn, type StepEngine } from './step-engine.js';
-import { FINAL_MODEL_DIR, listCheckpoints, loadCheckpointState, saveCheckpoint } from './checkpoint.js';
+import { FINAL_MODEL_DIR, claimRunFolder, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
+import { ensureDir } from '../../data/atomic.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 
@@ -45,6 +46,11 @@ export interface TrainingLoopArgs<B> {
   onLog?: (record: LogRecord) => void;
   /** Where gradients are computed; default: this thread. */
   engine?: StepEngine<B>;
+  /**
+   * The trainer and starting model that own `runDir` (`claimRunFolder`): the folder is claimed
+   * before anything is written into it. Left out by callers that own the folder already.
+   */
+  owner?: RunFolderOwner;
 }
 
 export interface TrainingResult {
@@ -125,10 +131,11 @@ async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
 
 export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
   const { runDir, model, options: o, numSteps } = args;
-  fs.mkdirSync(runDir, { recursive: true });
   if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
     throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
   }
+  if (args.owner !== undefined) claimRunFolder(runDir, args.owner, { resume: args.resume === true, overwrite: o.overwrite === true });
+  else ensureDir(runDir);
   const engine =
     args.engine ??
     new LocalStepEngine<B>(

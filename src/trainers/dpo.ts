@@ -45,6 +45,8 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { checkTrainingFits } from '../config/limits.js';
+import { claimRunFolder } from '../train/checkpoint.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 import { DPO_TASK_KIND, dpoTaskOptions } from './dpo-task.js';
 import { batchTokenLogprobs } from './causal-lm.js';
@@ -328,6 +330,8 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
   const lossOptions: DpoLossOptions = { loss, beta: config.beta, labelSmoothing: config.labelSmoothing, nllCoefficient: config.nllCoefficient, formattingTokenIds };
   const dims = modelDims(loadModelConfig(config.model));
   if (dims.isRewardModel) throw new Error(`dpo: ${config.model} is a reward model; DPO needs a causal LM (an SFT checkpoint)`);
+  const frozenModels = config.referenceMode === 'resident' ? 1 : 0;
+  checkTrainingFits(config, dims, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 2, frozenModels }, 'dpo config');
   // rows longer than the model's context are dropped as too long, like rows longer than maxLength
   const tokenizeOptions = { ...config, maxLength: Math.min(config.maxLength, dims.maxPositions) };
   const trainData = await readPairs(config.train, tokenizer, config, tokenizeOptions);
@@ -347,6 +351,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
   }
 
   const policy = await loadPretrained(config.model);
+  const owner = { command: 'dpo', model: config.model };
   let reference: LlamaModel | undefined;
   let engine: StepEngine<DpoBatch> | undefined;
   try {
@@ -358,6 +363,8 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     let referenceOf: (split: 'train' | 'eval', indices: number[]) => PairLogps;
     let referenceInfo: DpoReferenceInfo | undefined;
     if (config.referenceMode === 'precomputed') {
+      // The reference file is the first thing written into `out`: take the folder first.
+      claimRunFolder(config.out, owner, { resume: config.resume, overwrite: config.overwrite });
       const start = performance.now();
       const stored = await loadOrComputeReferenceLogps({
         file: path.join(config.out, REFERENCE_LOGPS_FILE),
@@ -415,6 +422,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
       tokenizerDir: config.model,
       resume: config.resume,
       onLog: hooks.onLog,
+      owner,
     });
     return { ...result, reference: referenceInfo };
   } finally {

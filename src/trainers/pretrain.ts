@@ -10,7 +10,8 @@ import { z } from 'zod';
 import { trainingOptionsSchema } from '../config/training.js';
 import { limit } from '../config/limits.js';
 import { validateConfig } from '../config/load.js';
-import { loadPretrained } from '../model/pretrained.js';
+import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readCorpus } from '../../data/corpus.js';
 import { packRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
@@ -18,6 +19,7 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import { causalLmLoss, evaluateCausalLm } from './causal-lm.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { checkTrainingFits } from '../config/limits.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 import type { StepEngine } from '../train/step-engine.js';
 
@@ -55,9 +57,11 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const backend = await initBackend(config.backend);
 
   // 2) setup: tokenizer → model → data (tokenize, pack, split)
+  const dims = modelDims(loadModelConfig(config.model));
+  if (dims.isRewardModel) throw new Error(`pretrain: ${config.model} is a reward model; pretraining needs a causal LM`);
+  checkTrainingFits(config, dims, { backend: backend.name, length: config.seqLen, lengthField: 'seqLen', sequencesPerRow: 1 }, 'pretrain config');
   const tokenizer = await Tokenizer.fromFolder(config.model);
   const model = await loadPretrained(config.model);
-  if (model.dims.isRewardModel) throw new Error(`pretrain: ${config.model} is a reward model; pretraining needs a causal LM`);
   if (config.seqLen > model.dims.maxPositions) {
     throw new Error(`pretrain: seqLen ${config.seqLen} exceeds the model's max_position_embeddings ${model.dims.maxPositions}`);
   }
@@ -108,6 +112,7 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
       tokenizerDir: config.model,
       resume: config.resume,
       onLog: hooks.onLog,
+      owner: { command: 'pretrain', model: config.model },
     });
   } finally {
     // 4) the final model is saved by the loop (out/model); stop the workers, release the weights

@@ -136,6 +136,15 @@ export async function loadOrComputeReferenceLogps(args: LoadOrComputeArgs): Prom
     });
   }
   const computed = computeReferenceLogps(args.model, [...missing.values()], args);
+  // A NaN here would be stored as null and train every later step on garbage: stop, naming the pair.
+  const missingHashes = [...missing.keys()];
+  for (let i = 0; i < missingHashes.length; i++) {
+    const bad = !Number.isFinite(computed.chosen[i]!) ? computed.chosen[i] : !Number.isFinite(computed.rejected[i]!) ? computed.rejected[i] : undefined;
+    if (bad === undefined) continue;
+    const split = hashes.train.includes(missingHashes[i]!) ? 'train' : 'eval';
+    const index = hashes[split].indexOf(missingHashes[i]!);
+    throw new Error(`dpo: reference log-prob of ${split} pair ${index + 1} is ${bad}: the reference model's output is not finite; nothing was written to ${args.file}`);
+  }
   [...missing.keys()].forEach((h, i) => known.set(h, { chosen: computed.chosen[i], rejected: computed.rejected[i] }));
   // 3) gather in pair order and store
   const out = {

@@ -31,6 +31,8 @@ export interface ScoreOptions {
   batchSize: number;
   /** Render with the tokenizer's chat template; default: when it has one (as the trainer does). */
   chat?: boolean;
+  /** Match special-token strings in the texts as control tokens (default: plain text, as the trainer does by default). */
+  parseSpecialTokens?: boolean;
   /** How errors name row `index` (e.g. `scores.jsonl:7`); default `rows[index]`. */
   describeRow?: (index: number) => string;
 }
@@ -78,7 +80,7 @@ export function scoreResponses(model: LlamaModel, tokenizer: Tokenizer, rows: re
   const sequences = rows.map((row, i) => {
     let ids: number[];
     try {
-      const parts = tokenizePromptResponse(tokenizer, row.prompt, row.response, { chat: opts.chat });
+      const parts = tokenizePromptResponse(tokenizer, row.prompt, row.response, { chat: opts.chat, parseSpecialTokens: opts.parseSpecialTokens });
       ids = [...parts.promptIds, ...parts.responseIds];
     } catch (err) {
       throw new Error(`${describeRow(i)}: prompt: ${(err as Error).message}`);
@@ -91,5 +93,8 @@ export function scoreResponses(model: LlamaModel, tokenizer: Tokenizer, rows: re
     return ids;
   });
   const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
-  return scoreTokenIds(model, sequences, opts.batchSize, padId);
+  const rewards = scoreTokenIds(model, sequences, opts.batchSize, padId);
+  const bad = rewards.findIndex((r) => !Number.isFinite(r));
+  if (bad >= 0) throw new Error(`${describeRow(bad)}: reward is ${rewards[bad]}: the reward model's output is not finite (its weights or this input overflow float32)`);
+  return rewards;
 }

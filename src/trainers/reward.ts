@@ -45,6 +45,7 @@ import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type L
 import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
 import { Rng } from '../train/seed.js';
 import { initBackend } from '../backend.js';
+import { checkTrainingFits } from '../config/limits.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 import { lastTokenIndex } from './reward-scoring.js';
 import { REWARD_MODEL_TASK_KIND, rewardTaskOptions } from './reward-task.js';
@@ -348,6 +349,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     throw new Error(`rm train: maxLength ${config.maxLength} exceeds the model's max_position_embeddings ${dims.maxPositions}; set maxLength ≤ ${dims.maxPositions}`);
   }
   const backend = await initBackend(config.backend);
+  checkTrainingFits(config, { ...dims, isRewardModel: true }, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 3 }, 'rm train config');
 
   // 2) setup: tokenizer → data → model. Data before weights, so a bad row fails in seconds.
   const tokenizer = await Tokenizer.fromFolder(config.model);
@@ -411,6 +413,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
       tokenizerDir: config.model,
       resume: config.resume,
       onLog: hooks.onLog,
+      owner: { command: 'rm train', model: config.model },
     });
     return { ...result, data, initialEval };
   } finally {

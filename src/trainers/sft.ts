@@ -37,6 +37,7 @@ import { batchTokenLogprobs, causalLmLoss } from './causal-lm.js';
 import type { TrainerHooks } from './pretrain.js';
 import type { LlamaModel } from '../model/llama.js';
 import { initBackend } from '../backend.js';
+import { checkTrainingFits } from '../config/limits.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 
 const tokenizeShape = TokenizeOptionsSchema.shape;
@@ -283,6 +284,7 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
   const backend = await initBackend(config.backend);
   const dims = modelDims(loadModelConfig(config.model));
   if (dims.isRewardModel) throw new Error(`sft: ${config.model} is a reward model; SFT needs a causal LM`);
+  checkTrainingFits(config, dims, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 1 }, 'sft config');
   if (config.maxLength > dims.maxPositions) {
     throw new Error(`sft: maxLength ${config.maxLength} exceeds the model's max_position_embeddings ${dims.maxPositions}; set maxLength to at most ${dims.maxPositions}`);
   }
@@ -317,6 +319,7 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
       resume: config.resume,
       onLog: hooks.onLog,
       engine,
+      owner: { command: 'sft', model: config.model },
     });
     return { ...result, data: data.report, paddingFraction: batches.paddingFraction() };
   } finally {
