@@ -126,8 +126,8 @@ export function artifactProblem(record: RecordedDigest, mode: 'quick' | 'full'):
   } catch (err) {
     return (err as Error).message.replace(`${record.path}: `, '');
   }
-  if (now.bytes !== record.bytes) return `changed size (recorded ${record.bytes} bytes, now ${now.bytes})`;
   if (record.numFiles !== null && now.numFiles !== record.numFiles) return `changed its files (recorded ${record.numFiles}, now ${now.numFiles})`;
+  if (now.bytes !== record.bytes) return `changed size (recorded ${record.bytes} bytes, now ${now.bytes})`;
   if (record.mtimeMs !== null && now.mtimeMs !== record.mtimeMs) return `was modified after it was recorded (${new Date(now.mtimeMs).toISOString()}, recorded ${new Date(record.mtimeMs).toISOString()})`;
   if (mode === 'full') {
     const sha256 = digestPath(record.path).sha256;

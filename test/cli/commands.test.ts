@@ -50,7 +50,8 @@ describe('tfalign command line', () => {
     expect(train.map((m) => m.step)).toEqual([10, 20, 30]);
     expect(train[2].loss).toBeLessThan(train[0].loss);
     const model = path.join(dir, 'pre', 'model');
-    expect(fs.readdirSync(model).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    // the HF files, and the marker that makes the folder the trainer's (data/atomic.ts)
+    expect(fs.readdirSync(model).sort()).toEqual(['.tfalign-output.json', 'config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
 
     const outputs = ['paged', 'dense', 'none'].map((kv) => {
       const g = tfalign('generate', '--model', model, '--prompt', 'the cat', '--temperature', '0', '--max-new-tokens', '12', '-n', '2', '--kv-cache', kv, '--json', '--backend', 'wasm');
