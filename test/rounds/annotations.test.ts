@@ -14,8 +14,10 @@ import {
   hasImportedPreferences,
   importAnnotations,
   importedPreferencesPath,
+  neutralizeCsvCell,
   parseCsv,
   readImportedPreferences,
+  restoreCsvCell,
   type AnnotationRow,
 } from '../../src/rounds/annotations.js';
 import { RunLayout } from '../../src/rounds/layout.js';
@@ -209,6 +211,53 @@ describe('export and import round trip', () => {
     expect(result).toMatchObject({ numImported: 3, numUnlabeled: 1, numInRound: 3 });
     expect(storedPreferences(1)).toEqual(expectedPreferences(asJsonl).map((p) => ({ ...p, source: 'file', stage: 'collect_preferences' })));
     expect((await readImportedPreferences(layout, 1)).map((r) => r.edited)).toEqual([EDIT, undefined, undefined]);
+  });
+});
+
+describe('CSV formula injection (issue 11)', () => {
+  /** Texts a spreadsheet would run, texts that already look escaped, and harmless ones. */
+  const HOSTILE = ['=HYPERLINK("http://x","y")', '+1+2', '-2+3', '@SUM(A1)', '\tcmd', '\rcmd', "'=already quoted", "''+twice", "'plain quote", 'safe = text'];
+
+  it('neutralises cells that start with = + - @ TAB CR, and restores exactly what was written', () => {
+    for (const text of HOSTILE) {
+      const cell = neutralizeCsvCell(text);
+      expect(/^[=+\-@\t\r]/.test(cell), text).toBe(false);
+      expect(restoreCsvCell(cell)).toBe(text);
+    }
+    expect(neutralizeCsvCell('=1')).toBe("'=1");
+    expect(neutralizeCsvCell("'=1")).toBe("''=1");
+    expect(neutralizeCsvCell("'plain quote")).toBe("'plain quote");
+    expect(neutralizeCsvCell('plain')).toBe('plain');
+  });
+
+  it('exports no cell a spreadsheet would execute, and imports the labels back to the exact texts', async () => {
+    store.createRun('f', { name: 'f', rounds: 1, preferences: { source: 'file' } }, 'h');
+    store.addSamples('f', HOSTILE.flatMap((text, j) => [
+      { roundIndex: 1, stage: 'rejection_sample' as const, promptId: `p${j}`, prompt: `=prompt ${j}`, sampleIndex: 0, text, reward: 1, numTokens: 1, finishReason: 'stop', selected: true },
+      { roundIndex: 1, stage: 'rejection_sample' as const, promptId: `p${j}`, prompt: `=prompt ${j}`, sampleIndex: 1, text: `@other ${j}`, reward: 0, numTokens: 1, finishReason: 'stop', selected: false },
+    ]));
+    const out = path.join(dir, 'hostile.csv');
+    expect(exportAnnotations(store, { run: 'f', round: 1, out }).numPairs).toBe(HOSTILE.length);
+    const text = fs.readFileSync(out, 'utf8');
+    const records = parseCsv(text, out, { skipLeadingComments: true });
+    for (const record of records) for (const field of record.fields) expect(/^[=+\-@\t\r]/.test(field.value), JSON.stringify(field.value)).toBe(false);
+    // Every row labeled "the best sample is better": the stored pairs hold the texts as sampled.
+    const rows = records.slice(1).map((r) => Object.fromEntries(ANNOTATION_COLUMNS.map((c, i) => [c, r.fields[i]!.value])) as AnnotationRow);
+    const labeled = rows.map((row) => ({ ...row, preferred: restoreCsvCell(row.response_a).startsWith('@other') ? 'b' : 'a', strength: 'better' }));
+    const labeledFile = path.join(dir, 'hostile-labeled.csv');
+    fs.writeFileSync(labeledFile, [ANNOTATION_COLUMNS.join(','), ...labeled.map((row) => ANNOTATION_COLUMNS.map((c) => row[c]).map((f) => (/[",\r\n]/.test(f) ? `"${f.replace(/"/g, '""')}"` : f)).join(','))].join('\r\n') + '\r\n');
+    await importAnnotations(store, new RunLayout(dir, 'f'), { round: 1, file: labeledFile });
+    const stored = store.preferences('f', { round: 1 });
+    expect(stored.map((p) => p.chosen).sort()).toEqual([...HOSTILE].sort());
+    expect(stored.map((p) => p.prompt).sort()).toEqual(HOSTILE.map((_, j) => `=prompt ${j}`).sort());
+    expect(stored.every((p) => p.rejected.startsWith('@other '))).toBe(true);
+  });
+
+  it('refuses a labeled file that is not UTF-8, naming the line', async () => {
+    const file = path.join(dir, 'latin1.csv');
+    fs.writeFileSync(file, Buffer.concat([Buffer.from(`${ANNOTATION_COLUMNS.join(',')}\r\ng,caf`), Buffer.from([0xe9]), Buffer.from(',x,y,a,better,\r\n')]));
+    await expect(importAnnotations(store, layout, { round: 1, file })).rejects.toThrow(`${file}:2: invalid UTF-8 (0xE9 at byte 6 of the line); save the file as UTF-8`);
+    expect(store.preferences('q')).toEqual([]);
   });
 });
 

@@ -122,11 +122,13 @@ describe('a finished run, checked from the outside', () => {
   it('export checks the full sha256: same size and mtime, one byte changed, is refused (item 6)', () => {
     const weights = path.join(project, RUN, 'round-1', 'dpo', 'run', 'model', 'model.safetensors');
     const original = fs.readFileSync(weights);
-    const { atime, mtime } = fs.statSync(weights);
+    const { atimeMs, mtimeMs } = fs.statSync(weights);
+    const restoreTimes = () => fs.utimesSync(weights, atimeMs / 1000, mtimeMs / 1000);
     const tampered = Buffer.from(original);
     tampered[tampered.length - 1] ^= 0x01;
     fs.writeFileSync(weights, tampered);
-    fs.utimesSync(weights, atime, mtime); // the quick check cannot see it
+    restoreTimes(); // the quick check cannot see it
+    expect(fs.statSync(weights).mtimeMs).toBe(mtimeMs);
     try {
       const r = tfalign(REPO, ['export', '--project', project, '--run', RUN, '--round', '1', '--out', path.join(root, 'never')]);
       expect(r.status).toBe(1);
@@ -137,7 +139,7 @@ describe('a finished run, checked from the outside', () => {
       expect(fs.existsSync(path.join(root, 'never'))).toBe(false);
     } finally {
       fs.writeFileSync(weights, original);
-      fs.utimesSync(weights, atime, mtime);
+      restoreTimes();
     }
   });
 
