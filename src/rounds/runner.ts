@@ -12,7 +12,7 @@ import { loadConfig as loadConfigFile, validateConfig } from '../config/load.js'
 import { RunConfigSchema, type RunConfig, type RunConfigInput } from '../config/run.js';
 import { acquireRunLock, type RunLock } from '../store/lock.js';
 import { RunStore } from '../store/store.js';
-import { artifactProblem, digestPath, sha256Json } from '../store/hash.js';
+import { artifactProblem, digestArtifact, sha256Json } from '../store/hash.js';
 import { checkTrainingFits, checkWorkers } from '../config/limits.js';
 import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims, parseLlamaConfig, type ModelDims } from '../model/config.js';
@@ -335,7 +335,7 @@ export class AlignmentRun {
 }
 
 function artifact(kind: 'checkpoint' | 'dataset' | 'report', name: string, target: string, numRows?: number) {
-  const { sha256, bytes, numFiles, mtimeMs } = digestPath(target);
+  const { sha256, bytes, numFiles, mtimeMs } = digestArtifact(target);
   return { kind, name, path: target, sha256, bytes, numFiles, mtimeMs, ...(numRows !== undefined ? { numRows } : {}) };
 }
 

@@ -63,10 +63,14 @@ export interface PathStat {
   mtimeMs: number;
 }
 
-/** What the store records about a file or folder: its hash, size, file count and mtime. */
-export interface PathDigest extends PathStat {
+/** A file's or folder's hash and size in bytes (a folder: the sum of its files). */
+export interface PathDigest {
   sha256: string;
+  bytes: number;
 }
+
+/** What the store records about an artifact: hash, size, file count and mtime. */
+export interface ArtifactDigest extends PathDigest, PathStat {}
 
 function statTarget(target: string, action: string): fs.Stats {
   try {
@@ -97,11 +101,17 @@ function hashDir(dir: string): string {
   return listing.digest('hex');
 }
 
-/** Hash, size, file count and mtime of a file or a folder. */
+/** Hash and size of a file or a folder. */
 export function digestPath(target: string): PathDigest {
   const stat = statTarget(target, 'hash');
-  if (!stat.isDirectory() && !stat.isFile()) throw new Error(`${target}: cannot hash: not a file or folder`);
-  return { ...statPath(target), sha256: stat.isDirectory() ? hashDir(target) : sha256File(target) };
+  if (stat.isDirectory()) return { sha256: hashDir(target), bytes: statPath(target).bytes };
+  if (stat.isFile()) return { sha256: sha256File(target), bytes: stat.size };
+  throw new Error(`${target}: cannot hash: not a file or folder`);
+}
+
+/** Hash, size, file count and mtime of a file or a folder: what a stage's artifact record holds. */
+export function digestArtifact(target: string): ArtifactDigest {
+  return { ...digestPath(target), ...statPath(target) };
 }
 
 /** What is recorded about an artifact, as `ArtifactRecord` holds it. */
@@ -128,7 +138,8 @@ export function artifactProblem(record: RecordedDigest, mode: 'quick' | 'full'):
   }
   if (record.numFiles !== null && now.numFiles !== record.numFiles) return `changed its files (recorded ${record.numFiles}, now ${now.numFiles})`;
   if (now.bytes !== record.bytes) return `changed size (recorded ${record.bytes} bytes, now ${now.bytes})`;
-  if (record.mtimeMs !== null && now.mtimeMs !== record.mtimeMs) return `was modified after it was recorded (${new Date(now.mtimeMs).toISOString()}, recorded ${new Date(record.mtimeMs).toISOString()})`;
+  // 1 ms of slack: tools that restore times (cp -p, rsync -t, utimes) may round below that.
+  if (record.mtimeMs !== null && Math.abs(now.mtimeMs - record.mtimeMs) >= 1) return `was modified after it was recorded (${new Date(now.mtimeMs).toISOString()}, recorded ${new Date(record.mtimeMs).toISOString()})`;
   if (mode === 'full') {
     const sha256 = digestPath(record.path).sha256;
     if (sha256 !== record.sha256) return `does not match its recorded sha256 (recorded ${record.sha256.slice(0, 12)}…, now ${sha256.slice(0, 12)}…)`;

@@ -64,7 +64,7 @@ describe('pretrain with workers', () => {
     try {
       await program.parseAsync([
         'node', 'tfalign', 'pretrain', '--model', baseDir, '--corpus', corpusFile, '--out', twoDir, '--backend', 'wasm', '--seq-len', '32',
-        '--batch-size', '8', '--max-steps', '3', '--lr', '1e-3', '--log-every', '1', '--seed', '3', '--workers', '3',
+        '--batch-size', '8', '--max-steps', '3', '--lr', '1e-3', '--log-every', '1', '--seed', '3', '--workers', '3', '--force-workers', // more than this machine's cores: asked for explicitly
       ]);
       expect(create).toHaveBeenCalledTimes(1);
       expect(create.mock.calls[0][0]).toMatchObject({ numWorkers: 3, backend: 'wasm', task: { kind: 'causal-lm' } });

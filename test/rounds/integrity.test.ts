@@ -128,7 +128,7 @@ describe('a finished run, checked from the outside', () => {
     tampered[tampered.length - 1] ^= 0x01;
     fs.writeFileSync(weights, tampered);
     restoreTimes(); // the quick check cannot see it
-    expect(fs.statSync(weights).mtimeMs).toBe(mtimeMs);
+    expect(Math.abs(fs.statSync(weights).mtimeMs - mtimeMs)).toBeLessThan(1);
     try {
       const r = tfalign(REPO, ['export', '--project', project, '--run', RUN, '--round', '1', '--out', path.join(root, 'never')]);
       expect(r.status).toBe(1);

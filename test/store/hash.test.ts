@@ -49,7 +49,7 @@ describe('sha256Dir', () => {
       `${hex(Buffer.from([0, 1, 2, 255]))}  sub/a.bin\n` +
       `${hex('non-ascii name')}  sub/deep/é.txt\n`;
     expect(sha256Dir(dir)).toBe(hex(listing));
-    expect(digestPath(dir)).toMatchObject({ sha256: hex(listing), bytes: 36 + 18 + 4 + 14, numFiles: 4 });
+    expect(digestPath(dir)).toEqual({ sha256: hex(listing), bytes: 36 + 18 + 4 + 14 });
   });
 
   it('equals the find | sort | sha256sum pipeline of the file comment', () => {

@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/schema.js';
 import { RunStore, defaultStorePath } from '../../src/store/store.js';
-import { artifactProblem, digestPath } from '../../src/store/hash.js';
+import { artifactProblem, digestArtifact } from '../../src/store/hash.js';
 
 let dir: string;
 let file: string;
@@ -66,7 +66,7 @@ describe('paths', () => {
     const model = path.join(dir, 'q', 'round-1', 'sft', 'model');
     fs.mkdirSync(model, { recursive: true });
     fs.writeFileSync(path.join(model, 'w.bin'), 'weights');
-    const digest = digestPath(model);
+    const digest = digestArtifact(model);
     store.completeStage('q', 1, 'sft', [{ kind: 'checkpoint', name: 'sft-model', path: model, ...digest }]);
     store.completeRound('q', 1, model);
     expect(store.artifacts('q')[0]!.path).toBe(model);
@@ -100,7 +100,7 @@ describe('artifactProblem', () => {
     fs.mkdirSync(folder);
     fs.writeFileSync(path.join(folder, 'a'), 'aaaa');
     fs.writeFileSync(path.join(folder, 'b'), 'bbbb');
-    const record = { path: folder, ...digestPath(folder) };
+    const record = { path: folder, ...digestArtifact(folder) };
     expect(artifactProblem(record, 'full')).toBeNull();
     // Same size, same mtime, other bytes: only the full check sees it.
     const { atimeMs, mtimeMs } = fs.statSync(path.join(folder, 'a'));

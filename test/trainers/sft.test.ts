@@ -212,9 +212,13 @@ describe('sft', () => {
     expect(report.numTrainRows + report.numEvalRows).toBe(10);
   });
 
-  it('a row the template cannot tokenize (a second BOS) stops with FILE:LINE, or is skipped and counted', async () => {
+  it('a row the template cannot tokenize (a second BOS, with parseSpecialTokens) stops with FILE:LINE, or is skipped and counted', async () => {
     const file = writeJsonl(path.join(root, 'bos.jsonl'), [...countingRows().slice(0, 3), { prompt: 'count from 1 to 2', response: '<|begin_of_text|>1 2' }]);
-    const opts = { maxPromptLength: 96, maxLength: 128 };
+    // By default the text "<|begin_of_text|>" is plain: the row trains, with one BOS (issue 11).
+    const plain = await readSftFile(file, tok, { maxPromptLength: 96, maxLength: 128, skipInvalid: false });
+    expect(plain.rows).toHaveLength(4);
+    expect(plain.rows[3]!.ids.filter((id) => id === tok.bosTokenId)).toHaveLength(1);
+    const opts = { maxPromptLength: 96, maxLength: 128, parseSpecialTokens: true };
     await expect(readSftFile(file, tok, { ...opts, skipInvalid: false })).rejects.toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:4: chat template: prompt \\+ response: BOS id \\d+ at positions`));
     const { rows, report } = await readSftFile(file, tok, { ...opts, skipInvalid: true });
     expect(rows).toHaveLength(3);
