@@ -196,6 +196,18 @@ describe('item 11: NaN/Inf weights are an error naming the tensor', () => {
   });
 });
 
+describe('item 7: the judge module\'s trust model is documented where it is set', () => {
+  it('run --help, round --help and data score --help say the module runs in-process with the user\'s permissions', () => {
+    for (const args of [['run', '--help'], ['round', '--help']]) {
+      const help = tfalign(args);
+      expect(help.status).toBe(0);
+      expect(help.stdout).toContain('is imported and run inside this process with your');
+      expect(help.stdout).toContain("after the run's lock is held");
+    }
+    expect(tfalign(['data', 'score', '--help']).stdout).toMatch(/it is code run in this process with\s+your\s+permissions/);
+  });
+});
+
 describe('item 13 and 18: one readable line, never `error: [`', () => {
   it('generate --top-p 0, eos_token_id -1 and an out-of-range bos_token_id', () => {
     const topP = tfalign(['generate', '--model', base, '--prompt', 'the cat', '--top-p', '0', '--backend', 'cpu']);
