@@ -70,7 +70,12 @@ export function overwriteOption(): Option {
  */
 export function staleRunNote(project: string, run: { name: string; status: string }): string | undefined {
   if (run.status !== 'running') return undefined;
-  const lock = readRunLock(project, run.name);
+  let lock: ReturnType<typeof readRunLock>;
+  try {
+    lock = readRunLock(project, run.name);
+  } catch {
+    return undefined; // an unreadable lock file: `run` names it when it gets there
+  }
   if (lock !== null && lock.alive) return undefined;
   const who = lock === null ? 'no process holds its lock' : `its lock holder, pid ${lock.holder.pid} on ${lock.holder.hostname}, is gone`;
   return `note: run "${run.name}" is marked running, but ${who}: it was interrupted; \`tfalign run --config FILE\` resumes it`;
