@@ -43,7 +43,7 @@ describe('examples/round-api.ts', () => {
     for (const stage of ROUND_STAGES) expect(result.stdout).toMatch(new RegExp(`^${stage}\\s+done\\s+1\\s+\\d+\\.\\d$`, 'm'));
 
     // Metric table rows `stage  name  value` are exactly the summary metrics in the database.
-    const printed = [...result.stdout.matchAll(/^([a-z_]+)\s+([a-z_]+\/[a-z_]+)\s+(-?\d+\.\d{4}|NaN)$/gm)].map((m) => ({ stage: m[1], name: m[2], value: m[3] }));
+    const printed = [...result.stdout.matchAll(/^([a-z_]+)\s+([a-z_]+(?:\/[a-z_0-9]+)+)\s+(-?\d+\.\d{4}|NaN)$/gm)].map((m) => ({ stage: m[1], name: m[2], value: m[3] }));
     const store = RunStore.open(path.join(project, 'tfalign.db'), { readonly: true });
     let policyPath: string | null;
     try {
