@@ -23,7 +23,7 @@ import { initBackend, type BackendName } from '../src/backend.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { parseLlamaConfig } from '../src/model/config.js';
 import { initModel } from '../src/model/weights.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import { buildTokenizerConfig, trainByteLevelBpe } from '../src/tokenizer/bpe-trainer.js';
 import { findDuplicates } from '../data/curation/dedup.js';

@@ -25,7 +25,7 @@ import { initBackend } from '../src/backend.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { parseLlamaConfig } from '../src/model/config.js';
 import { initModel } from '../src/model/weights.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import { KV_CACHE_KINDS, SamplingEngine, type KVCacheKind, type SamplingRequest, type SamplingStats } from '../samplers/engine.js';
 
 interface BenchCase {

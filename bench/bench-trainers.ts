@@ -16,11 +16,11 @@ import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel, toRewardModel } from '../src/model/weights.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
-import { collatePreferences, rewardModelLoss, type PreferenceBatch } from '../src/trainers/reward.js';
-import { collatePairs, dpoLoss, type DpoBatch } from '../src/trainers/dpo.js';
+import { collatePreferences, rewardModelLoss, type PreferenceBatch } from '../src/tasks/reward-model.js';
+import { collatePairs, dpoLoss, type DpoBatch } from '../src/tasks/dpo.js';
 import { computeReferenceLogps } from '../src/trainers/reference-logps.js';
 import { DPO_LOSSES } from '../losses/index.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import type { LlamaModel } from '../src/model/llama.js';
 
 interface Case {

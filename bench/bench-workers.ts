@@ -27,13 +27,13 @@ import { countParameters, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
 import { createStepEngine } from '../src/parallel/factory.js';
-import { ShardPool } from '../src/parallel/shard-pool.js';
+import { ShardPool } from '../src/inference-pool/shard-pool.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { createModel } from '../src/model/create.js';
 import { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../src/tokenizer/bpe-trainer.js';
 import { samplePolicy, type PolicySamples } from '../samplers/policy-sampler.js';
-import type { SampleJobOptions } from '../src/parallel/shard-jobs.js';
+import type { SampleJobOptions } from '../src/inference-pool/shard-jobs.js';
 import type { TokenBatch } from '../data/collate.js';
 import { randomBatch } from './train-step.js';
 

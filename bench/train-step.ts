@@ -8,9 +8,9 @@ import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
-import { causalLmLoss } from '../src/trainers/causal-lm.js';
+import { causalLmLoss } from '../src/tasks/causal-lm.js';
 import { padRows, type TokenBatch } from '../data/collate.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 
 export interface TrainBenchOptions {
   configFile: string;

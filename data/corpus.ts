@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { readJsonl } from './jsonl.js';
-import { readUtf8File } from './utf8.js';
+import { readUtf8File } from '../src/util/utf8.js';
 
 const CorpusRowSchema = z.object({ text: z.string().describe('The document text.') });
 

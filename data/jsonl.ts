@@ -12,9 +12,9 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import type { z } from 'zod';
-import { DataError, jsonErrorReason, rowErrorMap } from './errors.js';
-import { OutputFile } from './atomic.js';
-import { assertWellFormed, decodeUtf8Line } from './utf8.js';
+import { DataError, jsonErrorReason, rowErrorMap } from '../src/util/errors.js';
+import { OutputFile } from '../src/util/atomic.js';
+import { assertWellFormed, decodeUtf8Line } from '../src/util/utf8.js';
 
 export interface ReadJsonlOptions {
   /** Skip rows that are not valid JSON or fail the schema, counting them by reason, instead of throwing. Default false. */

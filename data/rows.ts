@@ -14,7 +14,8 @@
  * are dropped when parsing, so rows may carry extra metadata.
  */
 import { z } from 'zod';
-import { unionErrorMap } from './errors.js';
+import { unionErrorMap } from '../src/util/errors.js';
+import { PREFERENCE_STRENGTHS, type PreferenceStrength } from '../losses/reward.js';
 
 export const ROLES = ['system', 'user', 'assistant'] as const;
 export type Role = (typeof ROLES)[number];
@@ -80,8 +81,11 @@ export type SftRow = z.infer<typeof SftRowSchema>;
  * How much better `chosen` is than `rejected`, strongest first (the four levels of Llama 3's
  * annotation, arXiv 2407.21783 §4.2.1). Llama 3 trains its RM and DPO on the first two only.
  */
-export const STRENGTHS = ['significantly_better', 'better', 'slightly_better', 'marginally_better'] as const;
-export type Strength = (typeof STRENGTHS)[number];
+export const STRENGTHS = PREFERENCE_STRENGTHS; // defined once, at the bottom (losses/ keys its margins by them)
+export type Strength = PreferenceStrength;
+
+/** The strengths Llama 3 trains its reward model and DPO on (§4.2.1): the two strongest. */
+export const LLAMA3_STRENGTHS: readonly Strength[] = ['significantly_better', 'better'];
 
 /**
  * The strength assumed for a pair that carries none: `better`, so that unannotated preference data
@@ -92,6 +96,13 @@ export const DEFAULT_STRENGTH: Strength = 'better';
 export const StrengthSchema = z
   .enum(STRENGTHS)
   .describe(`How much better chosen is than rejected: ${STRENGTHS.join(' | ')}; absent means ${DEFAULT_STRENGTH}.`);
+
+/** A trainer's `strengths` field: the pairs it trains on, by strength (default: Llama 3's two). */
+export const TrainedStrengthsSchema = z
+  .array(StrengthSchema)
+  .min(1)
+  .default([...LLAMA3_STRENGTHS])
+  .describe(`Strengths of the pairs trained on, any of ${STRENGTHS.join(' | ')}; default significantly_better and better, as in Llama 3. A row without a strength counts as ${DEFAULT_STRENGTH}.`);
 
 /** A preference pair (optionally with an edited response, ranked edited > chosen > rejected). */
 export const PreferenceRowSchema = z

@@ -6,7 +6,7 @@
  * stream its own (sample i of a prompt draws from seed + i whatever the batch composition).
  */
 import { z } from 'zod';
-import type { Rng } from '../src/train/seed.js';
+import type { Rng } from '../src/util/rng.js';
 
 export const DecodingOptionsSchema = z.object({
   temperature: z.number().min(0).default(1).describe('Softmax temperature; 0 means greedy (argmax). Default 1: sample the model as it is.'),

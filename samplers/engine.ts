@@ -31,7 +31,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import type { LlamaModel } from '../src/model/llama.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import { DecodingOptionsSchema, sampleToken, type DecodingOptions } from './decoding.js';
 import { generate as generateBaseline, type FinishReason } from './generate.js';
 import { type BlockCopy, KVCacheManager } from './kv/block-table.js';

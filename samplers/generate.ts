@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../src/model/llama.js';
 import { DenseKVCache, FullAttention } from '../src/model/attention.js';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import { sampleToken, type DecodingOptions } from './decoding.js';
 
 export type FinishReason = 'stop' | 'length';

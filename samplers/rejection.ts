@@ -4,7 +4,7 @@
  * preference data.
  *
  * Scoring is handed in as a function (`RewardScorer`): samplers/ never imports the trainers, and
- * the CLI passes `scoreResponses` (src/trainers/reward-scoring.ts), which tokenizes every
+ * the CLI passes `scoreResponses` (src/inference/reward-scoring.ts), which tokenizes every
  * (prompt, sample) exactly as the reward trainer does, right-pads batches of similar length and
  * reads each score at the row's last real token (`LlamaModel.rewards`).
  *
@@ -17,7 +17,7 @@
  * cannot tell the two apart with confidence.
  */
 import { z } from 'zod';
-import { Rng } from '../src/train/seed.js';
+import { Rng } from '../src/util/rng.js';
 import type { FinishReason } from './generate.js';
 import type { Conversation, Message } from '../data/rows.js';
 

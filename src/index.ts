@@ -25,8 +25,8 @@ export { AdamW } from './train/adamw.js';
 export { learningRateAt } from './train/schedule.js';
 export { clipByGlobalNorm, globalNorm } from './train/grad-clip.js';
 export { computeGradients, GradientAccumulator } from './train/grad-accumulator.js';
-export { averageWeights } from './train/average.js';
-export { Rng } from './train/seed.js';
+export { averageWeights } from './model/average.js';
+export { Rng } from './util/rng.js';
 export { runTrainingLoop, type TrainingResult, type LogRecord } from './train/loop.js';
 export { LocalStepEngine, type StepEngine, type LossFn, type MicroBatchLoss } from './train/step-engine.js';
 export { trainingOptionsSchema, type TrainingOptions } from './config/training.js';
@@ -35,9 +35,10 @@ export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
 // Trainers
 export { pretrain, PretrainConfigSchema, type PretrainConfigInput } from './trainers/pretrain.js';
 export { sft, SftConfigSchema, type SftConfigInput } from './trainers/sft.js';
-export { responseLogprobs, causalLmLoss } from './trainers/causal-lm.js';
+export { responseLogprobs } from './inference/token-logprobs.js';
+export { causalLmLoss } from './tasks/causal-lm.js';
 export { trainRewardModel, RewardConfigSchema, type RewardConfigInput } from './trainers/reward.js';
-export { scoreResponses, scoreTokenIds } from './trainers/reward-scoring.js';
+export { scoreResponses, scoreTokenIds } from './inference/reward-scoring.js';
 export { dpo, DpoConfigSchema, type DpoConfigInput } from './trainers/dpo.js';
 
 // Losses
@@ -51,12 +52,12 @@ export { KVCacheManager, PagedKVStorage } from '../samplers/kv/index.js';
 // Data
 export { readJsonl, writeJsonlAtomic } from '../data/jsonl.js';
 export { SftRowSchema, PreferenceRowSchema, PromptRowSchema, STRENGTHS, type SftRow, type PreferenceRow, type Strength } from '../data/rows.js';
-export { DataError } from '../data/errors.js';
+export { DataError } from './util/errors.js';
 export * as synthetic from '../data/synthetic/index.js';
 
 // Rounds
 export { AlignmentRun, readRunConfig, type RunEvents, type RunSelection } from './rounds/runner.js';
-export { RunConfigSchema, type RunConfig, type RunConfigInput } from './config/run.js';
+export { RunConfigSchema, type RunConfig, type RunConfigInput } from './rounds/run-config.js';
 export { RunStore } from './store/store.js';
 export { acquireRunLock, RunLockedError, type RunLock } from './store/lock.js';
 

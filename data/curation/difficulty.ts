@@ -15,7 +15,7 @@
 import type { LlamaModel } from '../../src/model/llama.js';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
-import { responseLogprobs, type PromptResponseIds } from '../../src/trainers/causal-lm.js';
+import { responseLogprobs, type PromptResponseIds } from '../../src/inference/token-logprobs.js';
 import { mainResponse, scoringPrompt, type CurationRow } from './row-text.js';
 import type { ScoringOptions } from './quality.js';
 

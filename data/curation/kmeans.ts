@@ -12,7 +12,7 @@
  * Plain loops in float64 arithmetic: for the sizes curation clusters (10⁴ rows × 10² dims × 10²
  * clusters) one iteration is ~10⁸ multiply-adds, well under a second, with exact reproducibility.
  */
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 export interface KMeansOptions {
   /** k; more than the number of points is reduced to it. */

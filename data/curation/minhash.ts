@@ -22,7 +22,7 @@
  * 7% at 0.9; here every candidate is verified, so a false positive costs one comparison while a
  * false negative leaves a duplicate in the data.
  */
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 import { normalizedWords } from './text.js';
 
 /** MurmurHash3's 32-bit finaliser: a bijection with full avalanche. */

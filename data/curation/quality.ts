@@ -20,7 +20,7 @@
 import { z } from 'zod';
 import type { LlamaModel } from '../../src/model/llama.js';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.js';
-import { scoreResponses } from '../../src/trainers/reward-scoring.js';
+import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { mainResponse, promptText, scoringPrompt, type CurationRow } from './row-text.js';
 
 export const QualityOptionsSchema = z

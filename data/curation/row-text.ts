@@ -15,7 +15,7 @@
  * is the one response a reward model scores and a policy's difficulty is measured on.
  */
 import { z } from 'zod';
-import { unionErrorMap } from '../errors.js';
+import { unionErrorMap } from '../../src/util/errors.js';
 import { PreferenceRowSchema, SftRowSchema, toMessages, type Message } from '../rows.js';
 
 /**

@@ -14,7 +14,7 @@
  */
 import { BOS_TOKEN } from '../../src/tokenizer/bpe-trainer.js';
 import { LLAMA3_CHAT_TEMPLATE, renderChatTemplate } from '../../src/tokenizer/chat-template.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 import { DEFAULT_NOISE_LEVEL, DIGITS, LETTERS, TASK_KINDS, WORDS, drawPrompt, noisyDemonstration } from './task.js';
 
 /** One document: `prompt` and `answer` as a user turn and an assistant turn of the Llama 3 template. */

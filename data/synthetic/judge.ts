@@ -23,7 +23,7 @@
  */
 import { z } from 'zod';
 import type { Strength } from '../rows.js';
-import type { Rng } from '../../src/train/seed.js';
+import type { Rng } from '../../src/util/rng.js';
 import { fixFirstError, score as taskScore } from './task.js';
 
 export type { Strength };

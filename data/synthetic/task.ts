@@ -31,7 +31,7 @@
  * held-out split iff the FNV-1a hash of its text is 0 modulo `HELDOUT_MODULUS`, and each split's
  * generator draws from its own seed stream and keeps only prompts of its split.
  */
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 export const TASK_KINDS = ['reverse', 'sort', 'repeat', 'initials'] as const;
 export type TaskKind = (typeof TASK_KINDS)[number];

@@ -14,7 +14,7 @@ import { loadJudge } from '../rounds/judge-loader.js';
 import { CleaningOptionsSchema } from '../../data/curation/rules.js';
 import { DEDUP_FIELDS } from '../../data/curation/row-text.js';
 import { cleanFile, dedupFile, formatReport, readCurationRows, scoreFile } from '../../data/curation/steps.js';
-import { DataError } from '../../data/errors.js';
+import { DataError } from '../util/errors.js';
 
 /** Calls `report` about every 5% of the work (and at the end), so that a log gets ~20 lines, not one per batch. */
 function throttled(report: (numDone: number, numTotal: number) => void): (numDone: number, numTotal: number) => void {

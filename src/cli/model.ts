@@ -10,14 +10,14 @@ import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_S
 import { averageModels, createModel } from '../model/create.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
-import { ShardPool } from '../parallel/shard-pool.js';
+import { ShardPool } from '../inference-pool/shard-pool.js';
 import { pretrain } from '../trainers/pretrain.js';
-import { responseLogprobs, type PromptResponseIds } from '../trainers/causal-lm.js';
+import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { applyChatTemplate } from '../tokenizer/chat-template.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { TokenRowSchema } from '../../data/rows.js';
-import { DataError } from '../../data/errors.js';
+import { DataError } from '../util/errors.js';
 import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema } from '../../samplers/decoding.js';
 import { KV_CACHE_KINDS, SamplingEngine } from '../../samplers/engine.js';

@@ -5,14 +5,14 @@
 import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
-import { DataError } from '../../data/errors.js';
+import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../backend.js';
 import { loadConfig } from '../config/load.js';
 import { describePreferenceData, RewardConfigSchema, trainRewardModel } from '../trainers/reward.js';
-import { scoreResponses } from '../trainers/reward-scoring.js';
+import { scoreResponses } from '../inference/reward-scoring.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
-import { ShardPool } from '../parallel/shard-pool.js';
+import { ShardPool } from '../inference-pool/shard-pool.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';

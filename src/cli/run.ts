@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { example, intArg, openStoreReadOnly, overwriteOption, progress, staleRunNote } from './common.js';
 import { EXPORT_KINDS, exportRound } from '../rounds/export.js';
 import { AlignmentRun, readRunConfig, type RunEvents } from '../rounds/runner.js';
-import { ROUND_STAGES, STAGE_NAMES } from '../store/stages.js';
+import { ROUND_STAGES, roundStages } from '../store/stages.js';
 import { RunLayout } from '../rounds/layout.js';
 import { RunStore } from '../store/store.js';
 import type { RoundSummary } from '../store/records.js';
@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** Stages `--stage` accepts: a round's stages, curate included. */
-const ROUND_STAGE_CHOICES = STAGE_NAMES.filter((s) => s !== 'build_base');
+const ROUND_STAGE_CHOICES = roundStages({ curate: true });
 
 /** Console output for a run: stage lines, a progress bar per training stage, summaries. */
 export function consoleEvents(): RunEvents {

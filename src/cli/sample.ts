@@ -17,18 +17,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
-import { claimOutputFolder, ensureDir, writeOutputMarker } from '../../data/atomic.js';
+import { claimOutputFolder, ensureDir, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { scoreResponses } from '../trainers/reward-scoring.js';
+import { scoreResponses } from '../inference/reward-scoring.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
 import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
 import { samplePolicy, type PolicySamples } from '../../samplers/policy-sampler.js';
 import { buildRejectionRows, PAIR_STRATEGIES, scorePrompts, type PairStrategy, type SampledPrompt } from '../../samplers/rejection.js';
-import { ShardPool } from '../parallel/shard-pool.js';
+import { ShardPool } from '../inference-pool/shard-pool.js';
 
 interface SampleCommandOptions {
   policy: string;

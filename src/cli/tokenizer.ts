@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../tokenizer/bpe-trainer.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { example, intArg, overwriteOption } from './common.js';
-import { claimOutputFolder } from '../../data/atomic.js';
+import { claimOutputFolder } from '../util/atomic.js';
 import { MAX_VOCAB_SIZE } from '../config/limits.js';
 import { readCorpus } from '../../data/corpus.js';
 

@@ -10,8 +10,8 @@
  */
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { jsonErrorReason } from '../../data/errors.js';
-import { readUtf8File } from '../../data/utf8.js';
+import { jsonErrorReason } from '../util/errors.js';
+import { readUtf8File } from '../util/utf8.js';
 
 /** Parses a YAML (.yaml/.yml) or JSON file; errors name the file and line. A UTF-8 BOM is accepted. */
 export function readConfigFile(file: string): Record<string, unknown> {

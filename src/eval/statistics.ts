@@ -11,7 +11,7 @@
  * - `spearman`: Spearman's ρ, the Pearson correlation of average ranks (ties get the mean of
  *   the ranks they span).
  */
-import { Rng } from '../train/seed.js';
+import { Rng } from '../util/rng.js';
 
 /** A 95% interval around an estimate. */
 export interface Interval {

@@ -3,7 +3,7 @@
  * `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json`, and tokenizer files.
  * Moves named tensors only; what the names mean is the model code's business.
  *
- * Saving follows the output-folder policy of `data/atomic.ts`: a new folder is written and fsynced
+ * Saving follows the output-folder policy of `src/util/atomic.ts`: a new folder is written and fsynced
  * in a sibling `DIR.tmp-<pid>-<random>` and renamed into place, so it appears complete or not at
  * all; an existing folder is written into only when it is empty or a previous output of the same
  * command (marker `.tfalign-output.json`), or with `overwrite`, and then each file is replaced by
@@ -24,7 +24,7 @@ import {
   type SafetensorsDtype,
   type SafetensorsWriteDtype,
 } from './safetensors.js';
-import { OUTPUT_MARKER, writeOutputFolder } from '../../data/atomic.js';
+import { OUTPUT_MARKER, writeOutputFolder } from '../util/atomic.js';
 
 export const SAFE_WEIGHTS_NAME = 'model.safetensors';
 export const SAFE_WEIGHTS_INDEX_NAME = 'model.safetensors.index.json';
@@ -319,7 +319,7 @@ function writeContents(target: string, contents: SaveFolderContents): void {
   for (const directory of directories) fsyncPath(directory, true);
 }
 
-/** Who is writing a checkpoint folder, for the output-folder policy (`data/atomic.ts`). */
+/** Who is writing a checkpoint folder, for the output-folder policy (`src/util/atomic.ts`). */
 export interface SaveFolderOptions {
   /** The command that owns the folder (`model init`, `export`, …); default `checkpoint` (a trainer's own checkpoints). */
   command?: string;

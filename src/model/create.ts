@@ -10,8 +10,8 @@ import { initModel, toHfTensors, fromHfTensors } from './weights.js';
 import { loadPretrained, savePretrained } from './pretrained.js';
 import { LlamaModel } from './llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { averageWeights } from '../train/average.js';
-import { claimOutputFolder } from '../../data/atomic.js';
+import { averageWeights } from './average.js';
+import { claimOutputFolder } from '../util/atomic.js';
 
 export interface CreateModelOptions {
   /** Architecture file (HF config.json fields). */

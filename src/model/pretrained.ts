@@ -2,7 +2,7 @@
  * A model as a Hugging Face folder: `config.json`, `model.safetensors` (or shards + index),
  * tokenizer files and `generation_config.json`. `loadPretrained` reads any Llama-family folder
  * (F32/F16/BF16, tied or not, sharded or not); `savePretrained` writes one that transformers
- * loads unchanged, under the output-folder policy of `data/atomic.ts` (a new folder appears
+ * loads unchanged, under the output-folder policy of `src/util/atomic.ts` (a new folder appears
  * complete or not at all; an existing one is written into only when the command owns it).
  */
 import * as fs from 'node:fs';

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type LlamaConfig, parseLlamaConfig } from './config.js';
 import { isLinearWeight, LlamaModel, parameterSpecs, type ParamSpec } from './llama.js';
 import { CheckpointError, type NamedTensor } from './safetensors.js';
-import { Rng } from '../train/seed.js';
+import { Rng } from '../util/rng.js';
 
 /** Transposes a row-major [rows, cols] matrix. */
 export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {

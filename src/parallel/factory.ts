@@ -8,7 +8,8 @@ import { currentBackend } from '../backend.js';
 import type { LlamaModel } from '../model/llama.js';
 import { AdamW, type AdamWOptions } from '../train/adamw.js';
 import { LocalStepEngine, type LossFn, type StepEngine } from '../train/step-engine.js';
-import { buildTaskLoss, type TaskDescriptor } from './tasks.js';
+import { type TaskDescriptor } from '../train/task.js';
+import { buildTaskLoss } from '../tasks/index.js';
 import { WorkerStepEngine } from './worker-engine.js';
 import type { TrainingOptions } from '../config/training.js';
 

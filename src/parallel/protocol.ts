@@ -9,7 +9,7 @@
  */
 import type { LlamaConfig } from '../model/config.js';
 import type { AdamWParamState } from '../train/adamw.js';
-import type { TaskDescriptor } from './tasks.js';
+import type { TaskDescriptor } from '../train/task.js';
 import type { ShardResult } from './replica.js';
 
 /** `workerData` of every worker. */

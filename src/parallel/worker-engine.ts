@@ -33,10 +33,11 @@ import { combineMetrics, type LossFn, type StepEngine, type StepResult } from '.
 import { createSlotBuffer, layoutOfParams, partitionRange, reduceSlotRange, slotViews, type GradientLayout } from './allreduce.js';
 import { applyReduced, computeShard, type ShardResult } from './replica.js';
 import { shardMicroBatches } from './shard.js';
-import { buildTaskLoss, resolveTask, type TaskDescriptor } from './tasks.js';
+import { type TaskDescriptor } from '../train/task.js';
+import { buildTaskLoss, resolveTask } from '../tasks/index.js';
 import type { ParamValue, ReplicaState, WorkerInit, WorkerRequest, WorkerResults } from './protocol.js';
-import { allOrFirstError, type WorkerChannel } from './worker-channel.js';
-import { WorkerGroup } from './worker-group.js';
+import { allOrFirstError, type WorkerChannel } from '../threads/worker-channel.js';
+import { WorkerGroup } from '../threads/worker-group.js';
 
 export interface WorkerStepEngineOptions<B> {
   /** Replicas computing gradients, the parent thread included (≥ 2; N − 1 worker threads are started). */

@@ -15,8 +15,8 @@ import { AdamW, type AdamWParamState } from '../train/adamw.js';
 import type { LossFn } from '../train/step-engine.js';
 import { gradientLayout, reduceSlotRange, slotViews } from './allreduce.js';
 import { applyReduced, computeShard } from './replica.js';
-import { serveRequests } from './request-loop.js';
-import { buildTaskLoss } from './tasks.js';
+import { serveRequests } from '../threads/request-loop.js';
+import { buildTaskLoss } from '../tasks/index.js';
 import type { WorkerInit, WorkerRequest, WorkerResults } from './protocol.js';
 
 if (!parentPort) throw new Error('worker: src/parallel/worker.ts must run in a worker thread (started by WorkerStepEngine)');

@@ -19,7 +19,7 @@
  * `tfalign status` — and every chart mark carries its number in `data-value` (see charts.ts).
  * All text from the database (names, paths, errors, the config) is escaped.
  */
-import { writeFileAtomic } from '../../data/atomic.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readRunLock, type LockHolder } from '../store/lock.js';

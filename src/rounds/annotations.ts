@@ -33,14 +33,14 @@
  * so a second import adds to it, and rerunning an import that was killed after the store commit
  * repairs the file.
  */
-import { writeFileAtomic } from '../../data/atomic.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DataError, jsonErrorReason } from '../../data/errors.js';
-import { assertWellFormed, readUtf8File } from '../../data/utf8.js';
+import { DataError, jsonErrorReason } from '../util/errors.js';
+import { assertWellFormed, readUtf8File } from '../util/utf8.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PreferenceRowSchema, STRENGTHS, type PreferenceRow, type Strength } from '../../data/rows.js';
-import { Rng } from '../train/seed.js';
+import { Rng } from '../util/rng.js';
 import { acquireRunLock } from '../store/lock.js';
 import type { PreferenceInput, PreferenceRecord, SampleRecord } from '../store/records.js';
 import type { RunStore } from '../store/store.js';

@@ -10,7 +10,7 @@ import { buildPretrainingCorpus, buildTokenizerCorpus } from '../../data/synthet
 import { writeJsonlAtomic } from '../../data/jsonl.js';
 import { createModel } from '../model/create.js';
 import { pretrain } from '../trainers/pretrain.js';
-import type { RunConfig } from '../config/run.js';
+import type { RunConfig } from './run-config.js';
 import type { LogRecord } from '../train/loop.js';
 
 export interface BaseModelResult {

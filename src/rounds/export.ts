@@ -6,12 +6,12 @@
  * (a file changed since is an error naming the artifact and how to redo its stage, never shipped),
  * and `--out` may not be, lie inside, or hold a recorded artifact of any run of the project (the
  * export would overwrite what later resumes and exports trust). `--out` itself follows the
- * output-folder policy of `data/atomic.ts` (new, empty, or a previous export; else `overwrite`).
+ * output-folder policy of `src/util/atomic.ts` (new, empty, or a previous export; else `overwrite`).
  */
 import * as path from 'node:path';
-import { claimOutputFolder } from '../../data/atomic.js';
+import { claimOutputFolder } from '../util/atomic.js';
 import { loadPretrained, savePretrained } from '../model/pretrained.js';
-import { artifactProblem } from '../store/hash.js';
+import { artifactProblem } from '../util/hash.js';
 import type { ArtifactRecord } from '../store/records.js';
 import type { RunStore } from '../store/store.js';
 

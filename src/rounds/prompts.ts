@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema, type PromptRow } from '../../data/rows.js';
 import { generatePrompts } from '../../data/synthetic/task.js';
-import type { RunConfig } from '../config/run.js';
+import type { RunConfig } from './run-config.js';
 
 type PromptSource = RunConfig['prompts']['train'];
 

@@ -9,23 +9,24 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../backend.js';
 import { loadConfig as loadConfigFile, validateConfig } from '../config/load.js';
-import { RunConfigSchema, type RunConfig, type RunConfigInput } from '../config/run.js';
+import { RunConfigSchema, type RunConfig, type RunConfigInput } from './run-config.js';
 import { acquireRunLock, type RunLock } from '../store/lock.js';
 import { RunStore } from '../store/store.js';
-import { artifactProblem, digestArtifact, sha256Json } from '../store/hash.js';
-import { checkTrainingFits, checkWorkers } from '../config/limits.js';
+import { artifactProblem, digestArtifact, sha256Json } from '../util/hash.js';
+import { checkWorkers } from '../config/limits.js';
+import { checkTrainingFits } from '../train/fits.js';
 import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims, parseLlamaConfig, type ModelDims } from '../model/config.js';
 import { readJsonFile } from '../model/checkpoint-io.js';
 import { PretrainConfigSchema } from '../trainers/pretrain.js';
-import { ensureDir } from '../../data/atomic.js';
-import type { StageName } from '../store/stages.js';
+import { ensureDir } from '../util/atomic.js';
+import type { RoundStageName, StageName } from '../store/stages.js';
 import type { LogRecord } from '../train/loop.js';
 import { RunLayout } from './layout.js';
 import { loadJudge, type Judge } from './judge-loader.js';
 import { writePromptSets } from './prompts.js';
 import { buildBaseModel } from './base-model.js';
-import { STAGES, stagesOf, type RoundStageName, type StageContext, type StageOutput } from './stages.js';
+import { STAGES, stagesOf, type StageContext, type StageOutput } from './stages.js';
 export const BASE_STAGE = 'build_base' as const;
 
 export interface RunEvents {
@@ -249,9 +250,9 @@ export class AlignmentRun {
    */
   private verifyFinishedStages(selection: RunSelection): void {
     const { config, store } = this;
-    const stageNames = stagesOf(config);
+    const stageNames: readonly string[] = stagesOf(config);
     const redone = (round: number, stage: string) =>
-      selection.stage !== undefined && round === selection.round && stageNames.indexOf(stage as RoundStageName) >= stageNames.indexOf(selection.stage);
+      selection.stage !== undefined && round === selection.round && stageNames.indexOf(stage) >= stageNames.indexOf(selection.stage);
     const done = new Set(store.stages(config.name).filter((s) => s.status === 'done').map((s) => `${s.roundIndex}/${s.name}`));
     for (const a of store.artifacts(config.name)) {
       if (!done.has(`${a.roundIndex}/${a.stage}`) || redone(a.roundIndex, a.stage)) continue;

@@ -14,19 +14,19 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { Rng } from '../train/seed.js';
+import { Rng } from '../util/rng.js';
 import { trainRewardModel } from '../trainers/reward.js';
-import { scoreResponses } from '../trainers/reward-scoring.js';
+import { scoreResponses } from '../inference/reward-scoring.js';
 import { sft } from '../trainers/sft.js';
 import { dpo } from '../trainers/dpo.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PreferenceRowSchema, SftRowSchema, type PreferenceRow } from '../../data/rows.js';
 import { samplePolicy } from '../../samplers/policy-sampler.js';
 import { buildRejectionRows, scorePrompts, type SampledPrompt } from '../../samplers/rejection.js';
-import type { RunConfig } from '../config/run.js';
+import type { RunConfig } from './run-config.js';
 import type { LogRecord } from '../train/loop.js';
 import type { RunLayout } from './layout.js';
-import { roundStages, type ROUND_STAGES } from '../store/stages.js';
+import { roundStages, type RoundStageName } from '../store/stages.js';
 import { cleanFile, dedupFile } from '../../data/curation/steps.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
@@ -35,11 +35,9 @@ import { preferenceAccuracy } from '../eval/preference-accuracy.js';
 import { selectionQuality } from '../eval/selection-quality.js';
 import { bootstrapMeanInterval, mean } from '../eval/statistics.js';
 
-export type RoundStageName = (typeof ROUND_STAGES)[number] | 'curate';
-
 /** The stages a round of this config runs, in order (`curate` after rejection sampling when enabled). */
 export function stagesOf(config: RunConfig): RoundStageName[] {
-  return roundStages({ curate: config.curate.enabled }) as RoundStageName[];
+  return roundStages({ curate: config.curate.enabled });
 }
 
 export interface StageContext {

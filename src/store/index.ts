@@ -40,5 +40,5 @@ export type {
 } from './records.js';
 export { LOCK_DIR, RunLockedError, acquireRunLock, describeHeldLock, readRunLock, runLockPath } from './lock.js';
 export type { LockHolder, RunLock } from './lock.js';
-export { artifactProblem, canonicalJson, digestArtifact, digestPath, listFilesSorted, sha256Dir, sha256File, sha256Json, statPath } from './hash.js';
-export type { ArtifactDigest, PathDigest, PathStat, RecordedDigest } from './hash.js';
+export { artifactProblem, canonicalJson, digestArtifact, digestPath, listFilesSorted, sha256Dir, sha256File, sha256Json, statPath } from '../util/hash.js';
+export type { ArtifactDigest, PathDigest, PathStat, RecordedDigest } from '../util/hash.js';

@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseRunName } from './records.js';
-import { ensureDir } from '../../data/atomic.js';
+import { ensureDir } from '../util/atomic.js';
 
 /** Who holds a run lock, as written in the lock file. */
 export interface LockHolder {

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { STRENGTHS, type Strength } from '../../data/rows.js';
-import { explainIssue, rowErrorMap } from '../../data/errors.js';
+import { explainIssue, rowErrorMap } from '../util/errors.js';
 import { STAGE_NAMES, type StageName } from './stages.js';
 
 export const STAGE_STATUSES = ['pending', 'running', 'done', 'failed'] as const;

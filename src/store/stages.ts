@@ -16,12 +16,21 @@ export const ROUND_STAGES = ['collect_preferences', 'train_reward_model', 'rejec
 /** Stages of round 0, before the rounds: building a base model from scratch (quickstart). */
 export const BASE_STAGES = ['build_base'] as const;
 
+/** Stages a round runs only when its config asks (see `roundStages`). */
+export const OPTIONAL_STAGES = ['curate'] as const;
+
 /** Every stage name the store accepts: the round's stages, the optional ones, and round 0's. */
-export const STAGE_NAMES = [...ROUND_STAGES, 'curate', ...BASE_STAGES] as const;
+export const STAGE_NAMES = [...ROUND_STAGES, ...OPTIONAL_STAGES, ...BASE_STAGES] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
+/** A stage of a round (1…N), the default ones and the optional ones; not round 0's. */
+export type RoundStageName = (typeof ROUND_STAGES)[number] | (typeof OPTIONAL_STAGES)[number];
+
+/** A stage of round 0 (before the rounds). */
+export type BaseStageName = (typeof BASE_STAGES)[number];
+
 /** Where the optional stages go in a round: each runs right after the named stage. */
-const OPTIONAL_STAGE_AFTER: Readonly<Record<Exclude<StageName, (typeof ROUND_STAGES)[number] | (typeof BASE_STAGES)[number]>, StageName>> = {
+const OPTIONAL_STAGE_AFTER: Readonly<Record<(typeof OPTIONAL_STAGES)[number], RoundStageName>> = {
   curate: 'rejection_sample',
 };
 
@@ -36,8 +45,8 @@ export function parseStageName(name: string, where = 'stage'): StageName {
 }
 
 /** The stage order of a round: `ROUND_STAGES`, with `curate` after `rejection_sample` when asked. */
-export function roundStages(options: { curate?: boolean } = {}): StageName[] {
-  const order: StageName[] = [...ROUND_STAGES];
+export function roundStages(options: { curate?: boolean } = {}): RoundStageName[] {
+  const order: RoundStageName[] = [...ROUND_STAGES];
   if (options.curate === true) order.splice(order.indexOf(OPTIONAL_STAGE_AFTER.curate) + 1, 0, 'curate');
   return order;
 }
@@ -58,5 +67,6 @@ export function validateStageOrder(names: readonly string[], where = 'stages'): 
 
 /** Position of a stage in `STAGE_NAMES` order with `curate` in its round place, for sorting listings. */
 export function stageRank(name: StageName): number {
-  return roundStages({ curate: true }).indexOf(name);
+  const order: readonly StageName[] = roundStages({ curate: true });
+  return order.indexOf(name);
 }

@@ -20,7 +20,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ensureDir } from '../../data/atomic.js';
+import { ensureDir } from '../util/atomic.js';
 import Database from 'better-sqlite3';
 import type { Strength } from '../../data/rows.js';
 import { STRENGTHS } from '../../data/rows.js';

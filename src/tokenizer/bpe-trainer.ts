@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as hfTokenizers from '@huggingface/tokenizers';
 import { LLAMA3_CHAT_TEMPLATE } from './chat-template.js';
-import { writeOutputFolder } from '../../data/atomic.js';
+import { writeOutputFolder } from '../util/atomic.js';
 import type { AddedTokenJson, TokenizerConfig, TokenizerJson } from './tokenizer.js';
 
 /** Llama 3's pre-tokenizer pattern, in the Oniguruma syntax `tokenizer.json` stores. */
@@ -454,7 +454,7 @@ export function buildSpecialTokensMap(tokenizerConfig: TokenizerConfig): Record<
 /**
  * Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` into `dir`.
  *
- * Output-folder policy (`data/atomic.ts`): a new `dir` is filled as a sibling
+ * Output-folder policy (`src/util/atomic.ts`): a new `dir` is filled as a sibling
  * `DIR.tmp-<pid>-<random>` and renamed into place, so it appears complete or not at all. An
  * existing `dir` must be empty or a previous `tokenizer train` output, or `overwrite` must be set
  * (e.g. a model checkpoint whose tokenizer is replaced); each file is then renamed over its old

@@ -15,8 +15,8 @@ import type { LlamaModel } from '../model/llama.js';
 import { savePretrained } from '../model/pretrained.js';
 import { encodeSafetensors, readSafetensors } from '../model/safetensors.js';
 import { CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, readJsonFile } from '../model/checkpoint-io.js';
-import { sha256File } from '../store/hash.js';
-import { claimOutputFolder, ensureDir, writeOutputMarker } from '../../data/atomic.js';
+import { sha256File } from '../util/hash.js';
+import { claimOutputFolder, ensureDir, writeOutputMarker } from '../util/atomic.js';
 import type { AdamW } from './adamw.js';
 import { exportOptimizerState, importOptimizerState, parseOptimizerStateMeta, parseTrainerState, type TrainerState } from './optimizer-state.js';
 
@@ -44,7 +44,7 @@ export interface RunFolderOwner {
 
 /**
  * Takes `runDir` for a trainer before anything is written into it (the output-folder policy of
- * `data/atomic.ts`): new, empty, or this trainer's previous output, else only with `overwrite`.
+ * `src/util/atomic.ts`): new, empty, or this trainer's previous output, else only with `overwrite`.
  * The marker records the starting model's fingerprint; `--resume` from a different model is
  * refused, since it would continue the other model's checkpoint (and, for DPO, reuse reference
  * log-probs computed with the other model).

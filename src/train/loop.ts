@@ -11,10 +11,10 @@ import { loadPretrained, savePretrained } from '../model/pretrained.js';
 import type { TrainingOptions } from '../config/training.js';
 import { AdamW } from './adamw.js';
 import { learningRateAt } from './schedule.js';
-import { Rng } from './seed.js';
+import { Rng } from '../util/rng.js';
 import { LocalStepEngine, type LossFn, type StepEngine } from './step-engine.js';
 import { FINAL_MODEL_DIR, claimRunFolder, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
-import { ensureDir } from '../../data/atomic.js';
+import { ensureDir } from '../util/atomic.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 

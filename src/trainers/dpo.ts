@@ -20,7 +20,7 @@
  * Batch layout: the first half of a micro-batch's rows are the chosen sequences (prompt + chosen),
  * the second half the rejected ones in the same pair order, all right-padded to one length.
  *
- * Workers (`workers` > 1): each batch is split by pairs across policy replicas (`dpo-task.ts`).
+ * Workers (`workers` > 1): each batch is split by pairs across policy replicas (`src/tasks/dpo.ts`).
  * Both reference modes work: the reference's log-probs ride in the batch, and a resident
  * reference stays in this thread only (computed per batch before the split, not sharded).
  */
@@ -34,23 +34,18 @@ import { modelDims } from '../model/config.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
-import { filterByStrength, PreferenceRowSchema, StrengthSchema } from '../../data/rows.js';
+import { filterByStrength, PreferenceRowSchema, TrainedStrengthsSchema } from '../../data/rows.js';
 import { tokenizePreferenceRow, TokenizeOptionsSchema, TokenizeReport, type TokenizeOptions } from '../../data/tokenize.js';
-import { padRows, type TokenBatch } from '../../data/collate.js';
-import { DPO_LOSSES, dpoMetrics, type PreferenceLoss } from '../../losses/dpo.js';
-import { sequenceLogps } from '../../losses/logprobs.js';
-import { formattingTokenMask } from '../../losses/masks.js';
-import { chosenNllLoss, preferenceWithNllLoss } from '../../losses/nll.js';
+import { DPO_LOSSES, type PreferenceLoss } from '../../losses/dpo.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import type { MicroBatchLoss, StepEngine } from '../train/step-engine.js';
-import { Rng } from '../train/seed.js';
+import type { StepEngine } from '../train/step-engine.js';
+import { Rng } from '../util/rng.js';
 import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../config/limits.js';
+import { checkTrainingFits } from '../train/fits.js';
 import { claimRunFolder } from '../train/checkpoint.js';
 import { createTrainerEngine } from '../parallel/factory.js';
-import { DPO_TASK_KIND, dpoTaskOptions } from './dpo-task.js';
-import { batchTokenLogprobs } from './causal-lm.js';
-import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps, type PreferencePairIds } from './reference-logps.js';
+import { collatePairs, DPO_TASK_KIND, dpoLoss, dpoTaskOptions, evaluateDpo, type DpoBatch, type DpoLossOptions, type PreferencePairIds } from '../tasks/dpo.js';
+import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps } from './reference-logps.js';
 
 /** The chat format's header and end-of-turn tokens, which Llama 3 masks out of the DPO log-probs. */
 export const LLAMA3_FORMATTING_TOKENS = ['<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'] as const;
@@ -76,11 +71,7 @@ export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
       .array(z.string().min(1))
       .default([...LLAMA3_FORMATTING_TOKENS])
       .describe('Token strings masked when maskFormattingTokens; each must be a token of the model\'s tokenizer. Default: the Llama 3 header and end-of-turn tokens.'),
-    strengths: z
-      .array(StrengthSchema)
-      .min(1)
-      .default(['significantly_better', 'better'])
-      .describe('Preference strengths trained on (Llama 3: significantly_better and better); rows without one count as better.'),
+    strengths: TrainedStrengthsSchema,
     skipInvalid: z.boolean().default(false).describe('Skip (and count) invalid JSONL rows instead of stopping at the first.'),
     referenceMode: z
       .enum(REFERENCE_MODES)
@@ -90,148 +81,6 @@ export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
   });
 export type DpoConfigInput = z.input<typeof DpoConfigSchema>;
 export type DpoConfig = z.infer<typeof DpoConfigSchema>;
-
-/** One micro-batch of P pairs. */
-export interface DpoBatch {
-  /** 2P rows: rows 0..P−1 are prompt+chosen, rows P..2P−1 prompt+rejected (same pair order), right-padded; targets on response tokens. */
-  tokens: TokenBatch;
-  numPairs: number;
-  /** [P] log π_ref(y_w|x), masked like the policy's. */
-  refChosenLogps: Float32Array;
-  /** [P] log π_ref(y_l|x). */
-  refRejectedLogps: Float32Array;
-  /**
-   * Set on a range of pairs of a micro-batch split across data-parallel workers (`dpo-task.ts`):
-   * the whole micro-batch's pairs and chosen target tokens. The NLL term is a mean over the
-   * micro-batch's chosen tokens, not over pairs, so a part rescales its own (see `dpoTerms`).
-   */
-  whole?: { numPairs: number; numChosenTargets: number };
-}
-
-/** Target tokens of the chosen rows (0..P−1) of a batch: the NLL term's units. */
-export function numChosenTargets(batch: DpoBatch): number {
-  const { targets, seqLen } = batch.tokens;
-  let count = 0;
-  for (let i = 0; i < batch.numPairs * (seqLen - 1); i++) count += targets[i];
-  return count;
-}
-
-/** Collates pairs and their reference values into the chosen-then-rejected layout of `DpoBatch`. */
-export function collatePairs(pairs: readonly PreferencePairIds[], reference: { chosen: ArrayLike<number>; rejected: ArrayLike<number> }, padId: number): DpoBatch {
-  const sequence = (promptIds: number[], responseIds: number[]) => ({
-    ids: [...promptIds, ...responseIds],
-    targetMask: [...promptIds.map(() => 0), ...responseIds.map(() => 1)],
-  });
-  const tokens = padRows([...pairs.map((p) => sequence(p.promptIds, p.chosenIds)), ...pairs.map((p) => sequence(p.promptIds, p.rejectedIds))], padId);
-  return { tokens, numPairs: pairs.length, refChosenLogps: Float32Array.from(reference.chosen), refRejectedLogps: Float32Array.from(reference.rejected) };
-}
-
-/** What the loss needs besides the batch. */
-export interface DpoLossOptions {
-  loss: PreferenceLoss;
-  beta: number;
-  labelSmoothing: number;
-  nllCoefficient: number;
-  /** Ids masked out of the sequence log-probs (not out of the NLL term). */
-  formattingTokenIds: readonly number[];
-}
-
-/** Every tensor of one micro-batch's objective. */
-export interface DpoTerms {
-  /** mean(losses) + α · nllLoss. */
-  loss: tf.Scalar;
-  /** [P] per-pair preference loss. */
-  losses: tf.Tensor1D;
-  nllLoss: tf.Scalar;
-  /** [P] each. */
-  chosenRewards: tf.Tensor1D;
-  rejectedRewards: tf.Tensor1D;
-  policyChosenLogps: tf.Tensor1D;
-  policyRejectedLogps: tf.Tensor1D;
-}
-
-/**
- * The DPO objective from the policy's token log-probs of a `DpoBatch`:
- *
- *   L = mean_p L_pref(h_p) + α · L_NLL
- *
- * with sequence log-probs summed under the mask targets × formattingTokenMask(labels) (Llama 3
- * masks header and termination tokens out of both chosen and rejected), and L_NLL the mean token
- * cross-entropy over ALL chosen response tokens, formatting tokens included: Llama 3 masks them from
- * the DPO log-probs only, and the NLL term is where the model still learns to emit `<|eot_id|>`.
- *
- * @param tokenLogps [2P, T−1] from `batchTokenLogprobs` (rows laid out as in `DpoBatch`).
- */
-export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLossOptions): DpoTerms {
-  const { numPairs: p } = batch;
-  const { batchSize: rows, seqLen: t } = batch.tokens;
-  if (tokenLogps.shape[0] !== rows || tokenLogps.shape[1] !== t - 1 || rows !== 2 * p) {
-    throw new Error(`dpo: token log-probs [${tokenLogps.shape}] do not match a batch of ${p} pairs × ${t} tokens`);
-  }
-  return tf.tidy(() => {
-    const targets = tf.tensor2d(batch.tokens.targets, [rows, t - 1]); // [2P, T−1]
-    const labels = tf.tensor2d(batch.tokens.labels, [rows, t - 1], 'int32'); // [2P, T−1]
-    const dpoMask = formattingTokenMask(labels, targets, opts.formattingTokenIds); // [2P, T−1]
-    const seqLogps = sequenceLogps(tokenLogps, dpoMask); // [2P]
-    const policyChosenLogps = tf.slice(seqLogps, [0], [p]) as tf.Tensor1D; // [P]
-    const policyRejectedLogps = tf.slice(seqLogps, [p], [p]) as tf.Tensor1D; // [P]
-    const { losses, chosenRewards, rejectedRewards } = opts.loss.compute(
-      {
-        policyChosenLogps,
-        policyRejectedLogps,
-        refChosenLogps: tf.tensor1d(batch.refChosenLogps),
-        refRejectedLogps: tf.tensor1d(batch.refRejectedLogps),
-      },
-      { beta: opts.beta, labelSmoothing: opts.labelSmoothing },
-    );
-    const chosenTokenLogps = tf.slice(tokenLogps, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
-    const chosenTargets = tf.slice(targets, [0, 0], [p, t - 1]) as tf.Tensor2D; // [P, T−1]
-    const nllLoss = wholeBatchNll(chosenNllLoss(chosenTokenLogps, chosenTargets), batch);
-    const loss = preferenceWithNllLoss(losses, nllLoss, opts.nllCoefficient);
-    return { loss, losses, nllLoss, chosenRewards, rejectedRewards, policyChosenLogps, policyRejectedLogps };
-  });
-}
-
-/**
- * The NLL term of a part of a split micro-batch, rescaled so that parts combined in proportion
- * to their pairs give the whole's: with the part's P_k pairs and N_k chosen tokens, of the
- * whole's P and N, Σ_k (P_k / P) · nll_k · (N_k / N) · (P / P_k) = Σ_k N_k nll_k / N, the mean
- * over all N chosen tokens. Unsplit batches are returned as they are.
- */
-function wholeBatchNll(nllLoss: tf.Scalar, batch: DpoBatch): tf.Scalar {
-  const { whole } = batch;
-  if (!whole) return nllLoss;
-  const scale = whole.numChosenTargets > 0 ? (numChosenTargets(batch) * whole.numPairs) / (whole.numChosenTargets * batch.numPairs) : 0;
-  return tf.mul(nllLoss, scale) as tf.Scalar;
-}
-
-/** The training loss of one micro-batch under the policy, with TRL's metrics; weight = number of pairs. */
-export function dpoLoss(model: LlamaModel, batch: DpoBatch, opts: DpoLossOptions): MicroBatchLoss {
-  let metrics: Record<string, number> = {};
-  const loss = tf.tidy(() => {
-    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens), batch, opts);
-    metrics = { ...dpoMetrics(terms, terms, terms.nllLoss) };
-    return terms.loss;
-  });
-  return { loss, weight: batch.numPairs, metrics };
-}
-
-/**
- * The DPO metrics and loss over held-out batches, without gradients: means over pairs (the NLL is
- * weighted by pairs too, as the training log combines micro-batches).
- */
-export function evaluateDpo(model: LlamaModel, batches: readonly DpoBatch[], opts: DpoLossOptions): Record<string, number> {
-  const sums: Record<string, number> = {};
-  let numPairs = 0;
-  for (const batch of batches) {
-    const { loss, metrics } = dpoLoss(model, batch, opts);
-    const values = { ...metrics, loss: loss.dataSync()[0] };
-    loss.dispose();
-    for (const [k, v] of Object.entries(values)) sums[k] = (sums[k] ?? 0) + v * batch.numPairs;
-    numPairs += batch.numPairs;
-  }
-  return { ...Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / numPairs])), num_pairs: numPairs };
-}
 
 /** Ids of `tokens` in the tokenizer; unknown tokens are one error naming all of them. */
 export function resolveFormattingTokens(tokenizer: Tokenizer, tokens: readonly string[], source: string): number[] {
@@ -405,7 +254,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     });
 
     // 3) train: the step engine computes in this thread or, with workers, splits each batch by
-    // pairs across policy replicas (`dpo-task.ts`). Reference log-probs travel in the batches
+    // pairs across policy replicas (`src/tasks/dpo.ts`). Reference log-probs travel in the batches
     // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
     const lossFn = (batch: DpoBatch) => dpoLoss(policy, batch, lossOptions);
     engine = await createTrainerEngine<DpoBatch>(config, { backend: backend.name, model: policy, task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) }, lossFn });

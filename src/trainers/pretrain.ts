@@ -16,10 +16,10 @@ import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readCorpus } from '../../data/corpus.js';
 import { packRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import { causalLmLoss, evaluateCausalLm } from './causal-lm.js';
-import { Rng } from '../train/seed.js';
+import { causalLmLoss, evaluateCausalLm } from '../tasks/causal-lm.js';
+import { Rng } from '../util/rng.js';
 import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../config/limits.js';
+import { checkTrainingFits } from '../train/fits.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 import type { StepEngine } from '../train/step-engine.js';
 

@@ -20,16 +20,10 @@ import * as fs from 'node:fs';
 import { z } from 'zod';
 import type { LlamaModel } from '../model/llama.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
-import { responseLogprobs, type PromptResponseIds } from './causal-lm.js';
+import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
+import type { PreferencePairIds } from '../tasks/dpo.js';
 
 export const REFERENCE_LOGPS_FILE = 'reference_logps.jsonl';
-
-/** One preference pair as token ids: the sequences are prompt+chosen and prompt+rejected. */
-export interface PreferencePairIds {
-  promptIds: number[];
-  chosenIds: number[];
-  rejectedIds: number[];
-}
 
 /** Summed log-probs per pair, in pair order. */
 export interface PairLogps {

@@ -26,18 +26,19 @@ import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrain
 import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
-import { DataError } from '../../data/errors.js';
+import { DataError } from '../util/errors.js';
 import { SftRowSchema } from '../../data/rows.js';
 import { TokenizeOptionsSchema, TokenizeReport, tokenizeSftRow, type TokenizeOptions } from '../../data/tokenize.js';
 import { packRows, padRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type TrainingResult } from '../train/loop.js';
 import type { StepEngine } from '../train/step-engine.js';
-import { Rng } from '../train/seed.js';
-import { batchTokenLogprobs, causalLmLoss } from './causal-lm.js';
+import { Rng } from '../util/rng.js';
+import { batchTokenLogprobs } from '../inference/token-logprobs.js';
+import { causalLmLoss } from '../tasks/causal-lm.js';
 import type { TrainerHooks } from './pretrain.js';
 import type { LlamaModel } from '../model/llama.js';
 import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../config/limits.js';
+import { checkTrainingFits } from '../train/fits.js';
 import { createTrainerEngine } from '../parallel/factory.js';
 
 const tokenizeShape = TokenizeOptionsSchema.shape;

@@ -50,7 +50,7 @@ describe('tfalign command line', () => {
     expect(train.map((m) => m.step)).toEqual([10, 20, 30]);
     expect(train[2].loss).toBeLessThan(train[0].loss);
     const model = path.join(dir, 'pre', 'model');
-    // the HF files, and the marker that makes the folder the trainer's (data/atomic.ts)
+    // the HF files, and the marker that makes the folder the trainer's (src/util/atomic.ts)
     expect(fs.readdirSync(model).sort()).toEqual(['.tfalign-output.json', 'config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
 
     const outputs = ['paged', 'dense', 'none'].map((kv) => {

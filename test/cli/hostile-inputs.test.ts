@@ -15,7 +15,7 @@ import { createModel } from '../../src/model/create.js';
 import { savePretrained } from '../../src/model/pretrained.js';
 import { toRewardModel } from '../../src/model/weights.js';
 import { readSafetensors, writeSafetensors } from '../../src/model/safetensors.js';
-import { OUTPUT_MARKER } from '../../data/atomic.js';
+import { OUTPUT_MARKER } from '../../src/util/atomic.js';
 
 const REPO = path.resolve(import.meta.dirname, '..', '..');
 const CLI = path.join(REPO, 'bin', 'tfalign.js');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { DataError } from '../../data/errors.js';
+import { DataError } from '../../src/util/errors.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PreferenceRowSchema, SftRowSchema, TokenRowSchema } from '../../data/rows.js';
 

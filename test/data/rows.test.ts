@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { DataError, describeValue, formatDataLine, formatZodIssue, rowErrorMap } from '../../data/errors.js';
+import { DataError, describeValue, formatDataLine, formatZodIssue, rowErrorMap } from '../../src/util/errors.js';
 import {
   ConversationSchema,
   DEFAULT_STRENGTH,

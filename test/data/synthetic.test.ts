@@ -27,7 +27,7 @@ import { STRENGTHS } from '../../data/rows.js';
 import { buildTokenizerConfig, trainByteLevelBpe } from '../../src/tokenizer/bpe-trainer.js';
 import { applyChatTemplate, tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 const mean = (values: readonly number[]): number => values.reduce((sum, v) => sum + v, 0) / values.length;
 

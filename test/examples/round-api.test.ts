@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../../src/store/store.js';
-import { sha256Dir } from '../../src/store/hash.js';
+import { sha256Dir } from '../../src/util/hash.js';
 import { ROUND_STAGES } from '../../src/store/stages.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

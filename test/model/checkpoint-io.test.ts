@@ -10,9 +10,9 @@ import {
   shardFileName,
 } from '../../src/model/checkpoint-io.js';
 import { CheckpointError, readSafetensorsHeader, type NamedTensor } from '../../src/model/safetensors.js';
-import { OUTPUT_MARKER } from '../../data/atomic.js';
+import { OUTPUT_MARKER } from '../../src/util/atomic.js';
 
-/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`data/atomic.ts`). */
+/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`src/util/atomic.ts`). */
 const outputFiles = (dir: string) => fs.readdirSync(dir).filter((name) => name !== OUTPUT_MARKER).sort();
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-checkpoint-'));

@@ -11,7 +11,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { LocalStepEngine, type StepEngine } from '../../src/train/step-engine.js';
 import { createStepEngine, defaultNumWorkers } from '../../src/parallel/factory.js';
 import { WorkerStepEngine } from '../../src/parallel/worker-engine.js';
-import type { TaskDescriptor } from '../../src/parallel/tasks.js';
+import type { TaskDescriptor } from '../../src/train/task.js';
 import { packRows, selectRows, type TokenBatch } from '../../data/collate.js';
 
 const config = parseLlamaConfig({
@@ -156,7 +156,7 @@ describe('WorkerStepEngine', () => {
       expect(error).toBeInstanceOf(Error);
       expect(error.message).toBe('worker 2: injected: replica 2 ran out of memory');
       // the stack is the worker's: it runs through the task's loss wrapper and the micro-batch loop
-      expect(error.stack).toMatch(/src\/parallel\/tasks\.ts/);
+      expect(error.stack).toMatch(/src\/tasks\/index\.ts/);
       expect(error.stack).toMatch(/src\/train\/step-engine\.ts/);
       expect(engine.numLiveWorkers).toBe(0);
       // the engine stays stopped with the same error

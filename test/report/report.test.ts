@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { registerReportCommands } from '../../src/cli/report.js';
 import { binValues, escapeHtml, histogramEdges, niceAxis, niceStep } from '../../src/report/charts.js';
 import { collectRunReport, renderRunReport } from '../../src/report/html.js';
-import { writeFileAtomic } from '../../data/atomic.js';
+import { writeFileAtomic } from '../../src/util/atomic.js';
 import type { SampleInput, StageMetricInput } from '../../src/store/records.js';
 import type { StageName } from '../../src/store/stages.js';
 import { RunStore, defaultStorePath } from '../../src/store/store.js';

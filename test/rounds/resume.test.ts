@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../../src/store/store.js';
-import { digestPath } from '../../src/store/hash.js';
+import { digestPath } from '../../src/util/hash.js';
 import { ROUND_STAGES, type StageName } from '../../src/store/stages.js';
 import type { ArtifactRecord, RoundSummary, StageRecord } from '../../src/store/records.js';
 

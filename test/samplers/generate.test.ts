@@ -5,7 +5,7 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
 import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema, filteredDistribution, sampleToken } from '../../samplers/decoding.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 const config = parseLlamaConfig({
   vocab_size: 40, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,

@@ -5,7 +5,7 @@ import { scaledDotProductAttention } from '../../src/model/attention.js';
 import { KVCacheManager } from '../../samplers/kv/block-table.js';
 import { PagedKVStorage } from '../../samplers/kv/kv-storage.js';
 import { type DecodeRow, PagedDecodeAttention, PagedPrefillAttention } from '../../samplers/paged-attention.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 const BLOCK_SIZE = 4;
 const NUM_HEADS = 4;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 import { PreferenceRowSchema, SftRowSchema } from '../../data/rows.js';
 import { bestIndex, buildRejectionRows, choosePair, scorePrompts, type RewardInput, type SampledPrompt, type ScoredSample } from '../../samplers/rejection.js';
 

@@ -9,7 +9,7 @@ import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { createModel } from '../../src/model/create.js';
 import { loadPretrained, savePretrained } from '../../src/model/pretrained.js';
 import { toRewardModel } from '../../src/model/weights.js';
-import { scoreResponses } from '../../src/trainers/reward-scoring.js';
+import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { registerSampleCommands } from '../../src/cli/sample.js';
 import { PreferenceRowSchema, SftRowSchema } from '../../data/rows.js';
 

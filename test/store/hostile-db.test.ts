@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../../src/store/schema.js';
 import { RunStore, defaultStorePath } from '../../src/store/store.js';
-import { artifactProblem, digestArtifact } from '../../src/store/hash.js';
+import { artifactProblem, digestArtifact } from '../../src/util/hash.js';
 
 let dir: string;
 let file: string;

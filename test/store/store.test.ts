@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { digestPath } from '../../src/store/hash.js';
+import { digestPath } from '../../src/util/hash.js';
 import type { ArtifactInput, MetricInput, PreferenceInput, SampleInput } from '../../src/store/records.js';
 import { ROUND_STAGES, roundStages, validateStageOrder } from '../../src/store/stages.js';
 import { RunStore, defaultStorePath } from '../../src/store/store.js';

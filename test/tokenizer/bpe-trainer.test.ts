@@ -13,9 +13,9 @@ import {
   writeTokenizerFolder,
 } from '../../src/tokenizer/bpe-trainer.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
-import { OUTPUT_MARKER } from '../../data/atomic.js';
+import { OUTPUT_MARKER } from '../../src/util/atomic.js';
 
-/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`data/atomic.ts`). */
+/** A folder's entries without the output marker saveFolder/writeTokenizerFolder add (`src/util/atomic.ts`). */
 const outputFiles = (dir: string) => fs.readdirSync(dir).filter((name) => name !== OUTPUT_MARKER).sort();
 
 const SYLLABLES = ['ka', 'to', 're', 'mi', 'san', 'lo', 've', 'qu', 'ent', 'ion', 'ing', 'th', 'er', 'an', 'st', 'pre', 'con', 'al', 'ly', 'ou', 'gh', 'ph', 'ch', 'sh', 'ble'];

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
 import { AdamW, defaultNoDecay } from '../../src/train/adamw.js';
 import { learningRateAt } from '../../src/train/schedule.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 beforeAll(async () => {
   await initBackend('cpu', { quiet: true });

@@ -8,7 +8,7 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { LocalStepEngine } from '../../src/train/step-engine.js';
-import { causalLmLoss } from '../../src/trainers/causal-lm.js';
+import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { packRows, selectRows, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, runTrainingLoop } from '../../src/train/loop.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';

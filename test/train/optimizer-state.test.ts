@@ -15,7 +15,7 @@ import {
   type TrainerState,
 } from '../../src/train/optimizer-state.js';
 import { learningRateAt } from '../../src/train/schedule.js';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 let dir: string;
 

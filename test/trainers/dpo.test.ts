@@ -21,22 +21,15 @@ import { loadPretrained } from '../../src/model/pretrained.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';
 import { runTrainingLoop, type LogRecord } from '../../src/train/loop.js';
-import { batchTokenLogprobs, causalLmLoss, responseLogprobs } from '../../src/trainers/causal-lm.js';
+import { batchTokenLogprobs, responseLogprobs } from '../../src/inference/token-logprobs.js';
+import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { padRows } from '../../data/collate.js';
 import { chosenNllLoss } from '../../losses/nll.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
-import {
-  collatePairs,
-  dpo,
-  dpoLoss,
-  dpoTerms,
-  evaluateDpo,
-  type DpoConfigInput,
-  type DpoHooks,
-  type DpoLossOptions,
-  type DpoResult,
-} from '../../src/trainers/dpo.js';
-import { computeReferenceLogps, pairHash, REFERENCE_LOGPS_FILE, ReferenceLogpsRowSchema, type PreferencePairIds } from '../../src/trainers/reference-logps.js';
+import { dpo, type DpoConfigInput, type DpoHooks, type DpoResult } from '../../src/trainers/dpo.js';
+import { collatePairs, dpoLoss, dpoTerms, evaluateDpo, type DpoLossOptions } from '../../src/tasks/dpo.js';
+import { computeReferenceLogps, pairHash, REFERENCE_LOGPS_FILE, ReferenceLogpsRowSchema } from '../../src/trainers/reference-logps.js';
+import { type PreferencePairIds } from '../../src/tasks/dpo.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
 
 const LN2 = Math.log(2);

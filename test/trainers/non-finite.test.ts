@@ -15,7 +15,7 @@ import { initModel, toRewardModel } from '../../src/model/weights.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { buildTokenizerConfig, trainByteLevelBpe } from '../../src/tokenizer/bpe-trainer.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
-import { scoreResponses } from '../../src/trainers/reward-scoring.js';
+import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { loadOrComputeReferenceLogps } from '../../src/trainers/reference-logps.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-nonfinite-'));

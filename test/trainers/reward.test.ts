@@ -14,17 +14,9 @@ import { readSafetensorsHeader } from '../../src/model/safetensors.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { FullAttention } from '../../src/model/attention.js';
 import { tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
-import {
-  collatePreferences,
-  evaluateRewardModel,
-  readPreferenceData,
-  RewardConfigSchema,
-  rewardModelLoss,
-  trainRewardModel,
-  type ReadPreferenceOptions,
-  type RewardTrainingResult,
-} from '../../src/trainers/reward.js';
-import { scoreResponses } from '../../src/trainers/reward-scoring.js';
+import { readPreferenceData, RewardConfigSchema, trainRewardModel, type ReadPreferenceOptions, type RewardTrainingResult } from '../../src/trainers/reward.js';
+import { collatePreferences, evaluateRewardModel, rewardModelLoss } from '../../src/tasks/reward-model.js';
+import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import type { PreferenceRow } from '../../data/rows.js';
 

@@ -15,7 +15,7 @@ import { tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
 import { createModel } from '../../src/model/create.js';
 import { loadPretrained } from '../../src/model/pretrained.js';
 import type { LlamaModel } from '../../src/model/llama.js';
-import { causalLmLoss } from '../../src/trainers/causal-lm.js';
+import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { SftBatches, SftConfigSchema, evaluateSft, loadSftData, readSftFile, sft, type SftConfigInput } from '../../src/trainers/sft.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
 import { packRows, padRows } from '../../data/collate.js';

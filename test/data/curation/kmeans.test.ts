@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { kmeans, nearestCentroid } from '../../../data/curation/kmeans.js';
-import { Rng } from '../../../src/train/seed.js';
+import { Rng } from '../../../src/util/rng.js';
 
 /** Three well-separated blobs in 5 dimensions, 30 points each (noise std 0.05), shuffled. */
 function blobs(seed: number): { points: Float32Array; labels: number[]; centres: number[][] } {

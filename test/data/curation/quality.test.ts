@@ -8,7 +8,7 @@ import { loadPretrained } from '../../../src/model/pretrained.js';
 import type { LlamaModel } from '../../../src/model/llama.js';
 import { Tokenizer } from '../../../src/tokenizer/tokenizer.js';
 import { tokenizePromptResponse } from '../../../src/tokenizer/chat-template.js';
-import { scoreResponses } from '../../../src/trainers/reward-scoring.js';
+import { scoreResponses } from '../../../src/inference/reward-scoring.js';
 import { FullAttention } from '../../../src/model/attention.js';
 import { judgeQualityScores, rewardQualityScores, selectByQuality } from '../../../data/curation/quality.js';
 import { difficultyScores } from '../../../data/curation/difficulty.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { averageWeights, type NamedTensor } from '../../src/train/average.js';
+import { averageWeights, type NamedTensor } from '../../src/model/average.js';
 
 function checkpoint(entries: Record<string, [number[], number[]]>): Map<string, NamedTensor> {
   return new Map(Object.entries(entries).map(([name, [shape, data]]) => [name, { shape, data: Float32Array.from(data) }]));

@@ -12,10 +12,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { LlamaModel } from '../model/llama.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { serveRequests, type ChannelMessage } from './request-loop.js';
+import { serveRequests, type ChannelMessage } from '../threads/request-loop.js';
 import { runShardJob, type ShardRequest, type ShardWorkerInit } from './shard-jobs.js';
 
-if (!parentPort) throw new Error('shard-worker: src/parallel/shard-worker.ts must run in a worker thread (started by ShardPool)');
+if (!parentPort) throw new Error('shard-worker: src/inference-pool/shard-worker.ts must run in a worker thread (started by ShardPool)');
 const port = parentPort;
 const init = workerData as ShardWorkerInit;
 

@@ -9,7 +9,7 @@
  * Sums run in float64 and are rounded to float32 once at the end: the float32 result carries a
  * single rounding, however many checkpoints are averaged.
  */
-import { numElements, type NamedTensor } from '../model/safetensors.js';
+import { numElements, type NamedTensor } from './safetensors.js';
 
 export type { NamedTensor };
 

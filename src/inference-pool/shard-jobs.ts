@@ -18,8 +18,8 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { Conversation } from '../../data/rows.js';
 import type { SamplingStats } from '../../samplers/engine.js';
 import { samplePolicy, type PolicySamples, type PolicySamplingOptions } from '../../samplers/policy-sampler.js';
-import { scoreResponses, type ScoreInput } from '../trainers/reward-scoring.js';
-import { responseLogprobs, type PromptResponseIds } from '../trainers/causal-lm.js';
+import { scoreResponses, type ScoreInput } from '../inference/reward-scoring.js';
+import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
 
 /**
  * What `sample` needs besides the prompts: `PolicySamplingOptions` without its callbacks. Sample i

@@ -1,15 +1,14 @@
 /**
- * Next-token cross-entropy on a collated batch, shared by pretraining and SFT: the loss is the
- * mean over target tokens only (`TokenBatch.targets`), so prompt tokens, padding and the first
- * token of each packed document contribute nothing.
+ * Token log-probs of a causal LM over collated batches, forward only: `batchTokenLogprobs` (the
+ * building block of the causal-LM and DPO objectives, `src/tasks/`) and `responseLogprobs`
+ * (log p(response | prompt) of many rows, batched: `tfalign logprobs`, DPO reference log-probs,
+ * difficulty scoring).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
 import { FullAttention } from '../model/attention.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 import { tokenLogprobs } from '../../losses/logprobs.js';
-import { sftLoss } from '../../losses/sft.js';
-import type { MicroBatchLoss } from '../train/step-engine.js';
 
 /** Per-token log-probs of each position's next token: [B, T−1]. */
 export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch): tf.Tensor2D {
@@ -21,28 +20,6 @@ export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch): tf.Ten
     const logits = model.logits(predicting); // [B, T−1, V]
     return tokenLogprobs(logits, tf.tensor2d(batch.labels, [b, t - 1], 'int32')); // [B, T−1]
   });
-}
-
-/** Mean next-token cross-entropy over the batch's target tokens; weight = number of targets. */
-export function causalLmLoss(model: LlamaModel, batch: TokenBatch): MicroBatchLoss {
-  const logps = batchTokenLogprobs(model, batch);
-  const mask = tf.tensor2d(batch.targets, [batch.batchSize, batch.seqLen - 1]); // [B, T−1]
-  const { loss } = sftLoss(logps, mask);
-  return { loss, weight: batch.numTargets };
-}
-
-/** Mean loss (and perplexity) over evaluation batches, without gradients. */
-export function evaluateCausalLm(model: LlamaModel, batches: TokenBatch[]): { loss: number; perplexity: number; num_tokens: number } {
-  let total = 0;
-  let count = 0;
-  for (const batch of batches) {
-    if (batch.numTargets === 0) continue;
-    const value = tf.tidy(() => causalLmLoss(model, batch).loss.dataSync()[0]);
-    total += value * batch.numTargets;
-    count += batch.numTargets;
-  }
-  const loss = count > 0 ? total / count : NaN;
-  return { loss, perplexity: Math.exp(loss), num_tokens: count };
 }
 
 export interface PromptResponseIds {

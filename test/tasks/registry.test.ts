@@ -7,9 +7,10 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
-import { causalLmLoss } from '../../src/trainers/causal-lm.js';
 import { createStepEngine } from '../../src/parallel/factory.js';
-import { buildTaskLoss, evenRowRanges, resolveTask, splitTokenBatch, type TaskDescriptor } from '../../src/parallel/tasks.js';
+import { evenRowRanges, type TaskDescriptor } from '../../src/train/task.js';
+import { causalLmLoss, splitTokenBatch } from '../../src/tasks/causal-lm.js';
+import { buildTaskLoss, resolveTask } from '../../src/tasks/index.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 
 const config = parseLlamaConfig({

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../../src/train/seed.js';
+import { Rng } from '../../src/util/rng.js';
 
 function draw(rng: Rng, n: number): number[] {
   return Array.from({ length: n }, () => rng.next());

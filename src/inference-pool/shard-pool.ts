@@ -20,9 +20,9 @@ import * as tf from '@tensorflow/tfjs';
 import { currentBackend } from '../backend.js';
 import type { Conversation } from '../../data/rows.js';
 import type { PolicySamples } from '../../samplers/policy-sampler.js';
-import type { ScoreInput } from '../trainers/reward-scoring.js';
-import type { PromptResponseIds } from '../trainers/causal-lm.js';
-import { evenRowRanges } from './tasks.js';
+import type { ScoreInput } from '../inference/reward-scoring.js';
+import type { PromptResponseIds } from '../inference/token-logprobs.js';
+import { evenRowRanges } from '../train/task.js';
 import {
   combineSamplingStats,
   type LogprobsJobOptions,
@@ -33,8 +33,8 @@ import {
   type ShardRequest,
   type ShardWorkerInit,
 } from './shard-jobs.js';
-import { allOrFirstError } from './worker-channel.js';
-import { WorkerGroup } from './worker-group.js';
+import { allOrFirstError } from '../threads/worker-channel.js';
+import { WorkerGroup } from '../threads/worker-group.js';
 
 export interface ShardPoolOptions {
   /** Worker threads (≥ 1); each loads its own copy of the model. */

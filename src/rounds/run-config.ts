@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend.js';
-import { limit } from './limits.js';
+import { limit } from '../config/limits.js';
 import { RewardConfigSchema } from '../trainers/reward.js';
 import { SftConfigSchema } from '../trainers/sft.js';
 import { DpoConfigSchema } from '../trainers/dpo.js';

@@ -1,5 +1,5 @@
 /**
- * The output policy of data/atomic.ts (issue 11, items 1, 2, 18): files are replaced atomically,
+ * The output policy of src/util/atomic.ts (issue 11, items 1, 2, 18): files are replaced atomically,
  * written through symbolic links and into special files (never replaced by a regular file);
  * folders are written only when new, empty, or the same command's output (else `overwrite`), and
  * then only the command's own files change; errors name the path; /proc does not hang.
@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OUTPUT_MARKER, claimOutputFolder, ensureDir, readOutputMarker, writeFileAtomic, writeOutputFolder } from '../../data/atomic.js';
+import { OUTPUT_MARKER, claimOutputFolder, ensureDir, readOutputMarker, writeFileAtomic, writeOutputFolder } from '../../src/util/atomic.js';
 import { writeJsonlAtomic } from '../../data/jsonl.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-atomic-'));

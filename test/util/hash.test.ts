@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { canonicalJson, digestPath, listFilesSorted, sha256Dir, sha256File, sha256Json } from '../../src/store/hash.js';
+import { canonicalJson, digestPath, listFilesSorted, sha256Dir, sha256File, sha256Json } from '../../src/util/hash.js';
 
 let dir: string;
 beforeEach(() => {

@@ -1,0 +1,260 @@
+/**
+ * The reward-model objective, defined once (`kind: 'reward-model'`; the step engine and every
+ * data-parallel replica build it from the plain-data options `{margin, centeringCoefficient}`).
+ *
+ * Batch layout: for a micro-batch of P preference rows with R_i responses each (2, or 3 when the
+ * row has an edit), all Σ R_i prompt+response sequences are stacked, row by row and best first,
+ * into one right-padded [N, T] batch; each sequence's reward is read at its last real token (its
+ * end-of-turn token), and the rewards are gathered into a [P, R] matrix whose columns are
+ * (edited, chosen, rejected) when any row has an edit (R = 3, a missing edit masked out of the
+ * `validMask`) and (chosen, rejected) otherwise (R = 2).
+ *
+ * Loss: with an edit in the micro-batch, `rankingLoss` over every ordered pair of the ranking (a
+ * row with an edit gives 3 pairs, one without gives 1); otherwise `bradleyTerryLoss`, with Llama 2's
+ * per-strength margin when `margin` is on. Either way the micro-batch loss is the mean over its
+ * pairs and its weight is the number of pairs, so accumulated micro-batches give the mean over
+ * the global batch's pairs. (`rankingLoss` averages per row, as Ouyang et al. 2022 do; we weight
+ * each row's mean by its number of pairs to get the mean over pairs.)
+ *
+ * Metrics, on train (logged every `logEvery` steps) and on the held-out split: `accuracy`, the
+ * fraction of rows whose chosen reward beats the rejected one, and `margin`, the mean r_c − r_r
+ * (the Llama 3 comparison; edits do not enter them). With gradient accumulation the train
+ * metrics of micro-batches are combined in proportion to their pairs; the eval metrics are exact.
+ *
+ * Splitting a micro-batch across workers cuts it by preference rows, never inside a row: the
+ * 2–3 responses of a row are compared with each other, so they stay in one part. A part keeps the
+ * micro-batch's reward-matrix width R (so the same loss — ranking or Bradley–Terry — runs on every
+ * part) and its padded length, and records the whole micro-batch's rows and pairs (`whole`):
+ * the loss is a mean over pairs weighted by pairs, so the parts' losses add up to the whole's
+ * exactly, and the row metrics (accuracy, margin) are rescaled so that they do too.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { LlamaModel } from '../model/llama.js';
+import { FullAttention } from '../model/attention.js';
+import type { Strength } from '../../data/rows.js';
+import type { TokenizedPreference } from '../../data/tokenize.js';
+import { padRows, selectRows, type TokenBatch } from '../../data/collate.js';
+import { bradleyTerryLoss, rankingLoss, strengthMargins } from '../../losses/reward.js';
+import type { MicroBatchLoss } from '../train/step-engine.js';
+import { evenRowRanges, type TaskDefinition } from '../train/task.js';
+import { lastTokenIndex } from '../inference/reward-scoring.js';
+
+export const REWARD_MODEL_TASK_KIND = 'reward-model';
+
+/** Number of ordered pairs a ranking of `numResponses` responses gives: C(R, 2). */
+export function numPairsOf(numResponses: number): number {
+  return (numResponses * (numResponses - 1)) / 2;
+}
+
+/** A micro-batch of preference rows, collated (see the batch layout at the top of this file). */
+export interface PreferenceBatch {
+  /** Every response of every row, row by row and best first, after its prompt: [N, T], right-padded. */
+  sequences: TokenBatch;
+  /** [N] index of each sequence's last real token, where its reward is read. */
+  lastIndex: Int32Array;
+  /** P, the preference rows. */
+  numRows: number;
+  /** R, the reward matrix's columns: 3 (edited, chosen, rejected) when a row has an edit, else 2 (chosen, rejected). */
+  numRanks: number;
+  /** [P·R] row-major: the sequence holding rank r of row p (a missing edit points at the row's chosen, masked). */
+  rankSequence: Int32Array;
+  /** [P·R] 1 where the response exists. */
+  validMask: Float32Array;
+  /** [P] ordered pairs per row: 3 with an edit, 1 without. */
+  pairsPerRow: Float32Array;
+  /** [P] strength of each row's chosen/rejected pair (for margins). */
+  strengths: Strength[];
+  /** Σ pairsPerRow: the loss's units. */
+  numPairs: number;
+  /**
+   * Set on a row range of a micro-batch split across data-parallel workers (`src/tasks/reward-model.ts`):
+   * the whole micro-batch's rows and pairs, so that the parts' metrics, combined in proportion to
+   * their pairs, give the whole's per-row means.
+   */
+  whole?: { numRows: number; numPairs: number };
+}
+
+/** Stacks the responses of `rows` into one batch (layout at the top of this file). */
+export function collatePreferences(rows: readonly TokenizedPreference[], padId: number): PreferenceBatch {
+  if (rows.length === 0) throw new Error('rm train: a micro-batch needs at least one preference row');
+  const numRanks = rows.some((r) => r.responses.length === 3) ? 3 : 2;
+  const sequences: number[][] = [];
+  const rankSequence = new Int32Array(rows.length * numRanks);
+  const validMask = new Float32Array(rows.length * numRanks);
+  const pairsPerRow = new Float32Array(rows.length);
+  rows.forEach((row, p) => {
+    const first = sequences.length;
+    for (const response of row.responses) sequences.push([...row.promptIds, ...response]);
+    const numMissing = numRanks - row.responses.length; // a row without an edit, in a batch with one
+    for (let r = 0; r < numRanks; r++) {
+      const present = r >= numMissing;
+      rankSequence[p * numRanks + r] = present ? first + r - numMissing : first; // missing → chosen (masked)
+      validMask[p * numRanks + r] = present ? 1 : 0;
+    }
+    pairsPerRow[p] = numPairsOf(row.responses.length);
+  });
+  return {
+    sequences: padRows(sequences.map((ids) => ({ ids, targetMask: ids.map(() => 0) })), padId),
+    lastIndex: lastTokenIndex(sequences),
+    numRows: rows.length,
+    numRanks,
+    rankSequence,
+    validMask,
+    pairsPerRow,
+    strengths: rows.map((r) => r.strength),
+    numPairs: pairsPerRow.reduce((a, b) => a + b, 0),
+  };
+}
+
+/** The reward of every response of the batch: [P, R], columns best first (see `PreferenceBatch`). */
+export function rewardMatrix(model: LlamaModel, batch: PreferenceBatch): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { sequences: s } = batch;
+    const ctx = new FullAttention({ batchSize: s.batchSize, seqLen: s.seqLen, segmentIds: s.segmentIds });
+    const hidden = model.forward(tf.tensor2d(s.inputIds, [s.batchSize, s.seqLen], 'int32'), ctx); // [N, T, C]
+    const rewards = model.rewards(hidden, batch.lastIndex); // [N]
+    const ranked = tf.gather(rewards, tf.tensor1d(batch.rankSequence, 'int32')); // [P·R]
+    return tf.reshape(ranked, [batch.numRows, batch.numRanks]) as tf.Tensor2D; // [P, R]
+  });
+}
+
+/** Chosen-vs-rejected comparisons of a [P, R] reward matrix read to the host. */
+function chosenRejectedCounts(values: ArrayLike<number>, numRows: number, numRanks: number): { numCorrect: number; sumGap: number } {
+  let numCorrect = 0;
+  let sumGap = 0;
+  for (let p = 0; p < numRows; p++) {
+    const gap = values[p * numRanks + numRanks - 2] - values[p * numRanks + numRanks - 1]; // r_c − r_r
+    if (gap > 0) numCorrect++;
+    sumGap += gap;
+  }
+  return { numCorrect, sumGap };
+}
+
+export interface RewardLossConfig {
+  /** Llama 2's per-strength margin (Bradley–Terry only). */
+  margin: boolean;
+  /** c in c · (r_c + r_r)² per pair. */
+  centeringCoefficient: number;
+}
+
+/**
+ * The micro-batch loss: mean over its ordered pairs of −log σ(r_better − r_worse [− m]), plus
+ * centering; weight = number of pairs; metrics `accuracy` and `margin` over chosen vs rejected.
+ */
+export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts: RewardLossConfig): MicroBatchLoss {
+  if (batch.numRanks === 3 && opts.margin) throw new Error('rm train: margin is defined for chosen/rejected pairs only; this batch has an edited response');
+  const centering = { centeringCoefficient: opts.centeringCoefficient };
+  let counts = { numCorrect: 0, sumGap: 0 };
+  // tidy keeps only the loss; the gradient tape still records every op inside it
+  const loss = tf.tidy(() => {
+    const rewards = rewardMatrix(model, batch); // [P, R]
+    counts = chosenRejectedCounts(rewards.dataSync(), batch.numRows, batch.numRanks);
+    if (batch.numRanks === 3) {
+      const ranking = rankingLoss(rewards, tf.tensor2d(batch.validMask, [batch.numRows, 3]), centering);
+      // per-row means × pairs per row / all pairs = the mean over pairs
+      return tf.div(tf.sum(tf.mul(ranking.losses, tf.tensor1d(batch.pairsPerRow))), batch.numPairs) as tf.Scalar;
+    }
+    const chosenRewards = tf.reshape(tf.slice(rewards, [0, 0], [batch.numRows, 1]), [batch.numRows]) as tf.Tensor1D; // [P]
+    const rejectedRewards = tf.reshape(tf.slice(rewards, [0, 1], [batch.numRows, 1]), [batch.numRows]) as tf.Tensor1D; // [P]
+    const margins = opts.margin ? strengthMargins(batch.strengths) : undefined; // [P]
+    return tf.mean(bradleyTerryLoss({ chosenRewards, rejectedRewards, margins }, centering).losses) as tf.Scalar;
+  });
+  // Metrics are means over rows, but micro-batches combine in proportion to pairs: a part of a
+  // split micro-batch divides by the whole's rows and rescales by whole pairs / own pairs, so the
+  // pair-weighted combination of the parts is exactly the whole's mean.
+  const { whole } = batch;
+  const rowMean = (sum: number) => (whole ? (sum * whole.numPairs) / (batch.numPairs * whole.numRows) : sum / batch.numRows);
+  return { loss, weight: batch.numPairs, metrics: { accuracy: rowMean(counts.numCorrect), margin: rowMean(counts.sumGap) } };
+}
+
+/** Held-out metrics: mean pair loss, chosen-vs-rejected `accuracy` and `margin`, without gradients. */
+export function evaluateRewardModel(
+  model: LlamaModel,
+  batches: readonly PreferenceBatch[],
+  opts: RewardLossConfig,
+): { loss: number; accuracy: number; margin: number; num_rows: number; num_pairs: number } {
+  let sumLoss = 0;
+  let numPairs = 0;
+  let numRows = 0;
+  let numCorrect = 0;
+  let sumGap = 0;
+  for (const batch of batches) {
+    const { loss, metrics } = tf.tidy(() => {
+      const out = rewardModelLoss(model, batch, opts);
+      return { loss: out.loss.dataSync()[0], metrics: out.metrics! };
+    });
+    sumLoss += loss * batch.numPairs;
+    numPairs += batch.numPairs;
+    numRows += batch.numRows;
+    numCorrect += metrics.accuracy * batch.numRows;
+    sumGap += metrics.margin * batch.numRows;
+  }
+  return { loss: sumLoss / numPairs, accuracy: numCorrect / numRows, margin: sumGap / numRows, num_rows: numRows, num_pairs: numPairs };
+}
+
+
+/** The task options of a reward-model loss (plain data, sent to every worker). */
+export function rewardTaskOptions(config: RewardLossConfig): Record<string, unknown> {
+  return { margin: config.margin, centeringCoefficient: config.centeringCoefficient };
+}
+
+/** The loss config back from task options, checked (a worker receives them as untyped data). */
+export function rewardLossConfigOf(options: Record<string, unknown>): RewardLossConfig {
+  const { margin, centeringCoefficient } = options;
+  if (typeof margin !== 'boolean') throw new Error(`reward-model task: options.margin must be a boolean, got ${JSON.stringify(margin)}`);
+  if (typeof centeringCoefficient !== 'number' || !(centeringCoefficient >= 0)) {
+    throw new Error(`reward-model task: options.centeringCoefficient must be a number ≥ 0, got ${JSON.stringify(centeringCoefficient)}`);
+  }
+  return { margin, centeringCoefficient };
+}
+
+/** Index of the first sequence of preference row `p` (the lowest sequence its ranks point at). */
+function firstSequenceOf(batch: PreferenceBatch, p: number): number {
+  const ranks = batch.rankSequence.subarray(p * batch.numRanks, (p + 1) * batch.numRanks);
+  return Math.min(...ranks);
+}
+
+/**
+ * Preference rows `[start, end)` of a collated micro-batch as a batch of their own: their
+ * sequences (contiguous, since rows are stacked row by row), rank indices shifted to the new
+ * sequence numbering, and `whole` naming the micro-batch they came from.
+ */
+export function selectPreferenceRows(batch: PreferenceBatch, start: number, end: number): PreferenceBatch {
+  if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start < end && end <= batch.numRows)) {
+    throw new Error(`reward-model task: row range [${start}, ${end}) is not inside the batch's ${batch.numRows} rows`);
+  }
+  const r = batch.numRanks;
+  const seqStart = firstSequenceOf(batch, start);
+  const seqEnd = end < batch.numRows ? firstSequenceOf(batch, end) : batch.sequences.batchSize;
+  const pairsPerRow = batch.pairsPerRow.slice(start, end);
+  return {
+    sequences: selectRows(
+      batch.sequences,
+      Array.from({ length: seqEnd - seqStart }, (_, i) => seqStart + i),
+    ),
+    lastIndex: batch.lastIndex.slice(seqStart, seqEnd),
+    numRows: end - start,
+    numRanks: r,
+    rankSequence: batch.rankSequence.slice(start * r, end * r).map((s) => s - seqStart),
+    validMask: batch.validMask.slice(start * r, end * r),
+    pairsPerRow,
+    strengths: batch.strengths.slice(start, end),
+    numPairs: pairsPerRow.reduce((a, b) => a + b, 0),
+    whole: batch.whole ?? { numRows: batch.numRows, numPairs: batch.numPairs },
+  };
+}
+
+/** A micro-batch cut into at most `numParts` contiguous ranges of preference rows (sizes differ by at most one). */
+export function splitPreferenceBatch(batch: PreferenceBatch, numParts: number): PreferenceBatch[] {
+  return evenRowRanges(batch.numRows, numParts).map(([start, end]) => selectPreferenceRows(batch, start, end));
+}
+
+/** Bradley–Terry / ranking loss on `PreferenceBatch`es; weight = number of ordered pairs. */
+export const rewardModelTask: TaskDefinition<PreferenceBatch> = {
+  kind: REWARD_MODEL_TASK_KIND,
+  buildLoss: ({ model, options }) => {
+    const config = rewardLossConfigOf(options);
+    return (batch) => rewardModelLoss(model, batch, config);
+  },
+  splitBatch: splitPreferenceBatch,
+};
