@@ -52,6 +52,6 @@ export function difficultyScores(model: LlamaModel, tokenizer: Tokenizer, rows: 
     if (bad !== undefined) throw new Error(`${describeRow(i)}: prompt: token id ${bad} is not below the model's vocabulary size ${model.dims.vocabSize} (tokenizer and model disagree)`);
     return ids;
   });
-  const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
+  const padId = tokenizer.batchPadId;
   return meanResponseNll(model, sequences, opts.batchSize, padId);
 }

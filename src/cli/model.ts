@@ -185,7 +185,7 @@ export function registerModelCommands(program: Command): void {
         if (total > m.dims.maxPositions) throw new Error(`${where}: prompt: ${total} tokens exceed the context of ${m.dims.maxPositions}`);
         return ids;
       });
-      const padId = tok?.padTokenId ?? endId ?? 0;
+      const padId = tok?.batchPadId ?? endId ?? 0;
       let results: Float32Array[];
       if (o.workers > 1) {
         const pool = await ShardPool.create({ numWorkers: o.workers });

@@ -92,7 +92,7 @@ export function scoreResponses(model: LlamaModel, tokenizer: Tokenizer, rows: re
     if (bad !== undefined) throw new Error(`${describeRow(i)}: prompt: token id ${bad} is not below the model's vocabulary size ${model.dims.vocabSize} (tokenizer and model disagree)`);
     return ids;
   });
-  const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
+  const padId = tokenizer.batchPadId;
   const rewards = scoreTokenIds(model, sequences, opts.batchSize, padId);
   const bad = rewards.findIndex((r) => !Number.isFinite(r));
   if (bad >= 0) throw new Error(`${describeRow(bad)}: reward is ${rewards[bad]}: the reward model's output is not finite (its weights or this input overflow float32)`);

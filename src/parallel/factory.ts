@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { currentBackend } from '../backend.js';
 import type { LlamaModel } from '../model/llama.js';
 import { AdamW, type AdamWOptions } from '../train/adamw.js';
-import { LocalStepEngine, type LossFn, type StepEngine } from '../train/step-engine.js';
+import { LocalStepEngine, type StepEngine } from '../train/step-engine.js';
 import { type TaskDescriptor } from '../train/task.js';
 import { buildTaskLoss } from '../tasks/index.js';
 import { WorkerStepEngine } from './worker-engine.js';
@@ -31,10 +31,8 @@ export interface StepEngineOptions<B> {
   backend?: RunningBackend;
   /** The model to train (replica 0); workers rebuild its architecture and copy its weights. */
   model: LlamaModel;
-  /** The loss as a serialisable task (required: workers build their loss from it). */
+  /** The objective as a serialisable task: this thread and every worker build their loss from it. */
   task: TaskDescriptor;
-  /** This thread's loss; default: built from `task`. Must compute the same loss as the task. */
-  lossFn?: LossFn<B>;
   /** AdamW hyperparameters (a custom `noDecay` reaches workers as the set of names it exempts). */
   optimizer: AdamWOptions;
   /** Clip the global gradient norm to this; 0 disables. */
@@ -55,10 +53,10 @@ export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<Step
   if (!Number.isInteger(numWorkers) || numWorkers < 1) throw new Error(`workers: numWorkers must be an integer ≥ 1, got ${numWorkers}`);
   const optimizer = new AdamW(o.optimizer);
   if (numWorkers === 1) {
-    const lossFn = o.lossFn ?? (await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step }));
+    const lossFn = await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step });
     return new LocalStepEngine<B>(o.model.params, lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
   }
-  return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, lossFn: o.lossFn, optimizer, maxGradNorm: o.maxGradNorm });
+  return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, optimizer, maxGradNorm: o.maxGradNorm });
 }
 
 /**
@@ -67,14 +65,13 @@ export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<Step
  */
 export function createTrainerEngine<B>(
   options: Pick<TrainingOptions, 'workers' | 'lr' | 'adamBeta1' | 'adamBeta2' | 'adamEps' | 'weightDecay' | 'maxGradNorm'>,
-  o: { backend: RunningBackend; model: LlamaModel; task: TaskDescriptor; lossFn: LossFn<B> },
+  o: { backend: RunningBackend; model: LlamaModel; task: TaskDescriptor },
 ): Promise<StepEngine<B>> {
   return createStepEngine<B>({
     numWorkers: options.workers ?? defaultNumWorkers(o.backend),
     backend: o.backend,
     model: o.model,
     task: o.task,
-    lossFn: o.lossFn,
     optimizer: { lr: options.lr, beta1: options.adamBeta1, beta2: options.adamBeta2, eps: options.adamEps, weightDecay: options.weightDecay },
     maxGradNorm: options.maxGradNorm,
   });

@@ -46,10 +46,8 @@ export interface WorkerStepEngineOptions<B> {
   backend: 'tensorflow' | 'wasm' | 'cpu';
   /** The parent's model (replica 0): its architecture is rebuilt in each worker, its weights copied. */
   model: LlamaModel;
-  /** The loss every replica builds (see `tasks.ts`). */
+  /** The objective every replica, this thread's included, builds (`src/tasks/`). */
   task: TaskDescriptor;
-  /** The parent's loss; default: built from `task` like the workers'. It must compute the task's loss. */
-  lossFn?: LossFn<B>;
   /** The parent's optimizer; workers get the same hyperparameters and, at sync, its state. */
   optimizer: AdamW;
   /** Clip the global gradient norm to this; 0 disables. */
@@ -99,7 +97,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     const n = options.numWorkers;
     if (!Number.isInteger(n) || n < 2) throw new Error(`workers: WorkerStepEngine needs numWorkers ≥ 2, got ${n} (use LocalStepEngine for 1)`);
     const task = await resolveTask<B>(options.task);
-    const lossFn = options.lossFn ?? (await buildTaskLoss<B>(options.task, options.model, { replica: 0, currentStep: () => options.optimizer.step }));
+    const lossFn = await buildTaskLoss<B>(options.task, options.model, { replica: 0, currentStep: () => options.optimizer.step });
     const layout = layoutOfParams(options.model.params);
     if (layout.names.length === 0) throw new Error('workers: the model has no trainable parameter');
     const slotBuffer = createSlotBuffer(n, layout.numElements);

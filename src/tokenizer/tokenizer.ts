@@ -119,6 +119,17 @@ export class Tokenizer {
   readonly specialTokenIds: ReadonlySet<number>;
   /** The jinja chat template (`chat_template.jinja`, else the config's), if any. */
   readonly chatTemplate: string | undefined;
+  /**
+   * The id right-padded batches are filled with: `pad_token`, else the end-of-turn token (which
+   * is the EOS when the vocabulary has no `<|eot_id|>`), else 0. Padding is masked out of
+   * attention, losses and reward reads, so any id gives the same numbers; one rule for every
+   * trainer, scorer and sampler keeps batches alike everywhere (TRL pads with EOS when a
+   * tokenizer has no pad token).
+   */
+  get batchPadId(): number {
+    return this.padTokenId ?? this.eotTokenId ?? 0;
+  }
+
   /** Token strings of `bosTokenId` and `eosTokenId`, as the chat template receives them. */
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;

@@ -9,10 +9,9 @@ import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
 import { loadPretrained, savePretrained } from '../model/pretrained.js';
 import type { TrainingOptions } from '../config/training.js';
-import { AdamW } from './adamw.js';
 import { learningRateAt } from './schedule.js';
 import { Rng } from '../util/rng.js';
-import { LocalStepEngine, type LossFn, type StepEngine } from './step-engine.js';
+import type { StepEngine } from './step-engine.js';
 import { FINAL_MODEL_DIR, claimRunFolder, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
 import { ensureDir } from '../util/atomic.js';
 
@@ -33,7 +32,6 @@ export interface TrainingLoopArgs<B> {
   numSteps: number;
   /** The micro-batches of optimizer step `step`; a pure function of the step, so resume replays nothing. */
   batchesAt: (step: number) => B[];
-  lossFn: LossFn<B>;
   /** Tokens a micro-batch feeds through the model (for tokens/s). */
   numTokensOf: (batch: B) => number;
   /** Held-out metrics (names without prefix; logged as eval). */
@@ -44,8 +42,11 @@ export interface TrainingLoopArgs<B> {
   resume?: boolean;
   /** Called for every log record (progress bars, rounds' SQLite metrics). */
   onLog?: (record: LogRecord) => void;
-  /** Where gradients are computed; default: this thread. */
-  engine?: StepEngine<B>;
+  /**
+   * Where the objective's gradients are computed and applied (`createStepEngine`: this thread or
+   * data-parallel workers, both running the trainer's task). The caller closes it.
+   */
+  engine: StepEngine<B>;
   /**
    * The trainer and starting model that own `runDir` (`claimRunFolder`): the folder is claimed
    * before anything is written into it. Left out by callers that own the folder already.
@@ -136,14 +137,7 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   }
   if (args.owner !== undefined) claimRunFolder(runDir, args.owner, { resume: args.resume === true, overwrite: o.overwrite === true });
   else ensureDir(runDir);
-  const engine =
-    args.engine ??
-    new LocalStepEngine<B>(
-      model.params,
-      args.lossFn,
-      new AdamW({ lr: o.lr, beta1: o.adamBeta1, beta2: o.adamBeta2, eps: o.adamEps, weightDecay: o.weightDecay }),
-      { maxGradNorm: o.maxGradNorm },
-    );
+  const { engine } = args;
   const schedule = { lr: o.lr, warmupSteps: Math.round(o.warmupRatio * numSteps), totalSteps: numSteps, decay: o.lrDecay, minLrRatio: o.minLrRatio };
 
   // 1) resume: weights, optimizer moments and step from the latest complete checkpoint
@@ -184,34 +178,30 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   let windowStart = performance.now();
   let totalTokens = 0;
   const runStart = performance.now();
-  try {
-    for (let step = startStep; step < numSteps; step++) {
-      const batches = args.batchesAt(step);
-      const lr = learningRateAt(step, schedule);
-      const result = await engine.step(batches, lr);
-      if (!Number.isFinite(result.loss)) throw new Error(`train: loss is ${result.loss} at step ${step + 1} (lr ${lr.toExponential(2)}); lower the learning rate or check the data`);
-      const tokens = batches.reduce((a, b) => a + args.numTokensOf(b), 0);
-      windowTokens += tokens;
-      totalTokens += tokens;
-      const done = step + 1;
-      if (done % o.logEvery === 0 || done === numSteps) {
-        const seconds = (performance.now() - windowStart) / 1000;
-        lastTrain = { step: done, split: 'train', total_steps: numSteps, loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: windowTokens / seconds, ...result.metrics };
-        log(lastTrain);
-        windowTokens = 0;
-        windowStart = performance.now();
-      }
-      if (o.evalEvery > 0 && done % o.evalEvery === 0 && done !== numSteps) lastEval = runEval(done) ?? lastEval;
-      if (o.saveEvery > 0 && done % o.saveEvery === 0 && done !== numSteps) await save(done);
+  for (let step = startStep; step < numSteps; step++) {
+    const batches = args.batchesAt(step);
+    const lr = learningRateAt(step, schedule);
+    const result = await engine.step(batches, lr);
+    if (!Number.isFinite(result.loss)) throw new Error(`train: loss is ${result.loss} at step ${step + 1} (lr ${lr.toExponential(2)}); lower the learning rate or check the data`);
+    const tokens = batches.reduce((a, b) => a + args.numTokensOf(b), 0);
+    windowTokens += tokens;
+    totalTokens += tokens;
+    const done = step + 1;
+    if (done % o.logEvery === 0 || done === numSteps) {
+      const seconds = (performance.now() - windowStart) / 1000;
+      lastTrain = { step: done, split: 'train', total_steps: numSteps, loss: result.loss, lr, grad_norm: result.gradNorm, tokens_per_s: windowTokens / seconds, ...result.metrics };
+      log(lastTrain);
+      windowTokens = 0;
+      windowStart = performance.now();
     }
-    // 3) final evaluation, checkpoint and model
-    lastEval = runEval(numSteps) ?? lastEval;
-    if (o.saveEvery > 0) await save(numSteps);
-    const modelDir = path.join(runDir, FINAL_MODEL_DIR);
-    await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
-    const seconds = (performance.now() - runStart) / 1000;
-    return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
-  } finally {
-    if (!args.engine) await engine.close();
+    if (o.evalEvery > 0 && done % o.evalEvery === 0 && done !== numSteps) lastEval = runEval(done) ?? lastEval;
+    if (o.saveEvery > 0 && done % o.saveEvery === 0 && done !== numSteps) await save(done);
   }
+  // 3) final evaluation, checkpoint and model
+  lastEval = runEval(numSteps) ?? lastEval;
+  if (o.saveEvery > 0) await save(numSteps);
+  const modelDir = path.join(runDir, FINAL_MODEL_DIR);
+  await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
+  const seconds = (performance.now() - runStart) / 1000;
+  return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
 }

@@ -29,22 +29,17 @@ import * as tf from '@tensorflow/tfjs';
 import * as path from 'node:path';
 import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
-import { modelDims } from '../model/config.js';
+import { loadPretrained } from '../model/pretrained.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { filterByStrength, PreferenceRowSchema, TrainedStrengthsSchema } from '../../data/rows.js';
 import { tokenizePreferenceRow, TokenizeOptionsSchema, TokenizeReport, type TokenizeOptions } from '../../data/tokenize.js';
 import { DPO_LOSSES, type PreferenceLoss } from '../../losses/dpo.js';
-import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import type { StepEngine } from '../train/step-engine.js';
-import { Rng } from '../util/rng.js';
-import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../train/fits.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, type LogRecord, type TrainingResult } from '../train/loop.js';
 import { claimRunFolder } from '../train/checkpoint.js';
-import { createTrainerEngine } from '../parallel/factory.js';
-import { collatePairs, DPO_TASK_KIND, dpoLoss, dpoTaskOptions, evaluateDpo, type DpoBatch, type DpoLossOptions, type PreferencePairIds } from '../tasks/dpo.js';
+import { collatePairs, DPO_TASK_KIND, dpoTaskOptions, evaluateDpo, type DpoBatch, type DpoLossOptions, type PreferencePairIds } from '../tasks/dpo.js';
+import { holdOut, setupRecipe, trainWithTask } from './recipe.js';
 import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FILE, type PairLogps } from './reference-logps.js';
 
 /** The chat format's header and end-of-turn tokens, which Llama 3 masks out of the DPO log-probs. */
@@ -171,18 +166,23 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
   checkLossOptions(loss, config);
   const microSize = config.microBatchSize ?? config.batchSize;
   if (config.batchSize % microSize !== 0) throw new Error(`dpo config: microBatchSize: ${microSize} must divide batchSize ${config.batchSize}`);
-  const backend = await initBackend(config.backend);
+  const frozenModels = config.referenceMode === 'resident' ? 1 : 0;
+  // rows longer than the model's context are dropped as too long, like rows longer than maxLength
+  const { backend, tokenizer, padId, contextLength } = await setupRecipe(config, {
+    command: 'dpo',
+    method: 'DPO (from an SFT checkpoint)',
+    model: 'causal-lm',
+    length: config.maxLength,
+    lengthField: 'maxLength',
+    longerThanContext: 'drop-rows',
+    sequencesPerRow: 2,
+    frozenModels,
+  });
 
-  // 2) setup: tokenizer and model config → data (cheap to fail) → model weights → reference log-probs
-  const tokenizer = await Tokenizer.fromFolder(config.model);
+  // 2) setup: data (cheap to fail, eval file or hold-out) → model weights → reference log-probs
   const formattingTokenIds = config.maskFormattingTokens ? resolveFormattingTokens(tokenizer, config.formattingTokens, 'dpo config') : [];
   const lossOptions: DpoLossOptions = { loss, beta: config.beta, labelSmoothing: config.labelSmoothing, nllCoefficient: config.nllCoefficient, formattingTokenIds };
-  const dims = modelDims(loadModelConfig(config.model));
-  if (dims.isRewardModel) throw new Error(`dpo: ${config.model} is a reward model; DPO needs a causal LM (an SFT checkpoint)`);
-  const frozenModels = config.referenceMode === 'resident' ? 1 : 0;
-  checkTrainingFits(config, dims, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 2, frozenModels }, 'dpo config');
-  // rows longer than the model's context are dropped as too long, like rows longer than maxLength
-  const tokenizeOptions = { ...config, maxLength: Math.min(config.maxLength, dims.maxPositions) };
+  const tokenizeOptions = { ...config, maxLength: contextLength };
   const trainData = await readPairs(config.train, tokenizer, config, tokenizeOptions);
   let trainPairs = trainData.pairs;
   let evalPairs: PreferencePairIds[] = [];
@@ -191,20 +191,14 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     const evalData = await readPairs(config.eval, tokenizer, config, tokenizeOptions);
     evalPairs = evalData.pairs;
     dataSummary.push(evalData.summary);
-  } else if (config.evalFraction > 0 && trainPairs.length >= 2) {
-    const order = trainPairs.map((_, i) => i);
-    new Rng(config.seed).shuffle(order);
-    const numEval = Math.max(1, Math.round(trainPairs.length * config.evalFraction));
-    evalPairs = order.slice(0, numEval).map((i) => trainPairs[i]);
-    trainPairs = order.slice(numEval).map((i) => trainPairs[i]);
+  } else {
+    ({ train: trainPairs, eval: evalPairs } = holdOut(trainPairs, config));
   }
 
   const policy = await loadPretrained(config.model);
   const owner = { command: 'dpo', model: config.model };
   let reference: LlamaModel | undefined;
-  let engine: StepEngine<DpoBatch> | undefined;
   try {
-    const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
     const referenceOptions = { batchSize: 2 * microSize, padId, formattingTokenIds };
 
     // Reference values. Precomputed: from the starting weights, before the loop restores a
@@ -256,16 +250,15 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     // 3) train: the step engine computes in this thread or, with workers, splits each batch by
     // pairs across policy replicas (`src/tasks/dpo.ts`). Reference log-probs travel in the batches
     // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
-    const lossFn = (batch: DpoBatch) => dpoLoss(policy, batch, lossOptions);
-    engine = await createTrainerEngine<DpoBatch>(config, { backend: backend.name, model: policy, task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) }, lossFn });
-    const result = await runTrainingLoop<DpoBatch>({
+    // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model out/model
+    const result = await trainWithTask<DpoBatch>({
+      backend,
+      task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) },
       runDir: config.out,
       model: policy,
       options: config,
       numSteps,
       batchesAt: (step) => microBatches(batchIndicesAt(step, trainPairs.length, config.batchSize, config.seed), config).map((idx) => batchOf('train', idx)),
-      lossFn,
-      engine,
       numTokensOf: (batch) => batch.tokens.numRealTokens,
       evaluate: evalPairs.length > 0 ? () => evaluateDpo(policy, precomputedEval ?? evalIndexBatches.map((idx) => batchOf('eval', idx)), lossOptions) : undefined,
       tokenizerDir: config.model,
@@ -275,8 +268,6 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     });
     return { ...result, reference: referenceInfo };
   } finally {
-    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
-    await engine?.close();
     policy.dispose();
     reference?.dispose();
   }

@@ -1,6 +1,7 @@
 /**
  * Pretraining recipe: next-token prediction on a text corpus, so a from-scratch model becomes a
- * base model for the alignment demos. Reads top to bottom: validate → setup → train → save.
+ * base model for the alignment demos. Reads top to bottom on the shared skeleton (`recipe.ts`):
+ * validate → setup → train → save.
  *
  * Documents are wrapped as [BOS] text [EOS] (unless the text already starts/ends with them), laid end to end and cut into rows of exactly
  * `seqLen` tokens (no padding); each piece keeps its own document id, so attention and the loss
@@ -10,18 +11,12 @@ import { z } from 'zod';
 import { trainingOptionsSchema } from '../config/training.js';
 import { limit } from '../config/limits.js';
 import { validateConfig } from '../config/load.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
-import { modelDims } from '../model/config.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { loadPretrained } from '../model/pretrained.js';
 import { readCorpus } from '../../data/corpus.js';
 import { packRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
-import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import { causalLmLoss, evaluateCausalLm } from '../tasks/causal-lm.js';
-import { Rng } from '../util/rng.js';
-import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../train/fits.js';
-import { createTrainerEngine } from '../parallel/factory.js';
-import type { StepEngine } from '../train/step-engine.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, type LogRecord, type TrainingResult } from '../train/loop.js';
+import { CAUSAL_LM_TASK_KIND, evaluateCausalLm } from '../tasks/causal-lm.js';
+import { holdOut, setupRecipe, trainWithTask } from './recipe.js';
 
 export const PretrainConfigSchema = trainingOptionsSchema({
   lr: 1e-3, // small from-scratch models train fast at 1e-3 (nanoGPT's shakespeare-char uses 1e-3)
@@ -52,19 +47,19 @@ export interface TrainerHooks {
 }
 
 export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks = {}): Promise<TrainingResult> {
-  // 1) validate
+  // 1) validate: the config, then the model (a causal LM whose context holds seqLen) and the machine
   const config = validateConfig(PretrainConfigSchema, input, 'pretrain config');
-  const backend = await initBackend(config.backend);
+  const { backend, tokenizer, padId } = await setupRecipe(config, {
+    command: 'pretrain',
+    method: 'pretraining',
+    model: 'causal-lm',
+    length: config.seqLen,
+    lengthField: 'seqLen',
+    longerThanContext: 'refuse',
+    sequencesPerRow: 1,
+  });
 
-  // 2) setup: tokenizer → model → data (tokenize, pack, split)
-  const dims = modelDims(loadModelConfig(config.model));
-  if (dims.isRewardModel) throw new Error(`pretrain: ${config.model} is a reward model; pretraining needs a causal LM`);
-  checkTrainingFits(config, dims, { backend: backend.name, length: config.seqLen, lengthField: 'seqLen', sequencesPerRow: 1 }, 'pretrain config');
-  const tokenizer = await Tokenizer.fromFolder(config.model);
-  const model = await loadPretrained(config.model);
-  if (config.seqLen > model.dims.maxPositions) {
-    throw new Error(`pretrain: seqLen ${config.seqLen} exceeds the model's max_position_embeddings ${model.dims.maxPositions}`);
-  }
+  // 2) setup: data (tokenize, pack, hold out) → model
   const documents = await readCorpus(config.corpus);
   const bos = tokenizer.bosTokenId;
   const eos = tokenizer.eosTokenId ?? tokenizer.eotTokenId;
@@ -77,26 +72,26 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
     const ids = [...head, ...body, ...tail];
     return { ids, targetMask: ids.map((_, i) => (i === 0 ? 0 : 1)) };
   });
-  const padId = tokenizer.padTokenId ?? eos ?? 0;
   const packed = packRows(rows, { seqLen: config.seqLen, padId, allowSplit: true });
   if (packed.batchSize < 2) throw new Error(`pretrain: ${config.corpus} gives ${packed.batchSize} row of ${config.seqLen} tokens; need at least 2 (a train and an eval row)`);
-  const order = Array.from({ length: packed.batchSize }, (_, i) => i);
-  new Rng(config.seed).shuffle(order);
-  const numEval = Math.max(1, Math.round(packed.batchSize * config.evalFraction));
-  const evalRows = order.slice(0, numEval);
-  const trainRows = order.slice(numEval);
+  // row indices of the packed batch; pretraining always holds out at least one row
+  const split = holdOut(Array.from({ length: packed.batchSize }, (_, i) => i), { evalFraction: config.evalFraction, seed: config.seed, atLeastOne: true });
+  const evalRows = split.eval;
+  const trainRows = split.train;
   const evalBatches: TokenBatch[] = [];
   const microSize = config.microBatchSize ?? config.batchSize;
   for (let i = 0; i < evalRows.length; i += microSize) evalBatches.push(selectRows(packed, evalRows.slice(i, i + microSize)));
   const numSteps = numTrainingSteps(trainRows.length, config);
   hooks.onStart?.({ numSteps, numTrainRows: trainRows.length, numEvalRows: evalRows.length });
 
-  // 3) train: the step engine computes in this thread or, with workers, splits each batch across replicas
-  const lossFn = (batch: TokenBatch) => causalLmLoss(model, batch);
-  let engine: StepEngine<TokenBatch> | undefined;
+  const model = await loadPretrained(config.model);
+
+  // 3) train the causal-LM task (this thread, or workers splitting each batch by rows) and
+  // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model out/model
   try {
-    engine = await createTrainerEngine<TokenBatch>(config, { backend: backend.name, model, task: { kind: 'causal-lm' }, lossFn });
-    return await runTrainingLoop<TokenBatch>({
+    return await trainWithTask<TokenBatch>({
+      backend,
+      task: { kind: CAUSAL_LM_TASK_KIND },
       runDir: config.out,
       model,
       options: config,
@@ -105,8 +100,6 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
         microBatches(batchIndicesAt(step, trainRows.length, config.batchSize, config.seed).map((i) => trainRows[i]), config).map((idx) =>
           selectRows(packed, idx),
         ),
-      lossFn,
-      engine,
       numTokensOf: (batch) => batch.numRealTokens,
       evaluate: () => evaluateCausalLm(model, evalBatches),
       tokenizerDir: config.model,
@@ -115,8 +108,6 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
       owner: { command: 'pretrain', model: config.model },
     });
   } finally {
-    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
-    await engine?.close();
     model.dispose();
   }
 }

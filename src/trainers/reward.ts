@@ -13,21 +13,16 @@
 import { z } from 'zod';
 import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
-import { modelDims } from '../model/config.js';
+import { loadPretrained } from '../model/pretrained.js';
 import { toRewardModel } from '../model/weights.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { filterByStrength, PreferenceRowSchema, TrainedStrengthsSchema, type Strength } from '../../data/rows.js';
 import { TokenizeOptionsSchema, TokenizeReport, tokenizePreferenceRow, type TokenizedPreference, type TokenizeOptions } from '../../data/tokenize.js';
-import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type LogRecord, type TrainingResult } from '../train/loop.js';
-import type { StepEngine } from '../train/step-engine.js';
-import { Rng } from '../util/rng.js';
-import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../train/fits.js';
-import { createTrainerEngine } from '../parallel/factory.js';
-import { collatePreferences, evaluateRewardModel, numPairsOf, REWARD_MODEL_TASK_KIND, rewardModelLoss, rewardTaskOptions, type PreferenceBatch, type RewardLossConfig } from '../tasks/reward-model.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, type LogRecord, type TrainingResult } from '../train/loop.js';
+import { collatePreferences, evaluateRewardModel, numPairsOf, REWARD_MODEL_TASK_KIND, rewardTaskOptions, type PreferenceBatch, type RewardLossConfig } from '../tasks/reward-model.js';
+import { holdOut, setupRecipe, trainWithTask } from './recipe.js';
 
 
 export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).extend({
@@ -164,17 +159,20 @@ export interface RewardTrainingResult extends TrainingResult {
 }
 
 export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTrainerHooks = {}): Promise<RewardTrainingResult> {
-  // 1) validate: the config, and that the rows can fit the model's context
+  // 1) validate: the config, then the model (its context holds maxLength) and the machine
   const config = validateConfig(RewardConfigSchema, input, 'rm train config');
-  const dims = modelDims(loadModelConfig(config.model));
-  if (config.maxLength > dims.maxPositions) {
-    throw new Error(`rm train: maxLength ${config.maxLength} exceeds the model's max_position_embeddings ${dims.maxPositions}; set maxLength ≤ ${dims.maxPositions}`);
-  }
-  const backend = await initBackend(config.backend);
-  checkTrainingFits(config, { ...dims, isRewardModel: true }, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 3 }, 'rm train config');
+  const { backend, tokenizer, padId } = await setupRecipe(config, {
+    command: 'rm train',
+    method: 'reward-model training',
+    model: 'any',
+    trainsRewardModel: true,
+    length: config.maxLength,
+    lengthField: 'maxLength',
+    longerThanContext: 'refuse',
+    sequencesPerRow: 3,
+  });
 
-  // 2) setup: tokenizer → data → model. Data before weights, so a bad row fails in seconds.
-  const tokenizer = await Tokenizer.fromFolder(config.model);
+  // 2) setup: data (eval file or hold-out) before weights, so a bad row fails in seconds → model
   const readOpts: ReadPreferenceOptions = { maxPromptLength: config.maxPromptLength, maxLength: config.maxLength, chat: config.chat, parseSpecialTokens: config.parseSpecialTokens, strengths: config.strengths, skipInvalid: config.skipInvalid };
   const train = await readPreferenceData(config.train, tokenizer, readOpts);
   const evalData = config.eval !== undefined ? await readPreferenceData(config.eval, tokenizer, readOpts) : undefined;
@@ -182,21 +180,14 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     const edited = [...train.examples, ...(evalData?.examples ?? [])].find((e) => e.hasEdited);
     if (edited) throw new Error(`${edited.source}: edited: margin (Llama 2) is defined for chosen/rejected pairs only; set margin: false or drop the edited responses`);
   }
-  let trainRows: PreferenceExample[] = train.examples;
-  let evalRows: PreferenceExample[] = evalData?.examples ?? [];
-  if (evalData === undefined && config.evalFraction > 0) {
-    const shuffled = [...train.examples];
-    new Rng(config.seed).shuffle(shuffled);
-    const numEval = Math.max(1, Math.round(shuffled.length * config.evalFraction));
-    evalRows = shuffled.slice(0, numEval);
-    trainRows = shuffled.slice(numEval);
-  }
+  const split = evalData !== undefined ? { train: train.examples, eval: evalData.examples } : holdOut(train.examples, config);
+  const trainRows: PreferenceExample[] = split.train;
+  const evalRows: PreferenceExample[] = split.eval;
   if (trainRows.length === 0) {
     throw new Error(`rm train: ${describePreferenceData(train.summary)}: no training rows left${evalData === undefined ? ' after holding out evalFraction' : ''}`);
   }
   if (evalData !== undefined && evalRows.length === 0) throw new Error(`rm train: ${describePreferenceData(evalData.summary)}: no eval rows left`);
 
-  const padId = tokenizer.padTokenId ?? tokenizer.eotTokenId ?? 0;
   const microSize = config.microBatchSize ?? config.batchSize;
   const evalBatches: PreferenceBatch[] = [];
   for (let i = 0; i < evalRows.length; i += microSize) evalBatches.push(collatePreferences(evalRows.slice(i, i + microSize), padId));
@@ -209,17 +200,16 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     loaded.dispose();
   }
 
-  // 3) train: the step engine computes in this thread or, with workers, splits each batch by
-  // preference rows across replicas (`src/tasks/reward-model.ts`)
-  const lossFn = (batch: PreferenceBatch) => rewardModelLoss(model, batch, lossConfig);
-  let engine: StepEngine<PreferenceBatch> | undefined;
+  // 3) train the reward-model task (this thread, or workers splitting each batch by preference
+  // rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and out/model
   try {
-    engine = await createTrainerEngine<PreferenceBatch>(config, { backend: backend.name, model, task: { kind: REWARD_MODEL_TASK_KIND, options: rewardTaskOptions(lossConfig) }, lossFn });
     const numSteps = numTrainingSteps(trainRows.length, config);
     const initialEval = evalBatches.length > 0 && !config.resume ? evaluateRewardModel(model, evalBatches, lossConfig) : undefined;
     const data = { train: train.summary, ...(evalData ? { eval: evalData.summary } : {}) };
     hooks.onStart?.({ numSteps, numTrainRows: trainRows.length, numEvalRows: evalRows.length, data, initialEval });
-    const result = await runTrainingLoop<PreferenceBatch>({
+    const result = await trainWithTask<PreferenceBatch>({
+      backend,
+      task: { kind: REWARD_MODEL_TASK_KIND, options: rewardTaskOptions(lossConfig) },
       runDir: config.out,
       model,
       options: config,
@@ -228,8 +218,6 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
         microBatches(batchIndicesAt(step, trainRows.length, config.batchSize, config.seed).map((i) => trainRows[i]), config).map((rows) =>
           collatePreferences(rows, padId),
         ),
-      lossFn,
-      engine,
       numTokensOf: (batch) => batch.sequences.numRealTokens,
       evaluate: evalBatches.length > 0 ? () => evaluateRewardModel(model, evalBatches, lossConfig) : undefined,
       tokenizerDir: config.model,
@@ -239,8 +227,6 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
     });
     return { ...result, data, initialEval };
   } finally {
-    // 4) the final model is saved by the loop (out/model); stop the workers, release the weights
-    await engine?.close();
     model.dispose();
   }
 }

@@ -22,24 +22,19 @@ import { z } from 'zod';
 import * as tf from '@tensorflow/tfjs';
 import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
-import { modelDims } from '../model/config.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { loadPretrained } from '../model/pretrained.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { DataError } from '../util/errors.js';
 import { SftRowSchema } from '../../data/rows.js';
 import { TokenizeOptionsSchema, TokenizeReport, tokenizeSftRow, type TokenizeOptions } from '../../data/tokenize.js';
 import { packRows, padRows, selectRows, type SequenceRow, type TokenBatch } from '../../data/collate.js';
-import { batchIndicesAt, microBatches, numTrainingSteps, runTrainingLoop, type TrainingResult } from '../train/loop.js';
-import type { StepEngine } from '../train/step-engine.js';
-import { Rng } from '../util/rng.js';
+import { batchIndicesAt, microBatches, numTrainingSteps, type TrainingResult } from '../train/loop.js';
 import { batchTokenLogprobs } from '../inference/token-logprobs.js';
-import { causalLmLoss } from '../tasks/causal-lm.js';
+import { CAUSAL_LM_TASK_KIND } from '../tasks/causal-lm.js';
 import type { TrainerHooks } from './pretrain.js';
 import type { LlamaModel } from '../model/llama.js';
-import { initBackend } from '../backend.js';
-import { checkTrainingFits } from '../train/fits.js';
-import { createTrainerEngine } from '../parallel/factory.js';
+import { holdOut, setupRecipe, trainWithTask } from './recipe.js';
 
 const tokenizeShape = TokenizeOptionsSchema.shape;
 
@@ -147,13 +142,8 @@ export async function loadSftData(config: SftConfig, tokenizer: Tokenizer): Prom
     const held = await readSftFile(config.eval, tokenizer, opts);
     evalRows = held.rows;
     evalReport = held.report;
-  } else if (config.evalFraction > 0 && trainRows.length > 0) {
-    const order = Array.from({ length: trainRows.length }, (_, i) => i);
-    new Rng(config.seed).shuffle(order);
-    const numEval = Math.max(1, Math.round(trainRows.length * config.evalFraction));
-    const evalSet = new Set(order.slice(0, numEval));
-    evalRows = trainRows.filter((_, i) => evalSet.has(i));
-    trainRows = trainRows.filter((_, i) => !evalSet.has(i));
+  } else {
+    ({ train: trainRows, eval: evalRows } = holdOut(trainRows, config));
   }
   if (trainRows.length === 0) {
     throw new Error(`sft: ${config.train}: no rows left to train on (${train.report.tokenize.summary()}${config.eval === undefined ? ', after holding out evalFraction' : ''})`);
@@ -280,52 +270,47 @@ export interface SftResult extends TrainingResult {
 }
 
 export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<SftResult> {
-  // 1) validate: the config, then the model folder's config.json (cheap) before reading data or weights
+  // 1) validate: the config, then the model (a causal LM whose context holds maxLength) and the machine
   const config = validateConfig(SftConfigSchema, input, 'sft config');
-  const backend = await initBackend(config.backend);
-  const dims = modelDims(loadModelConfig(config.model));
-  if (dims.isRewardModel) throw new Error(`sft: ${config.model} is a reward model; SFT needs a causal LM`);
-  checkTrainingFits(config, dims, { backend: backend.name, length: config.maxLength, lengthField: 'maxLength', sequencesPerRow: 1 }, 'sft config');
-  if (config.maxLength > dims.maxPositions) {
-    throw new Error(`sft: maxLength ${config.maxLength} exceeds the model's max_position_embeddings ${dims.maxPositions}; set maxLength to at most ${dims.maxPositions}`);
-  }
+  const { backend, tokenizer, padId } = await setupRecipe(config, {
+    command: 'sft',
+    method: 'SFT',
+    model: 'causal-lm',
+    length: config.maxLength,
+    lengthField: 'maxLength',
+    longerThanContext: 'refuse',
+    sequencesPerRow: 1,
+  });
 
-  // 2) setup: tokenizer → data (every row checked before the weights load or `out` is touched) → model
-  const tokenizer = await Tokenizer.fromFolder(config.model);
+  // 2) setup: data (every row checked, eval held out, before the weights load or `out` is touched) → model
   const data = await loadSftData(config, tokenizer);
-  const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const batches = new SftBatches(data, config, padId);
   data.report.numTrainSequences = batches.numSequences;
   hooks.onData?.(data.report);
   const numSteps = numTrainingSteps(batches.numSequences, config);
   const model = await loadPretrained(config.model);
-  const lossFn = (batch: TokenBatch) => causalLmLoss(model, batch);
 
-  // 3) train; the step engine computes in this thread or, with workers, splits each batch across
-  // replicas. The loop saves out/checkpoint-N, out/metrics.jsonl and the final model out/model.
-  let engine: StepEngine<TokenBatch> | undefined;
+  // 3) train the causal-LM task on response tokens (this thread, or workers splitting each batch
+  // by rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and out/model
   try {
-    engine = await createTrainerEngine<TokenBatch>(config, { backend: backend.name, model, task: { kind: 'causal-lm' }, lossFn });
     hooks.onStart?.({ numSteps, numTrainRows: data.trainRows.length, numEvalRows: data.evalRows.length });
-    const result = await runTrainingLoop<TokenBatch>({
+    const result = await trainWithTask<TokenBatch>({
+      backend,
+      task: { kind: CAUSAL_LM_TASK_KIND },
       runDir: config.out,
       model,
       options: config,
       numSteps,
       batchesAt: (step) => batches.batchesAt(step),
-      lossFn,
       numTokensOf: (batch) => batch.numRealTokens,
       evaluate: batches.evalBatches.length > 0 ? () => evaluateSft(model, batches.evalBatches) : undefined,
       tokenizerDir: config.model,
       resume: config.resume,
       onLog: hooks.onLog,
-      engine,
       owner: { command: 'sft', model: config.model },
     });
     return { ...result, data: data.report, paddingFraction: batches.paddingFraction() };
   } finally {
-    // 4) stop the workers, release the optimizer moments (engine.close) and the weights
-    await engine?.close();
     model.dispose();
   }
 }

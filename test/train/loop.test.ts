@@ -13,6 +13,7 @@ import { packRows, selectRows, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, runTrainingLoop } from '../../src/train/loop.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';
 import { loadPretrained } from '../../src/model/pretrained.js';
+import { localEngine } from './local-engine.js';
 
 const config = parseLlamaConfig({
   vocab_size: 32, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2,
@@ -75,11 +76,14 @@ describe('training core', () => {
     const data = corpus();
     const run = async (runDir: string, numSteps: number, resume: boolean, saveEvery: number) => {
       const model = initModel(config, 3);
+      const runOptions = { ...options, saveEvery, logEvery: 1, saveTotalLimit: 0 };
+      const engine = localEngine<TokenBatch>(model, (b) => causalLmLoss(model, b), runOptions);
       await runTrainingLoop<TokenBatch>({
-        runDir, model, options: { ...options, saveEvery, logEvery: 1, saveTotalLimit: 0 }, numSteps,
+        runDir, model, options: runOptions, numSteps,
         batchesAt: (step) => [selectRows(data, batchIndicesAt(step, data.batchSize, 4, 0))],
-        lossFn: (b) => causalLmLoss(model, b), numTokensOf: (b) => b.numRealTokens, resume,
+        engine, numTokensOf: (b) => b.numRealTokens, resume,
       });
+      await engine.close();
       model.dispose();
       return loadPretrained(path.join(runDir, 'model'));
     };

@@ -23,7 +23,8 @@ import { trainingOptionsSchema } from '../../src/config/training.js';
 import { runTrainingLoop, type LogRecord } from '../../src/train/loop.js';
 import { batchTokenLogprobs, responseLogprobs } from '../../src/inference/token-logprobs.js';
 import { causalLmLoss } from '../../src/tasks/causal-lm.js';
-import { padRows } from '../../data/collate.js';
+import { padRows, type TokenBatch } from '../../data/collate.js';
+import { localEngine } from '../train/local-engine.js';
 import { chosenNllLoss } from '../../losses/nll.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { dpo, type DpoConfigInput, type DpoHooks, type DpoResult } from '../../src/trainers/dpo.js';
@@ -97,16 +98,18 @@ beforeAll(async () => {
     }),
   );
   const options = trainingOptionsSchema({ lr: 3e-3, batchSize: 16, epochs: 1, warmupRatio: 0, lrDecay: 'constant', weightDecay: 0, maxGradNorm: 1 }).parse({ logEvery: 40 });
+  const engine = localEngine<TokenBatch>(model, (batch) => causalLmLoss(model, batch), options);
   await runTrainingLoop({
     runDir: path.join(dir, 'sft'),
     model,
     options,
     numSteps: 40,
     batchesAt: (step) => [padRows(Array.from({ length: 16 }, (_, i) => sequences[(step * 16 + i) % sequences.length]), tok.padTokenId!)],
-    lossFn: (batch) => causalLmLoss(model, batch),
+    engine,
     numTokensOf: (batch) => batch.numRealTokens,
     tokenizerDir: tokDir,
   });
+  await engine.close();
   model.dispose();
   sftDir = path.join(dir, 'sft', 'model');
   trainFile = path.join(dir, 'train.jsonl');
