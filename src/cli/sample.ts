@@ -17,18 +17,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
-import { claimOutputFolder, ensureDir, writeOutputMarker } from '../util/atomic.js';
+import { claimOutputFolder, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
+import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { scoreResponses } from '../inference/reward-scoring.js';
-import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
+import { readJsonl } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
 import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
-import { samplePolicy, type PolicySamples } from '../../samplers/policy-sampler.js';
-import { buildRejectionRows, PAIR_STRATEGIES, scorePrompts, type PairStrategy, type SampledPrompt } from '../../samplers/rejection.js';
-import { ShardPool } from '../inference-pool/shard-pool.js';
+import { PAIR_STRATEGIES, type PairStrategy } from '../../samplers/rejection.js';
+import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
 
 interface SampleCommandOptions {
   policy: string;
@@ -73,16 +71,15 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
   if (!modelDims(loadModelConfig(o.rewardModel)).isRewardModel) {
     throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
   }
-  const policyTok = await folderTokenizer(o.policy, '--policy');
-  const rewardTokDir = fs.existsSync(path.join(o.rewardModel, 'tokenizer.json')) ? o.rewardModel : o.policy;
-  const rewardTok = rewardTokDir === o.policy ? policyTok : await Tokenizer.fromFolder(rewardTokDir);
-  const pool = o.workers > 1 ? await ShardPool.create({ numWorkers: o.workers }) : undefined;
-  try {
-    // 1) K samples of every prompt (sample i of prompt j uses seed + j·K + i, with any number of workers).
-    const bar = progress('sample', rows.length);
-    const start = performance.now();
-    const prompts = rows.map((row) => row.value.prompt);
-    const samplingOptions = {
+  await folderTokenizer(o.policy, '--policy');
+  // 1)–3) sample, score, select and build pairs (with workers when asked); write into --out
+  const bar = progress('sample', rows.length);
+  const start = performance.now();
+  const { rows: result, stats, numWorkers } = await runRejectionSampling({
+    policyDir: o.policy,
+    rewardModelDir: o.rewardModel,
+    prompts: rows.map(({ value, line }) => ({ prompt: value.prompt, ...(value.id !== undefined ? { id: value.id } : {}), label: `${o.prompts}:${line}` })),
+    sampling: {
       numSamples: o.numSamples,
       decoding: { temperature: o.temperature, topK: o.topK, topP: o.topP, maxNewTokens: o.maxNewTokens },
       seed: o.seed,
@@ -92,61 +89,24 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
         const seconds = Math.max((performance.now() - start) / 1000, 1e-9);
         bar.update(numDone, { 'samples/s': (numDone * o.numSamples) / seconds, 'tokens/s': numTokens / seconds });
       },
-    };
-    let sampledOutput: PolicySamples;
-    if (pool) {
-      sampledOutput = await pool.sample(o.policy, prompts, { ...samplingOptions, labels: rows.map((row) => `${o.prompts}:${row.line}`) });
-    } else {
-      const policy = await loadPretrained(o.policy);
-      try {
-        sampledOutput = samplePolicy(policy, policyTok, prompts, { ...samplingOptions, describePrompt: (j) => `${o.prompts}:${rows[j]!.line}` });
-      } finally {
-        policy.dispose();
-      }
-    }
-    const { samples, stats } = sampledOutput;
-    bar.done();
-
-    // 2) Score with the reward model, pick the best, build pairs.
-    const sampled: SampledPrompt[] = rows.map(({ value }, j) => ({
-      prompt: value.prompt,
-      ...(value.id !== undefined ? { id: value.id } : {}),
-      samples: samples[j]!,
-    }));
-    const describeSample = (i: number) => `${o.prompts}:${rows[Math.floor(i / o.numSamples)]!.line} sample ${i % o.numSamples}`;
-    const inputs = sampled.flatMap((p) => p.samples.map((s) => ({ prompt: p.prompt, response: s.text })));
-    const scoreOptions = { batchSize: o.rewardBatchSize, chat: o.chat };
-    let rewards: number[];
-    if (pool) {
-      rewards = await pool.score(o.rewardModel, inputs, { ...scoreOptions, tokenizerDir: rewardTokDir, labels: inputs.map((_, i) => describeSample(i)) });
-    } else {
-      const rewardModel = await loadPretrained(o.rewardModel);
-      try {
-        rewards = scoreResponses(rewardModel, rewardTok, inputs, { ...scoreOptions, describeRow: describeSample });
-      } finally {
-        rewardModel.dispose();
-      }
-    }
-    const scored = scorePrompts(sampled, () => rewards);
-    const result = buildRejectionRows(scored, { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed });
-
-    // 3) Write the three files (each atomically), then the marker that makes --out this command's.
-    ensureDir(o.out);
-    await writeJsonlAtomic(path.join(o.out, 'samples.jsonl'), result.samples);
-    await writeJsonlAtomic(path.join(o.out, 'sft.jsonl'), result.sft);
-    await writeJsonlAtomic(path.join(o.out, 'preferences.jsonl'), result.preferences);
-    writeOutputMarker(o.out, { command: 'sample', files: ['preferences.jsonl', 'samples.jsonl', 'sft.jsonl'] });
-    const s = result.summary;
-    const skipped = s.numSkippedGap + s.numSkippedIdentical;
-    const workers = pool ? `, ${pool.numWorkers} workers` : '';
-    console.log(
-      `sample: ${s.numPrompts} prompts × ${o.numSamples} samples, ${stats.numGeneratedTokens} tokens in ${stats.wallSeconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(1)} tokens/s, kv-cache ${stats.kvCache}${workers}); ` +
-        `reward mean ${s.rewardMean.toFixed(4)}, best-of-${o.numSamples} mean ${s.bestOfKMean.toFixed(4)}, gain ${s.gain.toFixed(4)}; ` +
-        `${s.numPairs} pairs (${skipped} prompts without: ${s.numSkippedGap} below the gap, ${s.numSkippedIdentical} identical) -> ${o.out}`,
-    );
-  } finally {
-    await pool?.close();
-  }
+    },
+    onSampled: () => bar.done(),
+    scoring: { batchSize: o.rewardBatchSize, chat: o.chat },
+    selection: 'reward-model',
+    pairs: { pairStrategy: o.pairStrategy, minRewardGap: o.minRewardGap, seed: o.seed },
+    numWorkers: o.workers,
+    outDir: o.out,
+  });
+  // 4) the marker that makes --out this command's, once the three files are written
+  writeOutputMarker(o.out, { command: 'sample', files: ['preferences.jsonl', 'samples.jsonl', 'sft.jsonl'] });
+  const s = result.summary;
+  const skipped = s.numSkippedGap + s.numSkippedIdentical;
+  const workers = numWorkers > 1 ? `, ${numWorkers} workers` : '';
+  console.log(
+    `sample: ${s.numPrompts} prompts × ${o.numSamples} samples, ${stats.numGeneratedTokens} tokens in ${stats.wallSeconds.toFixed(1)} s (${stats.tokensPerSecond.toFixed(1)} tokens/s, kv-cache ${stats.kvCache}${workers}); ` +
+      `reward mean ${s.rewardMean.toFixed(4)}, best-of-${o.numSamples} mean ${s.bestOfKMean.toFixed(4)}, gain ${s.gain.toFixed(4)}; ` +
+      `${s.numPairs} pairs (${skipped} prompts without: ${s.numSkippedGap} below the gap, ${s.numSkippedIdentical} identical) -> ${o.out}`,
+  );
 }
 
 export function registerSampleCommands(program: Command): void {

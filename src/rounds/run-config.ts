@@ -49,6 +49,12 @@ const SamplingSchema = z
     topK: z.number().int().min(0).default(0).describe('Top-k filtering (0 = off).'),
     engine: SamplingEngineOptionsSchema.default({}).describe('Sampling engine options (kvCache paged|dense|none, blockSize, …).'),
     pairs: RejectionOptionsSchema.omit({ seed: true }).default({}).describe('How rejection sampling turns samples into preference pairs.'),
+    rewardBatchSize: limit.rows().default(32).describe('Sequences per reward-model forward when scoring the samples (memory, not results).'),
+    workers: limit
+      .workers()
+      .default(1)
+      .describe('Threads sharing the sampling and the scoring, each with its own copy of the policy and the reward model (default 1: this thread; at most the cores unless forceWorkers). Results do not depend on it.'),
+    forceWorkers: z.boolean().default(false).describe('Allow more sampling workers than cores.'),
     selection: z
       .enum(['reward-model', 'random'])
       .default('reward-model')

@@ -87,7 +87,7 @@ export class AlignmentRun {
   static async open(input: RunConfigInput | RunConfig, opts: { force?: boolean; source?: string } = {}): Promise<AlignmentRun> {
     const source = opts.source ?? 'run config';
     const config = validateConfig(RunConfigSchema, input, source);
-    for (const [section, options] of [['rewardModel', config.rewardModel], ['sft', config.sft], ['dpo', config.dpo]] as const) {
+    for (const [section, options] of [['rewardModel', config.rewardModel], ['sampling', config.sampling], ['sft', config.sft], ['dpo', config.dpo]] as const) {
       checkWorkers(options.workers, options.forceWorkers, source, { field: `${section}.workers`, forceFlag: `${section}.forceWorkers: true` });
     }
     const layout = new RunLayout(path.resolve(config.project), config.name);

@@ -17,12 +17,12 @@ import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { Rng } from '../util/rng.js';
 import { trainRewardModel } from '../trainers/reward.js';
 import { scoreResponses } from '../inference/reward-scoring.js';
+import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
 import { sft } from '../trainers/sft.js';
 import { dpo } from '../trainers/dpo.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PreferenceRowSchema, SftRowSchema, type PreferenceRow } from '../../data/rows.js';
 import { samplePolicy } from '../../samplers/policy-sampler.js';
-import { buildRejectionRows, scorePrompts, type SampledPrompt } from '../../samplers/rejection.js';
 import type { RunConfig } from './run-config.js';
 import type { LogRecord } from '../train/loop.js';
 import type { RunLayout } from './layout.js';
@@ -284,28 +284,20 @@ export async function trainRewardModelStage(ctx: StageContext): Promise<StageOut
 export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   const s = ctx.config.sampling;
   const prompts = promptsOfRound(await readPrompts(ctx.layout.trainPrompts), ctx.round, s.promptsPerRound, ctx.config.preferences.promptsPerRound);
-  const { samples, stats } = await sampleTexts(ctx, ctx.bestPolicy, prompts.map((r) => r.prompt), s.k, stageSeed(ctx, 3));
-  const rmDir = requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model');
-  const rm = await loadPretrained(rmDir);
-  const rmTok = await Tokenizer.fromFolder(rmDir);
-  const sampled: SampledPrompt[] = prompts.map((p, j) => ({ prompt: p.prompt, ...(p.id !== undefined ? { id: p.id } : {}), samples: samples[j]! }));
-  let scored;
-  try {
-    scored = scorePrompts(sampled, (inputs) => scoreResponses(rm, rmTok, inputs, { batchSize: 32 }));
-  } finally {
-    rm.dispose();
-  }
-  // `selection: random` (ablation): the kept sample is drawn uniformly, the RM's rewards stay recorded.
-  const selectionRng = new Rng(stageSeed(ctx, 3) + 1);
-  const rows =
-    s.selection === 'random'
-      ? buildRejectionRows(scored.map((p) => ({ ...p, samples: p.samples.map((x) => ({ ...x, reward: selectionRng.next() })) })), { ...s.pairs, seed: stageSeed(ctx, 3) })
-      : buildRejectionRows(scored, { ...s.pairs, seed: stageSeed(ctx, 3) });
-  const selected = rows.samples.map((r) => r.best);
-  const files = { samples: path.join(ctx.outDir, 'samples.jsonl'), sft: path.join(ctx.outDir, 'sft.jsonl'), preferences: path.join(ctx.outDir, 'preferences.jsonl') };
-  await writeJsonlAtomic(files.samples, rows.samples);
-  await writeJsonlAtomic(files.sft, rows.sft);
-  await writeJsonlAtomic(files.preferences, rows.preferences);
+  // sample → score → select → write pairs: the step `tfalign sample` runs, with sampling.workers threads
+  const { scored, rows, selected, stats, files } = await runRejectionSampling({
+    policyDir: ctx.bestPolicy,
+    rewardModelDir: requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model'),
+    prompts,
+    sampling: { numSamples: s.k, seed: stageSeed(ctx, 3), decoding: decodingOf(s), engine: s.engine },
+    scoring: { batchSize: s.rewardBatchSize },
+    // `selection: random` (ablation): the kept sample is drawn uniformly, the RM's rewards stay recorded.
+    selection: s.selection,
+    selectionSeed: stageSeed(ctx, 3) + 1,
+    pairs: { ...s.pairs, seed: stageSeed(ctx, 3) },
+    numWorkers: s.workers,
+    outDir: ctx.outDir,
+  });
   const rewards = scored.map((p) => p.samples.map((x) => x.reward));
   const rmBest = mean(rewards.map((r, j) => r[selected[j]!]!));
   const rmMean = mean(rewards.map(mean));

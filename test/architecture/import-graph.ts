@@ -31,7 +31,7 @@ export const LAYERS: { name: string; groups: string[] }[] = [
   { name: 'inference helpers, samplers', groups: ['src/inference/', 'samplers/'] },
   { name: 'training tasks, curation', groups: ['src/tasks/', 'data/curation/'] },
   { name: 'data-parallel engine, inference worker pool', groups: ['src/parallel/', 'src/inference-pool/'] },
-  { name: 'trainers (recipes)', groups: ['src/trainers/'] },
+  { name: 'trainers (recipes), pipelines (rejection sampling)', groups: ['src/trainers/', 'src/pipelines/'] },
   { name: 'store', groups: ['src/store/'] },
   { name: 'rounds, report', groups: ['src/rounds/', 'src/report/'] },
   { name: 'cli, public API', groups: ['src/cli/', 'src/index.ts'] },
