@@ -57,9 +57,19 @@ export interface ForwardOutput {
   hidden: tf.Tensor3D;
 }
 
+/**
+ * Replaces the plain product `x·W` of one projection, keyed by the weight's HF name (e.g.
+ * `model.layers.0.mlp.up_proj.weight`): LoRA adapters (`x·W + (α/r)·(x·A)·B`), or 8-bit weights
+ * dequantized inside the call. `weight` is the float parameter when the model holds one.
+ * x [N, in] → [N, out].
+ */
+export type LinearFn = (x: tf.Tensor2D, weight: tf.Variable | undefined) => tf.Tensor2D;
+
 export class LlamaModel {
   readonly dims: ModelDims;
   private readonly invFreq: Float64Array;
+  /** Projections computed by something other than `x·W` (see {@link LinearFn}). */
+  readonly linearOverrides = new Map<string, LinearFn>();
 
   constructor(
     readonly config: LlamaConfig,
@@ -79,6 +89,13 @@ export class LlamaModel {
 
   private param(name: string): tf.Variable {
     return this.params.get(name)!;
+  }
+
+  /** One projection: x [N, in] → [N, out], through its override when one is set. */
+  private linear(x: tf.Tensor2D, name: string): tf.Tensor2D {
+    const override = this.linearOverrides.get(name);
+    if (override) return override(x, this.params.get(name));
+    return tf.matMul(x, this.param(name));
   }
 
   /** RMSNorm (Zhang & Sennrich 2019): x · rsqrt(mean(x²) + ε) · w, over the last axis. */
@@ -124,18 +141,18 @@ export class LlamaModel {
     const xn = this.rmsNorm(x, this.param(`${p}.input_layernorm.weight`)); // [B·T, C]
     const toHeads = (y: tf.Tensor2D, numHeads: number) =>
       tf.transpose(tf.reshape(y, [b, t, numHeads, d]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, heads, T, D]
-    const q = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.q_proj.weight`)), h), cos, sin); // [B, H, T, D]
-    const k = applyRope(toHeads(tf.matMul(xn, this.param(`${p}.self_attn.k_proj.weight`)), hkv), cos, sin); // [B, Hkv, T, D]
-    const v = toHeads(tf.matMul(xn, this.param(`${p}.self_attn.v_proj.weight`)), hkv); // [B, Hkv, T, D]
+    const q = applyRope(toHeads(this.linear(xn, `${p}.self_attn.q_proj.weight`), h), cos, sin); // [B, H, T, D]
+    const k = applyRope(toHeads(this.linear(xn, `${p}.self_attn.k_proj.weight`), hkv), cos, sin); // [B, Hkv, T, D]
+    const v = toHeads(this.linear(xn, `${p}.self_attn.v_proj.weight`), hkv); // [B, Hkv, T, D]
     const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
     const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
-    const afterAttention = tf.add(x, tf.matMul(merged, this.param(`${p}.self_attn.o_proj.weight`))) as tf.Tensor2D; // [B·T, C]
+    const afterAttention = tf.add(x, this.linear(merged, `${p}.self_attn.o_proj.weight`)) as tf.Tensor2D; // [B·T, C]
     // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
     const xn2 = this.rmsNorm(afterAttention, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
-    const gate = tf.matMul(xn2, this.param(`${p}.mlp.gate_proj.weight`)); // [B·T, I]
-    const up = tf.matMul(xn2, this.param(`${p}.mlp.up_proj.weight`)); // [B·T, I]
+    const gate = this.linear(xn2, `${p}.mlp.gate_proj.weight`); // [B·T, I]
+    const up = this.linear(xn2, `${p}.mlp.up_proj.weight`); // [B·T, I]
     const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
-    return tf.add(afterAttention, tf.matMul(act, this.param(`${p}.mlp.down_proj.weight`))) as tf.Tensor2D; // [B·T, C]
+    return tf.add(afterAttention, this.linear(act, `${p}.mlp.down_proj.weight`)) as tf.Tensor2D; // [B·T, C]
   }
 
   /** LM head: hidden [B, T, C] → logits [B, T, V]. */
