@@ -1,7 +1,8 @@
 /**
- * The six stages of a round (Llama 3 §4.1), each a function from the round's context to its
- * files and metrics. Stages read earlier stages' outputs only through the run layout, so any
- * stage can be rerun on its own once the ones before it are done.
+ * The six stages of a round (Llama 3 §4.1), and round 0's build_base, each a function from the
+ * round's context to its files, metrics and (evaluate, build_base) the policy it chose. Stages
+ * find earlier stages' outputs only through the store's artifact records (`ctx.artifactPath`),
+ * so any stage can be rerun on its own once the ones before it are done.
  *
  *   1. collect_preferences  two samples per prompt from the best policy so far, compared by the judge
  *   2. train_reward_model   Bradley–Terry/ranking RM on all preferences so far
@@ -10,7 +11,6 @@
  *   5. dpo                  DPO from the SFT model on the latest preferences
  *   6. evaluate             held-out judge score, RM score, win rates; picks the best policy
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -26,7 +26,8 @@ import { samplePolicy } from '../../samplers/policy-sampler.js';
 import type { RunConfig } from './run-config.js';
 import type { LogRecord } from '../train/loop.js';
 import type { RunLayout } from './layout.js';
-import { roundStages, type RoundStageName } from '../store/stages.js';
+import { roundStages, type RoundStageName, type StageName } from '../store/stages.js';
+import { buildBaseModel } from './base-model.js';
 import { cleanFile, dedupFile } from '../../data/curation/steps.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
@@ -46,9 +47,9 @@ export interface StageContext {
   round: number;
   /** The judge module, when the config names one (required for `preferences.source: judge`). */
   judge?: Judge;
-  /** The base model folder. */
+  /** The base model folder (empty in round 0, whose build_base makes it). */
   basePolicy: string;
-  /** The best policy before this round (the base model in round 1). */
+  /** The best policy before this round (the base model in round 1; empty in round 0). */
   bestPolicy: string;
   /** This stage's (empty) output folder. */
   outDir: string;
@@ -76,7 +77,7 @@ export interface StageOutput {
   metrics: Record<string, number>;
   samples?: { prompt: string; promptId: string; index: number; text: string; reward: number; numTokens: number; finishReason: string; selected: boolean }[];
   preferences?: PreferenceRow[];
-  /** The policy chosen for the next round (evaluate only). */
+  /** The policy chosen for the next round (evaluate; build_base's base model), recorded in the store with the stage. */
   bestPolicy?: string;
 }
 
@@ -509,20 +510,29 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
   }
   const report = path.join(ctx.outDir, 'samples.jsonl');
   await writeJsonlAtomic(report, prompts.map((prompt, j) => ({ prompt, samples: current.samples[j]!.map((x, i) => ({ text: x.text, [`${scoreName}_score`]: current.scores[j]![i] })) })));
-  const bestPolicy = improved ? policyDir : ctx.bestPolicy;
-  const bestFile = path.join(ctx.outDir, 'best_policy.txt');
-  fs.writeFileSync(bestFile, bestPolicy + '\n');
+  // The choice is recorded in the store with the stage's completion (its one home).
   return {
-    artifacts: [
-      { kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length },
-      { kind: 'report', name: 'best-policy', path: bestFile },
-    ],
+    artifacts: [{ kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length }],
     metrics,
-    bestPolicy,
+    bestPolicy: improved ? policyDir : ctx.bestPolicy,
   };
 }
 
-export const STAGES: Record<RoundStageName, (ctx: StageContext) => Promise<StageOutput>> = {
+// 0) build_base (round 0, a base model from scratch) -------------------------------------------
+
+/** The base model from scratch (`base.fromScratch`): tokenizer, noisy demonstrations, pretraining. */
+export async function buildBaseStage(ctx: StageContext): Promise<StageOutput> {
+  const spec = ctx.config.base.fromScratch;
+  if (spec === undefined) throw new Error('build_base: the config names a base model (base.model); there is nothing to build');
+  const result = await buildBaseModel(spec, ctx.outDir, { seed: ctx.config.seed, backend: ctx.config.backend, onLog: ctx.onTrainLog });
+  return { artifacts: [{ kind: 'checkpoint', name: BASE_MODEL_ARTIFACT, path: result.modelDir }], metrics: result.metrics, bestPolicy: result.modelDir };
+}
+
+/** The name of build_base's model artifact. */
+export const BASE_MODEL_ARTIFACT = 'base-model';
+
+export const STAGES: Record<StageName, (ctx: StageContext) => Promise<StageOutput>> = {
+  build_base: buildBaseStage,
   collect_preferences: collectPreferences,
   train_reward_model: trainRewardModelStage,
   rejection_sample: rejectionSample,

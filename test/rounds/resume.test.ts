@@ -318,7 +318,7 @@ describe('tfalign run: kill -9 at several points, then resume', () => {
         rejection_sample: ['samples', 'sft', 'rs-preferences'],
         sft: ['sft-train', 'sft-model'],
         dpo: ['dpo-train', 'policy'],
-        evaluate: ['eval-samples', 'best-policy'],
+        evaluate: ['eval-samples'],
       };
       const expectedNames = ['0/build_base/base-model'];
       for (let round = 1; round <= NUM_ROUNDS; round++) {
