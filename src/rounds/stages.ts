@@ -405,7 +405,22 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
   for (const r of rounds) rows.push(...(await readPreferences(requireArtifact(ctx, r, 'collect_preferences', 'preferences'))));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, rows);
-  const result = await dpo({ ...trainer, model: sftModel, train, out: path.join(ctx.outDir, 'run'), backend: ctx.config.backend, seed: ctx.config.seed + ctx.round }, { onLog: ctx.onTrainLog });
+  // Held out: the fixed set every round's RM is measured on (hundreds of pairs with noise-free
+  // labels, never trained on), so DPO's implicit reward is judged on the same pairs as the RM;
+  // without one (imported preferences), `evalFraction` of the training pairs.
+  const evalFile = ctx.artifactPath(1, 'collect_preferences', RM_EVAL_ARTIFACT);
+  const result = await dpo(
+    {
+      ...trainer,
+      ...(evalFile !== undefined ? { eval: evalFile, evalFraction: 0 } : {}),
+      model: sftModel,
+      train,
+      out: path.join(ctx.outDir, 'run'),
+      backend: ctx.config.backend,
+      seed: ctx.config.seed + ctx.round,
+    },
+    { onLog: ctx.onTrainLog },
+  );
   const e: Record<string, number | string> = result.lastEval ?? {};
   const metrics = {
     'dpo/rewards_accuracies': Number(e['rewards/accuracies']),
@@ -414,7 +429,9 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
     'dpo/num_pairs': rows.length,
     'dpo/num_eval_pairs': Number(e['num_pairs'] ?? NaN),
   };
-  ctx.log(`dpo: ${rows.length} pairs, held-out rewards/accuracies ${metrics['dpo/rewards_accuracies'].toFixed(3)}, margins ${metrics['dpo/rewards_margins'].toFixed(3)}`);
+  ctx.log(
+    `dpo: ${rows.length} pairs, held-out rewards/accuracies ${metrics['dpo/rewards_accuracies'].toFixed(3)} on ${metrics['dpo/num_eval_pairs']} ${evalFile !== undefined ? 'fixed ' : ''}pairs, margins ${metrics['dpo/rewards_margins'].toFixed(3)}`,
+  );
   return { artifacts: [{ kind: 'dataset', name: 'dpo-train', path: train, numRows: rows.length }, { kind: 'checkpoint', name: 'policy', path: result.modelDir }], metrics };
 }
 
