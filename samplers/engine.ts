@@ -34,7 +34,7 @@ import type { LlamaModel } from '../src/model/llama.js';
 import { Rng } from '../src/util/rng.js';
 import { DecodingOptionsSchema, sampleToken, type DecodingOptions } from './decoding.js';
 import { generate as generateBaseline, type FinishReason } from './generate.js';
-import { type BlockCopy, KVCacheManager } from './kv/block-table.js';
+import { type BlockCopy, KVCacheManager } from './kv/cache-manager.js';
 import { PagedKVStorage } from './kv/kv-storage.js';
 import { type DecodeRow, PagedDecodeAttention, PagedPrefillAttention, type PagedKVCache } from './paged-attention.js';
 

@@ -4,9 +4,9 @@
  */
 export { BlockPool } from './block-pool.js';
 export type { BlockPoolOptions } from './block-pool.js';
-export { KVCacheManager, kvCacheManagerOptionsSchema } from './block-table.js';
-export type { BlockCopy, KVCacheManagerOptions, KVCacheStats, PromptAllocation, SlotAppend } from './block-table.js';
-export { hashBlock, hashFullBlocks } from './prefix-hash.js';
+export { KVCacheManager, kvCacheManagerOptionsSchema } from './cache-manager.js';
+export type { BlockCopy, KVCacheManagerOptions, KVCacheStats, PromptAllocation, SlotAppend } from './cache-manager.js';
+export { hashBlock } from './prefix-hash.js';
 export type { ParentHash } from './prefix-hash.js';
 export { PAD_SLOT_ID, PagedKVStorage } from './kv-storage.js';
 export type { PagedKVStorageOptions } from './kv-storage.js';

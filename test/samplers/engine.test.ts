@@ -5,6 +5,7 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
 import { DenseKVCache } from '../../src/model/attention.js';
 import type { LlamaModel } from '../../src/model/llama.js';
+import { checkManagerInvariants } from './helpers.js';
 import { denseKvBytes, SamplingEngine, type SamplingEngineOptions, type SamplingRequest } from '../../samplers/engine.js';
 
 // initializer_range 0.3: large enough that greedy outputs are not one repeated token.
@@ -135,7 +136,7 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(tight.stats.numWaits).toBeGreaterThan(0);
     expect(tight.stats.peakKvBytes).toBeLessThanOrEqual(14 * 4 * 256);
     expect(tight.engine.cache!.manager.stats().numSequences).toBe(0);
-    tight.engine.cache!.manager.checkInvariants();
+    checkManagerInvariants(tight.engine.cache!.manager);
     // 8 blocks cannot hold all 3 samples of one prompt (2 + 3·3 = 11): they are split 2 + 1.
     const split = run(model, { kvCache: 'paged', numBlocks: 8 }, many, decoding);
     expect(split.outputs).toEqual(roomy.outputs);

@@ -134,7 +134,7 @@ export class KVCacheManager {
     const parsed = kvCacheManagerOptionsSchema.safeParse(options);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new Error(`samplers/kv/block-table: KVCacheManager options: ${issue.path.join('.') || '(options)'}: ${issue.message}`);
+      throw new Error(`samplers/kv/cache-manager: KVCacheManager options: ${issue.path.join('.') || '(options)'}: ${issue.message}`);
     }
     this.numBlocks = parsed.data.numBlocks;
     this.blockSize = parsed.data.blockSize;
@@ -160,7 +160,7 @@ export class KVCacheManager {
   allocatePrompt(seqId: number, tokenIds: readonly number[]): PromptAllocation | null {
     this.checkNewSeqId(seqId, 'allocatePrompt');
     const numTokens = tokenIds.length;
-    if (numTokens < 1) throw new Error(`samplers/kv/block-table: allocatePrompt: sequence ${seqId} has an empty prompt`);
+    if (numTokens < 1) throw new Error(`samplers/kv/cache-manager: allocatePrompt: sequence ${seqId} has an empty prompt`);
     const numBlocksNeeded = Math.ceil(numTokens / this.blockSize);
     this.checkFitsPool(seqId, numBlocksNeeded, 'allocatePrompt');
 
@@ -214,7 +214,7 @@ export class KVCacheManager {
   appendSlots(seqId: number, numNewTokens: number): SlotAppend | null {
     const seq = this.getSequence(seqId, 'appendSlots');
     if (!Number.isInteger(numNewTokens) || numNewTokens < 0) {
-      throw new Error(`samplers/kv/block-table: appendSlots: sequence ${seqId}: numNewTokens = ${numNewTokens} must be a non-negative integer`);
+      throw new Error(`samplers/kv/cache-manager: appendSlots: sequence ${seqId}: numNewTokens = ${numNewTokens} must be a non-negative integer`);
     }
     const numTokens = seq.numTokens + numNewTokens;
     const numBlocksTotal = Math.ceil(numTokens / this.blockSize);
@@ -257,7 +257,7 @@ export class KVCacheManager {
     const seen = new Set<number>();
     for (const childSeqId of childSeqIds) {
       this.checkNewSeqId(childSeqId, 'fork');
-      if (seen.has(childSeqId)) throw new Error(`samplers/kv/block-table: fork: child sequence ${childSeqId} is listed twice`);
+      if (seen.has(childSeqId)) throw new Error(`samplers/kv/cache-manager: fork: child sequence ${childSeqId} is listed twice`);
       seen.add(childSeqId);
     }
     if (childSeqIds.length > this.blockPool.numFreeBlocks) {
@@ -287,7 +287,7 @@ export class KVCacheManager {
     const seq = this.getSequence(seqId, 'cacheFullBlocks');
     if (tokenIds.length > seq.numTokens) {
       throw new Error(
-        `samplers/kv/block-table: cacheFullBlocks: sequence ${seqId}: ${tokenIds.length} tokens given but only ${seq.numTokens} slots allocated`,
+        `samplers/kv/cache-manager: cacheFullBlocks: sequence ${seqId}: ${tokenIds.length} tokens given but only ${seq.numTokens} slots allocated`,
       );
     }
     if (!this.enablePrefixCaching || seq.cacheEpoch !== this.cacheEpoch) return;
@@ -319,7 +319,7 @@ export class KVCacheManager {
   slotMapping(seqId: number, fromPos: number, toPos: number): Int32Array {
     const seq = this.getSequence(seqId, 'slotMapping');
     if (!Number.isInteger(fromPos) || !Number.isInteger(toPos) || fromPos < 0 || fromPos > toPos || toPos > seq.numTokens) {
-      throw new Error(`samplers/kv/block-table: slotMapping: sequence ${seqId}: [${fromPos}, ${toPos}) is not within [0, ${seq.numTokens})`);
+      throw new Error(`samplers/kv/cache-manager: slotMapping: sequence ${seqId}: [${fromPos}, ${toPos}) is not within [0, ${seq.numTokens})`);
     }
     const slots = new Int32Array(toPos - fromPos);
     for (let pos = fromPos; pos < toPos; pos++) {
@@ -337,15 +337,6 @@ export class KVCacheManager {
   /** Token slots allocated to the sequence. */
   numTokens(seqId: number): number {
     return this.getSequence(seqId, 'numTokens').numTokens;
-  }
-
-  hasSequence(seqId: number): boolean {
-    return this.sequences.has(seqId);
-  }
-
-  /** Live sequence ids, in creation order. */
-  sequenceIds(): number[] {
-    return [...this.sequences.keys()];
   }
 
   /**
@@ -375,54 +366,21 @@ export class KVCacheManager {
     };
   }
 
-  /**
-   * Asserts the manager's invariants on top of the pool's; throws on the first violation.
-   * 1. Every block's refCount equals the number of table entries (over live sequences) naming it.
-   * 2. Each table has exactly ⌈numTokens / blockSize⌉ blocks, with no block twice in one table.
-   * 3. A sequence's offered hashes cover only full blocks, and an in-cache block of its table
-   *    is cached under the hash the sequence computed for it.
-   */
-  checkInvariants(): void {
-    this.blockPool.checkInvariants();
-    const fail = (what: string): never => {
-      throw new Error(`samplers/kv/block-table: invariant violated: ${what}`);
-    };
-    const references = new Int32Array(this.numBlocks);
-    for (const [seqId, seq] of this.sequences) {
-      const expectedLength = Math.ceil(seq.numTokens / this.blockSize);
-      if (seq.numTokens < 1) fail(`sequence ${seqId} has ${seq.numTokens} tokens`);
-      if (seq.blockTable.length !== expectedLength) fail(`sequence ${seqId} has ${seq.blockTable.length} blocks for ${seq.numTokens} tokens`);
-      if (new Set(seq.blockTable).size !== seq.blockTable.length) fail(`sequence ${seqId} names a block twice`);
-      if (seq.blockHashes.length > Math.floor(seq.numTokens / this.blockSize)) fail(`sequence ${seqId} hashed a partial block`);
-      for (const blockId of seq.blockTable) references[blockId]++;
-      if (seq.cacheEpoch === this.cacheEpoch) {
-        seq.blockHashes.forEach((hash, i) => {
-          const cachedAs = this.blockPool.blockHash(seq.blockTable[i]!);
-          if (cachedAs !== null && cachedAs !== hash) fail(`sequence ${seqId}: block ${seq.blockTable[i]} is cached under another prefix`);
-        });
-      }
-    }
-    for (let blockId = 0; blockId < this.numBlocks; blockId++) {
-      const refCount = this.blockPool.refCount(blockId);
-      if (refCount !== references[blockId]) fail(`block ${blockId} has refCount ${refCount} but ${references[blockId]} table entries`);
-    }
-  }
-
   private getSequence(seqId: number, where: string): SequenceState {
     const seq = this.sequences.get(seqId);
-    if (seq === undefined) throw new Error(`samplers/kv/block-table: ${where}: no live sequence ${seqId}`);
+    if (seq === undefined) throw new Error(`samplers/kv/cache-manager: ${where}: no live sequence ${seqId}`);
     return seq;
   }
 
   private checkNewSeqId(seqId: number, where: string): void {
-    if (!Number.isInteger(seqId)) throw new Error(`samplers/kv/block-table: ${where}: sequence id ${seqId} is not an integer`);
-    if (this.sequences.has(seqId)) throw new Error(`samplers/kv/block-table: ${where}: sequence ${seqId} already exists`);
+    if (!Number.isInteger(seqId)) throw new Error(`samplers/kv/cache-manager: ${where}: sequence id ${seqId} is not an integer`);
+    if (this.sequences.has(seqId)) throw new Error(`samplers/kv/cache-manager: ${where}: sequence ${seqId} already exists`);
   }
 
   private checkFitsPool(seqId: number, numBlocksNeeded: number, where: string): void {
     if (numBlocksNeeded > this.numBlocks) {
       throw new Error(
-        `samplers/kv/block-table: ${where}: sequence ${seqId} needs ${numBlocksNeeded} blocks but the pool has only ${this.numBlocks}`,
+        `samplers/kv/cache-manager: ${where}: sequence ${seqId} needs ${numBlocksNeeded} blocks but the pool has only ${this.numBlocks}`,
       );
     }
   }
