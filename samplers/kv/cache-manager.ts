@@ -1,6 +1,7 @@
 /**
  * The KV cache manager: block tables per sequence on top of the block pool, the API the
- * generation engine calls (vLLM v1 `core/kv_cache_manager.py`, PagedAttention, Kwon et al. 2023).
+ * scheduler (samplers/scheduler.ts) calls (vLLM v1 `core/kv_cache_manager.py`, PagedAttention,
+ * Kwon et al. 2023), and the one owner of the cache statistics (`stats()`).
  *
  * A sequence's keys and values live in fixed-size blocks; its block table lists them in order,
  * so position p sits in block `table[⌊p / blockSize⌋]` at offset `p mod blockSize`, and its
@@ -15,15 +16,16 @@
  * - Full blocks are registered in a prefix cache under a hash chain (prefix-hash.ts); a later
  *   prompt with the same beginning takes those blocks instead of recomputing them.
  *
- * Protocol for the engine (the order matters):
+ * Protocol for the scheduler and the engine (the order matters):
  * 1. `allocatePrompt` → write K/V for positions [numCachedTokens, promptLength) into
  *    `slotMapping(seq, numCachedTokens, promptLength)` (RoPE positions continue from
  *    numCachedTokens) → `cacheFullBlocks(seq, promptTokens)`.
  * 2. Each decode step: `appendSlots(seq, n)` → `storage.copyBlocks(copies)` at once, before
  *    anything else writes to the pool → write the n new positions → `cacheFullBlocks(seq, tokens)`.
  * 3. `free(seq)` when it finishes; `resetPrefixCache()` when the weights change.
- * A null/false result means the pool is full right now: nothing changed, the engine waits for
- * running sequences to finish and tries again.
+ * A null/false result means the pool is full right now: nothing changed, the caller waits for
+ * running sequences to finish and tries again (the scheduler's admission control makes the
+ * sampling engine never meet one).
  */
 import { z } from 'zod';
 import { BlockPool } from './block-pool.js';
@@ -88,18 +90,22 @@ export interface KVCacheStats {
   numFreeBlocks: number;
   /** Blocks referenced by at least one live sequence. */
   numUsedBlocks: number;
-  /** Most blocks in use at once since construction. */
+  /** Most blocks in use at once since construction or the last `resetPeakUsedBlocks()`. */
   peakUsedBlocks: number;
   /** Blocks registered in the prefix cache (in use or free). */
   numCachedBlocks: number;
-  /** Fraction of prompt tokens (over all successful `allocatePrompt` calls) served from the prefix cache. */
+  /** Prompt tokens over all successful `allocatePrompt` calls. */
+  numPromptTokens: number;
+  /** Of those, the leading tokens served from the prefix cache (not recomputed). */
+  numCachedPromptTokens: number;
+  /** numCachedPromptTokens / numPromptTokens (0 before any prompt). */
   cacheHitRate: number;
   /** Prefix-cache lookups, in blocks, and how many hit. */
   numCacheQueries: number;
   numCacheHits: number;
   /** Cached blocks whose contents were given up to make room. */
   numEvictions: number;
-  /** allocatePrompt/appendSlots/fork calls that found the pool too full (each one an engine wait). */
+  /** allocatePrompt/appendSlots/fork calls that found the pool too full (nothing changed; the caller waits). */
   numAllocationFailures: number;
   /** Live sequences. */
   numSequences: number;
@@ -349,6 +355,16 @@ export class KVCacheManager {
     this.cacheEpoch++;
   }
 
+  /**
+   * Starts a new peak-usage window at the blocks in use now (the engine calls it at the start of
+   * each `generate`, so that a call reports its own peak). Counters are cumulative: a caller
+   * wanting one call's counts subtracts the stats taken before it.
+   */
+  resetPeakUsedBlocks(): void {
+    this.peakUsed = this.numBlocks - this.blockPool.numFreeBlocks;
+  }
+
+  /** The cache statistics; the engine's per-call figures are computed from these (their one owner). */
   stats(): KVCacheStats {
     const numFreeBlocks = this.blockPool.numFreeBlocks;
     return {
@@ -357,6 +373,8 @@ export class KVCacheManager {
       numUsedBlocks: this.numBlocks - numFreeBlocks,
       peakUsedBlocks: this.peakUsed,
       numCachedBlocks: this.blockPool.numCachedBlocks,
+      numPromptTokens: this.numPromptTokens,
+      numCachedPromptTokens: this.numCachedPromptTokens,
       cacheHitRate: this.numPromptTokens === 0 ? 0 : this.numCachedPromptTokens / this.numPromptTokens,
       numCacheQueries: this.blockPool.numCacheQueries,
       numCacheHits: this.blockPool.numCacheHits,

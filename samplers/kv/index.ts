@@ -1,6 +1,6 @@
 /**
  * The paged KV cache: block pool (allocate, free, cache, evict), block tables per sequence
- * (the API the engine calls), the prefix-cache hash chain, and the typed-array storage.
+ * (the API the scheduler calls, and the cache statistics), the prefix-cache hash chain, and the typed-array storage.
  */
 export { BlockPool } from './block-pool.js';
 export type { BlockPoolOptions } from './block-pool.js';

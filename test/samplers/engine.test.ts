@@ -140,6 +140,11 @@ describe('SamplingEngine: paged vs recompute', () => {
     // 8 blocks cannot hold all 3 samples of one prompt (2 + 3·3 = 11): they are split 2 + 1.
     const split = run(model, { kvCache: 'paged', numBlocks: 8 }, many, decoding);
     expect(split.outputs).toEqual(roomy.outputs);
+    // One new token: a sample needs 2 + 1 blocks, so 4 blocks take 2 samples of a prompt at a time;
+    // they finish at their first token, and the next chunk must find the whole pool free again.
+    const oneToken = run(model, { kvCache: 'paged', numBlocks: 4 }, many, { temperature: 1, maxNewTokens: 1 });
+    expect(oneToken.outputs).toEqual(run(model, { kvCache: 'none' }, many, { temperature: 1, maxNewTokens: 1 }).outputs);
+    expect(oneToken.stats.numForwardPasses).toBe(4 * 2); // two prefills a prompt, no decode step
     // 4 blocks cannot hold even one sample (2 + 3): an error, not a hang.
     expect(() => run(model, { kvCache: 'paged', numBlocks: 4 }, many, decoding)).toThrow(
       'samplers/engine: requests[0]: one sample needs 5 KV blocks but the pool has 4; raise numBlocks/kvCacheBytes or lower maxNewTokens',
