@@ -95,6 +95,8 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(out3.stats.prefixCacheHitRate).toBeCloseTo(8 / 21, 12);
     expect(out3.stats.numPrefillTokens).toBe(11 + 2);
     expect(tokens(out3.outputs)).toEqual(tokens(reference.outputs));
+    // The cache manager owns the counts; each call reported its own share of them.
+    expect(engine.cache!.manager.stats()).toMatchObject({ numPromptTokens: 3 * 21, numCachedPromptTokens: 8 + 16 + 8, numSequences: 0 });
   });
 
   it('forks that drift apart inside a shared partial block keep their own tokens', () => {
@@ -163,6 +165,10 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(paged.idealKvBytes).toBe(4096);
     expect(paged.peakNumSeqs).toBe(2);
     expect(paged.numGeneratedTokens).toBe(10);
+    // A call reports its own peak, not the largest since the engine was built.
+    const engine = new SamplingEngine({ model, kvCache: 'paged', blockSize: 4 });
+    expect(engine.generate(requests, decoding).stats.peakKvBytes).toBeGreaterThan(4096);
+    expect(engine.generate(one, decoding).stats.peakKvBytes).toBe(4096); // its first block now a prefix-cache hit: still 4 blocks held
     // dense: 2 rows × (8 + 4) columns × 256.
     const dense = run(model, { kvCache: 'dense' }, one, decoding).stats;
     expect(dense.peakKvBytes).toBe(2 * 12 * 256);
