@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { addUnits, evaluateObjective, metricMeans, normalizedLoss, type Objective } from '../../src/train/objective.js';
+import { addUnits, evaluateObjective, metricMeans, normalizedLoss, type MetricSum, type Objective } from '../../src/train/objective.js';
 import { LocalStepEngine } from '../../src/train/step-engine.js';
 import { AdamW } from '../../src/train/adamw.js';
 
@@ -57,7 +57,7 @@ describe('normalizedLoss and metricMeans', () => {
   });
 
   it('metric means: Σ sums over micro-batches / global count of the metric\'s unit', () => {
-    const records = [{ acc: { sum: 2, unit: 'rows' } }, undefined, { acc: { sum: 1, unit: 'rows' }, nll: { sum: 5, unit: 'tokens' }, empty: { sum: 0, unit: 'none' } }];
+    const records: (Record<string, MetricSum> | undefined)[] = [{ acc: { sum: 2, unit: 'rows' } }, undefined, { acc: { sum: 1, unit: 'rows' }, nll: { sum: 5, unit: 'tokens' }, empty: { sum: 0, unit: 'none' } }];
     expect(metricMeans(records, { rows: 4, tokens: 10, none: 0 })).toEqual({ acc: 0.75, nll: 0.5 });
     expect(() => metricMeans([{ acc: { sum: 1, unit: 'rows' } }, { acc: { sum: 1, unit: 'pairs' } }], { rows: 1, pairs: 1 })).toThrow(
       "objective: metric 'acc' is a sum over 'pairs' here but over 'rows' in another micro-batch",
