@@ -171,7 +171,8 @@ export function evaluateRewardModel(
   opts: RewardLossConfig,
 ): { loss: number; accuracy: number; margin: number; num_rows: number; num_pairs: number } {
   const { loss, metrics, units } = evaluateObjective({ loss: (batch) => rewardModelLoss(model, batch, opts), unitsOf: rewardModelUnits }, batches);
-  return { loss, accuracy: metrics.accuracy, margin: metrics.margin, num_rows: units.rows ?? 0, num_pairs: units.pairs ?? 0 };
+  const numPairs = units.pairs ?? 0;
+  return { loss: numPairs > 0 ? loss : NaN, accuracy: metrics.accuracy ?? NaN, margin: metrics.margin ?? NaN, num_rows: units.rows ?? 0, num_pairs: numPairs };
 }
 
 /** The task options of a reward-model loss (plain data, sent to every worker). */
