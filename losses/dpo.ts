@@ -8,7 +8,8 @@
  * and reports the implicit rewards r_w = β(log πθ(y_w|x) − log π_ref(y_w|x)), r_l likewise
  * (Rafailov et al. 2023, §5). The log-probs are the masked sums from `sequenceLogps` (Llama 3
  * masks header and end-of-turn tokens out of both; see `formattingTokenMask`). The rewards are
- * for logging; trainers differentiate `mean(losses)` only.
+ * for logging; trainers differentiate the per-pair losses only (their mean over the global batch:
+ * each micro-batch's sum, divided by the step's pair count — `src/tasks/dpo.ts`).
  *
  * Each variant is its own function; `DPO_LOSSES` maps the TRL `loss_type` names to them so a
  * trainer picks one by name without branching on it.

@@ -2,7 +2,7 @@
  * Losses of the Llama 3 post-training recipe: pure functions over tensors (only tfjs imported).
  * Pair losses return per-example losses, token losses a batch mean; each also gives what trainers log.
  */
-export { tokenLogprobs, sequenceLogps, maskedMean } from './logprobs.js';
+export { tokenLogprobs, sequenceLogps, maskedMean, tokenNllSum } from './logprobs.js';
 export { formattingTokenMask } from './masks.js';
 export { sftLoss } from './sft.js';
 export type { SftLossResult } from './sft.js';

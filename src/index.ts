@@ -28,7 +28,8 @@ export { computeGradients, GradientAccumulator } from './train/grad-accumulator.
 export { averageWeights } from './model/average.js';
 export { Rng } from './util/rng.js';
 export { runTrainingLoop, type TrainingResult, type LogRecord } from './train/loop.js';
-export { LocalStepEngine, type StepEngine, type LossFn, type MicroBatchLoss } from './train/step-engine.js';
+export { LocalStepEngine, type StepEngine, type StepResult } from './train/step-engine.js';
+export { evaluateObjective, normalizedLoss, type LossFn, type MicroBatchObjective, type MetricSum, type Objective, type UnitCounts, type UnitsFn } from './train/objective.js';
 export { trainingOptionsSchema, type TrainingOptions } from './config/training.js';
 export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
 
@@ -36,7 +37,7 @@ export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
 export { pretrain, PretrainConfigSchema, type PretrainConfigInput } from './trainers/pretrain.js';
 export { sft, SftConfigSchema, type SftConfigInput } from './trainers/sft.js';
 export { responseLogprobs } from './inference/token-logprobs.js';
-export { causalLmLoss } from './tasks/causal-lm.js';
+export { causalLmLoss, causalLmUnits } from './tasks/causal-lm.js';
 export { trainRewardModel, RewardConfigSchema, type RewardConfigInput } from './trainers/reward.js';
 export { scoreResponses, scoreTokenIds } from './inference/reward-scoring.js';
 export { dpo, DpoConfigSchema, type DpoConfigInput } from './trainers/dpo.js';

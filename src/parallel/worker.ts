@@ -62,10 +62,10 @@ async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerReque
     case 'compute': {
       const m = replicaModel();
       currentStep = request.step;
-      return computeShard(m.params, lossFn!, request.microBatches, layout, slots[init.replica]);
+      return computeShard(m.params, lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
     }
     case 'reduce':
-      reduceSlotRange(slots, request.start, request.end, request.divisor);
+      reduceSlotRange(slots, request.start, request.end);
       return null;
     case 'apply':
       return { gradNorm: applyReduced(replicaModel().params, optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };

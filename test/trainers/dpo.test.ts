@@ -22,13 +22,14 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';
 import { runTrainingLoop, type LogRecord } from '../../src/train/loop.js';
 import { batchTokenLogprobs, responseLogprobs } from '../../src/inference/token-logprobs.js';
-import { causalLmLoss } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 import { localEngine } from '../train/local-engine.js';
 import { chosenNllLoss } from '../../losses/nll.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { dpo, type DpoConfigInput, type DpoHooks, type DpoResult } from '../../src/trainers/dpo.js';
-import { collatePairs, dpoLoss, dpoTerms, evaluateDpo, type DpoLossOptions } from '../../src/tasks/dpo.js';
+import { collatePairs, dpoLoss, dpoTerms, dpoUnits, evaluateDpo, type DpoBatch, type DpoLossOptions } from '../../src/tasks/dpo.js';
+import { evaluateObjective, normalizedLoss } from '../../src/train/objective.js';
 import { computeReferenceLogps, pairHash, REFERENCE_LOGPS_FILE, ReferenceLogpsRowSchema } from '../../src/trainers/reference-logps.js';
 import { type PreferencePairIds } from '../../src/tasks/dpo.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
@@ -98,7 +99,7 @@ beforeAll(async () => {
     }),
   );
   const options = trainingOptionsSchema({ lr: 3e-3, batchSize: 16, epochs: 1, warmupRatio: 0, lrDecay: 'constant', weightDecay: 0, maxGradNorm: 1 }).parse({ logEvery: 40 });
-  const engine = localEngine<TokenBatch>(model, (batch) => causalLmLoss(model, batch), options);
+  const engine = localEngine<TokenBatch>(model, { loss: (batch) => causalLmLoss(model, batch), unitsOf: causalLmUnits }, options);
   await runTrainingLoop({
     runDir: path.join(dir, 'sft'),
     model,
@@ -175,21 +176,20 @@ describe('DPO at step 0 (policy == reference)', () => {
       // reference values by the precompute path (different batching than the policy's batch)
       const ref = computeReferenceLogps(model, pairs, { batchSize: 4, padId: tok.padTokenId!, formattingTokenIds: opts.formattingTokenIds });
       const batch = collatePairs(pairs, ref, tok.padTokenId!);
-      const { loss, weight, metrics } = dpoLoss(model, batch, opts);
+      const objective = (o: DpoLossOptions) => ({ loss: (b: DpoBatch) => dpoLoss(model, b, o), unitsOf: dpoUnits });
+      const { loss, metrics, units } = evaluateObjective(objective(opts), [batch]);
       // NLL on its own: mean token cross-entropy over the chosen responses, <|eot_id|> included
       const chosenOnly = padRows(pairs.map((p) => ({ ids: [...p.promptIds, ...p.chosenIds], targetMask: [...p.promptIds.map(() => 0), ...p.chosenIds.map(() => 1)] })), tok.padTokenId!);
       const nll = tf.tidy(() =>
         chosenNllLoss(batchTokenLogprobs(model, chosenOnly), tf.tensor2d(chosenOnly.targets, [chosenOnly.batchSize, chosenOnly.seqLen - 1])).dataSync()[0],
       );
       expect(nll).toBeGreaterThan(0.3); // a real term, not a vanishing one
-      expect(Math.abs(loss.dataSync()[0] - (LN2 + 0.2 * nll))).toBeLessThan(1e-5);
-      expect(Math.abs(metrics!.nll_loss - nll)).toBeLessThan(1e-5);
-      expect(Math.abs(metrics!['rewards/margins'])).toBeLessThan(1e-5);
-      expect(weight).toBe(8);
-      loss.dispose();
-      const plain = dpoLoss(model, batch, lossOptions(0));
-      expect(Math.abs(plain.loss.dataSync()[0] - LN2)).toBeLessThan(1e-5);
-      plain.loss.dispose();
+      expect(Math.abs(loss - (LN2 + 0.2 * nll))).toBeLessThan(1e-5);
+      expect(Math.abs(metrics.nll_loss - nll)).toBeLessThan(1e-5);
+      expect(Math.abs(metrics['rewards/margins'])).toBeLessThan(1e-5);
+      expect(units).toEqual({ pairs: 8, chosen_tokens: chosenOnly.numTargets });
+      const plain = evaluateObjective(objective(lossOptions(0)), [batch]);
+      expect(Math.abs(plain.loss - LN2)).toBeLessThan(1e-5);
     } finally {
       model.dispose();
     }
@@ -271,7 +271,7 @@ describe('formatting tokens', () => {
       const pairs = pairsOf(makePairs(4, 5));
       const batch = collatePairs(pairs, { chosen: [-5, -6, -7, -8], rejected: [-9, -8, -7, -6] }, tok.padTokenId!); // h ≠ 0: non-trivial gradients
       const tokenLogps = batchTokenLogprobs(model, batch.tokens); // [8, T−1]
-      const gradOf = (opts: DpoLossOptions) => tf.grad((x: tf.Tensor) => dpoTerms(x as tf.Tensor2D, batch, opts).loss)(tokenLogps).arraySync() as number[][];
+      const gradOf = (opts: DpoLossOptions) => tf.grad((x: tf.Tensor) => normalizedLoss(dpoTerms(x as tf.Tensor2D, batch, opts).sums, dpoUnits(batch)))(tokenLogps).arraySync() as number[][];
       const dpoOnly = gradOf(lossOptions(0));
       const withNll = gradOf(lossOptions(0.2));
       const t = batch.tokens.seqLen - 1;

@@ -15,7 +15,8 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { FullAttention } from '../../src/model/attention.js';
 import { tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
 import { readPreferenceData, RewardConfigSchema, trainRewardModel, type ReadPreferenceOptions, type RewardTrainingResult } from '../../src/trainers/reward.js';
-import { collatePreferences, evaluateRewardModel, rewardModelLoss } from '../../src/tasks/reward-model.js';
+import { collatePreferences, evaluateRewardModel, rewardModelLoss, rewardModelUnits, type PreferenceBatch } from '../../src/tasks/reward-model.js';
+import { evaluateObjective } from '../../src/train/objective.js';
 import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import type { PreferenceRow } from '../../data/rows.js';
@@ -226,12 +227,10 @@ describe('rewardModelLoss', () => {
 
     const single = collatePreferences([edited], tokenizer.padTokenId!);
     expect(single.numPairs).toBe(3);
-    const one = tf.tidy(() => {
-      const out = rewardModelLoss(model, single, { margin: false, centeringCoefficient: 0 });
-      return { loss: out.loss.dataSync()[0], weight: out.weight, metrics: out.metrics! };
-    });
+    const objective = (centeringCoefficient: number) => ({ loss: (b: PreferenceBatch) => rewardModelLoss(model, b, { margin: false, centeringCoefficient }), unitsOf: rewardModelUnits });
+    const one = evaluateObjective(objective(0), [single]);
     const byHand = (bt(e, c) + bt(e, r) + bt(c, r)) / 3;
-    expect(one.weight).toBe(3);
+    expect(one.units).toEqual({ pairs: 3, rows: 1 });
     expect(one.loss).toBeCloseTo(byHand, 5);
     expect(one.metrics.margin).toBeCloseTo(c - r, 5);
     expect(one.metrics.accuracy).toBe(c > r ? 1 : 0);
@@ -240,13 +239,10 @@ describe('rewardModelLoss', () => {
     const mixed = collatePreferences([edited, plain], tokenizer.padTokenId!);
     expect(mixed.numRanks).toBe(3);
     expect(Array.from(mixed.validMask)).toEqual([1, 1, 1, 0, 1, 1]);
-    const two = tf.tidy(() => {
-      const out = rewardModelLoss(model, mixed, { margin: false, centeringCoefficient: 0.01 });
-      return { loss: out.loss.dataSync()[0], weight: out.weight };
-    });
+    const two = evaluateObjective(objective(0.01), [mixed]);
     const center = (a: number, b: number) => 0.01 * (a + b) ** 2;
     const mixedByHand = (bt(e, c) + center(e, c) + bt(e, r) + center(e, r) + bt(c, r) + center(c, r) + bt(c2, r2) + center(c2, r2)) / 4;
-    expect(two.weight).toBe(4);
+    expect(two.units).toEqual({ pairs: 4, rows: 2 });
     expect(two.loss).toBeCloseTo(mixedByHand, 5);
   });
 
@@ -259,9 +255,9 @@ describe('rewardModelLoss', () => {
     expect(batch.numRanks).toBe(2);
     const numTensors = tf.memory().numTensors;
     const out = rewardModelLoss(model, batch, { margin: true, centeringCoefficient: 0 });
-    expect(tf.memory().numTensors).toBe(numTensors + 1); // only the loss survives
-    const loss = out.loss.dataSync()[0];
-    out.loss.dispose();
+    expect(tf.memory().numTensors).toBe(numTensors + 1); // only the loss sum survives
+    const loss = out.sums.pairs.dataSync()[0] / 2;
+    out.sums.pairs.dispose();
     expect(loss).toBeCloseTo((softplus(-(c - r - 2 / 3)) + softplus(-(c2 - r2 - 1))) / 2, 5); // better: 2/3, significantly: 1
 
     const withEdit = collatePreferences(await tokenized([editedRow]), tokenizer.padTokenId!);

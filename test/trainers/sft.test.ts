@@ -18,7 +18,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { SftBatches, SftConfigSchema, evaluateSft, loadSftData, readSftFile, sft, type SftConfigInput } from '../../src/trainers/sft.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
-import { packRows, padRows } from '../../data/collate.js';
+import { packRows, padRows, type TokenBatch } from '../../data/collate.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-sft-'));
 const tokDir = path.join(root, 'tok');
@@ -101,7 +101,7 @@ describe('sft', () => {
       const probeLoss = (delta: tf.Tensor) => {
         const probe = Object.create(base) as LlamaModel;
         probe.logits = (hidden: tf.Tensor3D) => tf.add(base.logits(hidden), delta) as tf.Tensor3D;
-        return causalLmLoss(probe, batch).loss;
+        return causalLmLoss(probe, batch).sums.tokens;
       };
       const g = tf.grad(probeLoss)(tf.zeros([b, t - 1, base.dims.vocabSize])); // [B, T−1, V]
       return tf.sum(tf.abs(g), -1).dataSync() as Float32Array; // [B·(T−1)]
@@ -150,7 +150,8 @@ describe('sft', () => {
     expect(packed.batchSize).toBeLessThan(rows.length);
     expect(packed.numTargets).toBe(padded.numTargets);
     const model = await loadPretrained(baseDir);
-    const [lossPadded, lossPacked] = tf.tidy(() => [causalLmLoss(model, padded).loss.dataSync()[0], causalLmLoss(model, packed).loss.dataSync()[0]]);
+    const meanOf = (batch: TokenBatch) => tf.tidy(() => causalLmLoss(model, batch).sums.tokens.dataSync()[0]) / batch.numTargets;
+    const [lossPadded, lossPacked] = [meanOf(padded), meanOf(packed)];
     model.dispose();
     expect(Math.abs(lossPadded - lossPacked)).toBeLessThan(1e-5);
     expect(lossPadded).toBeGreaterThan(1); // an untrained model: a real loss, not a degenerate 0
