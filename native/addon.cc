@@ -1,0 +1,132 @@
+// N-API entry points of tfalign_native: matrix products straight on the wasm backend's heap.
+// JS passes the heap (a Uint8Array over WebAssembly.Memory's buffer) and byte offsets of the
+// operands, so no tensor is copied in or out; see src/kernels/native-matmul.ts.
+#include <node_api.h>
+#include <sched.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sgemm.h"
+
+namespace {
+
+/** Threads (main or workers) that loaded the addon and have not exited: they share the cores. */
+std::atomic<int> g_numInstances{0};
+
+napi_value throwError(napi_env env, const std::string& message) {
+  napi_throw_error(env, nullptr, message.c_str());
+  return nullptr;
+}
+
+bool getNumber(napi_env env, napi_value v, double* out) { return napi_get_value_double(env, v, out) == napi_ok; }
+
+napi_value makeInt(napi_env env, int64_t v) {
+  napi_value out;
+  napi_create_int64(env, v, &out);
+  return out;
+}
+
+napi_value Isa(napi_env env, napi_callback_info) { return makeInt(env, tfalign::detectIsa()); }
+
+napi_value SetIsa(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  double isa = 0;
+  if (argc < 1 || !getNumber(env, argv[0], &isa)) return throwError(env, "native: setIsa(isa: number)");
+  return makeInt(env, tfalign::setIsa(static_cast<int>(isa)));
+}
+
+napi_value NumInstances(napi_env env, napi_callback_info) { return makeInt(env, g_numInstances.load()); }
+
+napi_value NumCores(napi_env env, napi_callback_info) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return makeInt(env, CPU_COUNT(&set));
+  return makeInt(env, std::max(1u, std::thread::hardware_concurrency()));
+}
+
+/**
+ * matmul(heap, batch, m, n, k, aOffset, aBatchStride, transposeA, bOffset, bBatchStride, transposeB, cOffset, numThreads)
+ * Offsets are bytes into `heap`, batch strides are elements (0: one operand shared by the batch).
+ * A is stored [m, k] ([k, m] when transposeA), B [k, n] ([n, k] when transposeB), C [batch, m, n].
+ */
+napi_value Matmul(napi_env env, napi_callback_info info) {
+  size_t argc = 13;
+  napi_value argv[13];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 13) return throwError(env, "native: matmul expects 13 arguments");
+  bool isTyped = false;
+  napi_is_typedarray(env, argv[0], &isTyped);
+  if (!isTyped) return throwError(env, "native: matmul: heap must be a Uint8Array");
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value buffer;
+  size_t byteOffset = 0;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &buffer, &byteOffset) != napi_ok || type != napi_uint8_array)
+    return throwError(env, "native: matmul: heap must be a Uint8Array");
+  double v[12];
+  for (int i = 0; i < 12; i++) {
+    napi_valuetype t;
+    napi_typeof(env, argv[i + 1], &t);
+    if (t == napi_boolean) {
+      bool b;
+      napi_get_value_bool(env, argv[i + 1], &b);
+      v[i] = b ? 1 : 0;
+    } else if (!getNumber(env, argv[i + 1], &v[i]) || v[i] < 0) {
+      return throwError(env, "native: matmul: argument " + std::to_string(i + 2) + " must be a non-negative number");
+    }
+  }
+  const int64_t batch = v[0], m = v[1], n = v[2], k = v[3];
+  const int64_t aOff = v[4], aStride = v[5], bOff = v[7], bStride = v[8], cOff = v[10];
+  const bool transA = v[6] != 0, transB = v[9] != 0;
+  const int numThreads = std::max(1, static_cast<int>(v[11]));
+  if (tfalign::detectIsa() == 0) return throwError(env, "native: matmul: this CPU has neither AVX2+FMA nor AVX-512");
+  if (aOff % 4 || bOff % 4 || cOff % 4) return throwError(env, "native: matmul: offsets must be multiples of 4 bytes");
+  // Every byte touched must lie inside the heap.
+  auto fits = [&](int64_t off, int64_t stride, int64_t size) {
+    const int64_t last = batch == 0 ? 0 : off + ((batch - 1) * stride + size) * 4;
+    return last <= static_cast<int64_t>(length);
+  };
+  if (!fits(aOff, aStride, m * k) || !fits(bOff, bStride, k * n) || !fits(cOff, m * n, m * n))
+    return throwError(env, "native: matmul: an operand lies outside the heap");
+  auto* base = static_cast<uint8_t*>(data);
+  std::vector<tfalign::Gemm> gemms(batch);
+  for (int64_t i = 0; i < batch; i++) {
+    tfalign::Gemm& g = gemms[i];
+    g.a = reinterpret_cast<const float*>(base + aOff) + i * aStride;
+    g.rsa = transA ? 1 : k;
+    g.csa = transA ? m : 1;
+    g.b = reinterpret_cast<const float*>(base + bOff) + i * bStride;
+    g.rsb = transB ? 1 : n;
+    g.csb = transB ? k : 1;
+    g.c = reinterpret_cast<float*>(base + cOff) + i * m * n;
+    g.ldc = n;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+  }
+  tfalign::runGemms(gemms.data(), batch, numThreads);
+  return nullptr;
+}
+
+void onEnvExit(void*) { g_numInstances--; }
+
+}  // namespace
+
+NAPI_MODULE_INIT() {
+  g_numInstances++;
+  napi_add_env_cleanup_hook(env, onEnvExit, nullptr);
+  const napi_property_descriptor props[] = {
+      {"isa", nullptr, Isa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"numInstances", nullptr, NumInstances, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"numCores", nullptr, NumCores, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
