@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "elementwise.h"
 #include "sgemm.h"
 
 namespace {
@@ -113,6 +114,42 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** The heap's bytes, or nullptr after throwing (argument 0 must be a Uint8Array). */
+uint8_t* heapOf(napi_env env, napi_value value, size_t* length) {
+  bool isTyped = false;
+  napi_is_typedarray(env, value, &isTyped);
+  napi_typedarray_type type;
+  void* data = nullptr;
+  napi_value buffer;
+  size_t byteOffset = 0;
+  if (!isTyped || napi_get_typedarray_info(env, value, &type, length, &data, &buffer, &byteOffset) != napi_ok || type != napi_uint8_array) {
+    throwError(env, "native: heap must be a Uint8Array");
+    return nullptr;
+  }
+  return static_cast<uint8_t*>(data);
+}
+
+/** exp(heap, xOffset, outOffset, count, numThreads): out = exp(x) elementwise; offsets in bytes. */
+napi_value Exp(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 5) return throwError(env, "native: exp expects 5 arguments");
+  size_t length = 0;
+  uint8_t* base = heapOf(env, argv[0], &length);
+  if (!base) return nullptr;
+  double v[4];
+  for (int i = 0; i < 4; i++)
+    if (!getNumber(env, argv[i + 1], &v[i]) || v[i] < 0) return throwError(env, "native: exp: argument " + std::to_string(i + 2) + " must be a non-negative number");
+  const int64_t xOff = v[0], outOff = v[1], count = v[2];
+  if (xOff % 4 || outOff % 4) return throwError(env, "native: exp: offsets must be multiples of 4 bytes");
+  if (xOff + count * 4 > static_cast<int64_t>(length) || outOff + count * 4 > static_cast<int64_t>(length))
+    return throwError(env, "native: exp: an operand lies outside the heap");
+  if (tfalign::detectIsa() == 0) return throwError(env, "native: exp: this CPU lacks AVX2+FMA");
+  tfalign::expArray(reinterpret_cast<const float*>(base + xOff), reinterpret_cast<float*>(base + outOff), count, std::max(1, static_cast<int>(v[3])));
+  return nullptr;
+}
+
 void onEnvExit(void*) { g_numInstances--; }
 
 }  // namespace
@@ -126,6 +163,7 @@ NAPI_MODULE_INIT() {
       {"numInstances", nullptr, NumInstances, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"numCores", nullptr, NumCores, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"exp", nullptr, Exp, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

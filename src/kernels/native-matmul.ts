@@ -1,72 +1,12 @@
 /**
- * Matrix products in native code for the wasm backend: the `tfalign_native` N-API addon
- * (native/sgemm.cc, built by node-gyp at `npm ci`) runs packed, cache-blocked AVX2+FMA or AVX-512
- * SGEMM on several threads straight on the wasm heap — the operands are read and the product
- * written at their offsets in WebAssembly.Memory's buffer, so nothing is copied. XNNPACK (128-bit
- * wasm SIMD, one thread) peaks near 20 GFLOP/s here; the native kernel reaches ~50 per core.
- *
- * The addon is optional: when it did not build (no compiler, no Node headers), the CPU lacks AVX2
- * and FMA, or `TFALIGN_NATIVE_MATMUL=0` is set, `loadNativeMatMul` says why and the caller keeps
- * the XNNPACK route (wasm-kernels.ts).
- *
- * Threads: every thread (main or worker) that loads the addon counts as one user of the cores, so
- * a product runs on ⌊cores / users⌋ threads (at least 1): one process alone uses every core, while
- * two data-parallel replicas on two cores use one each. `TFALIGN_NATIVE_THREADS=N` fixes the count.
+ * `BatchMatMul` for the wasm backend on the native SGEMM (native-addon.ts): XNNPACK (128-bit wasm
+ * SIMD, one thread) peaks near 20 GFLOP/s here; the native kernel reaches ~50–80 per core, reads
+ * transposed operands in place (its packing handles either layout) and splits the work across
+ * threads.
  */
-import { createRequire } from 'node:module';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import type { WasmBackendLike } from './wasm-backend.js';
-
-/** The functions of `build/Release/tfalign_native.node` (native/addon.cc). */
-export interface NativeAddon {
-  /** Best instruction set of this CPU: 0 none, 1 AVX2+FMA, 2 AVX-512F. */
-  isa(): number;
-  /** Restricts the micro-kernel to an instruction set ≤ `isa()` (tests compare both); returns the one used. */
-  setIsa(isa: number): number;
-  /** Threads of this process that loaded the addon and have not exited. */
-  numInstances(): number;
-  /** Cores this process may run on (its CPU affinity mask). */
-  numCores(): number;
-  /** C[batch, m, n] = op(A) · op(B) on `heap`; offsets in bytes, batch strides in elements (0: shared). */
-  matmul(
-    heap: Uint8Array, batch: number, m: number, n: number, k: number,
-    aOffset: number, aBatchStride: number, transposeA: boolean,
-    bOffset: number, bBatchStride: number, transposeB: boolean,
-    cOffset: number, numThreads: number,
-  ): void;
-}
-
-export type NativeLoad = { addon: NativeAddon; isaName: string } | { addon: undefined; reason: string };
-
-const ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'tfalign_native.node');
-
-let loaded: NativeLoad | undefined;
-
-/** Loads the addon once per thread; says why not when it cannot be used. */
-export function loadNativeMatMul(): NativeLoad {
-  if (loaded) return loaded;
-  if (process.env.TFALIGN_NATIVE_MATMUL === '0') return (loaded = { addon: undefined, reason: 'native matmul off (TFALIGN_NATIVE_MATMUL=0)' });
-  let addon: NativeAddon;
-  try {
-    addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
-  } catch (err) {
-    const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
-    const why = missing ? 'addon not built; `npm run build:native` builds it' : `addon failed to load: ${(err as Error).message.split('\n')[0]}`;
-    return (loaded = { addon: undefined, reason: `native matmul unavailable (${why}), using XNNPACK` });
-  }
-  const isa = addon.isa();
-  if (isa === 0) return (loaded = { addon: undefined, reason: 'native matmul unavailable (CPU lacks AVX2+FMA), using XNNPACK' });
-  return (loaded = { addon, isaName: isa === 2 ? 'AVX-512' : 'AVX2' });
-}
-
-/** Threads one product may use now (see the file comment). */
-export function nativeMatMulThreads(addon: NativeAddon): number {
-  const fixed = Number(process.env.TFALIGN_NATIVE_THREADS);
-  if (Number.isInteger(fixed) && fixed >= 1) return fixed;
-  return Math.max(1, Math.floor(addon.numCores() / Math.max(1, addon.numInstances())));
-}
+import { nativeThreads, type NativeAddon } from './native-addon.js';
 
 /**
  * `BatchMatMul` on the native kernel. Transposed operands are read in place (the kernel packs
@@ -105,7 +45,7 @@ export function makeNativeBatchMatMul(addon: NativeAddon, originalFunc: KernelFu
       const bOffset = backend.dataIdMap.get(b.dataId).memoryOffset;
       const outOffset = backend.dataIdMap.get(out.dataId).memoryOffset;
       const heap = backend.wasm.HEAPU8;
-      const numThreads = nativeMatMulThreads(addon);
+      const numThreads = nativeThreads(addon);
       if (batchB === 1 && !transposeA) {
         // [batchA, m, k]·[k, n] is one [batchA·m, k]·[k, n] product
         addon.matmul(heap, 1, batchA * m, n, k, aOffset, 0, false, bOffset, 0, transposeB, outOffset, numThreads);

@@ -14,14 +14,17 @@
  *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
- * 3. When the native addon is available (native-matmul.ts), `BatchMatMul` runs there instead
- *    (AVX2/AVX-512, multi-threaded, on the same heap memory); the XNNPACK route of 2 is the
- *    fallback, and `setMatMulPath` switches between them (tests compare the two).
+ * 3. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
+ *    `Exp` (native-exp.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
+ *    memory); the XNNPACK route of 2 and wasm's own Exp are the fallback, and `setMatMulPath`
+ *    switches between the two sets (tests compare them).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import type { WasmBackendLike } from './wasm-backend.js';
-import { loadNativeMatMul, makeNativeBatchMatMul } from './native-matmul.js';
+import { loadNativeAddon } from './native-addon.js';
+import { makeNativeBatchMatMul } from './native-matmul.js';
+import { makeNativeExp } from './native-exp.js';
 
 let registered = false;
 
@@ -32,7 +35,8 @@ export interface MatMulStatus {
   description: string;
 }
 
-let matMulConfigs: { xnnpack: KernelConfig; native?: KernelConfig; nativeLine: string } | undefined;
+/** The kernels each path registers (same kernel names in both), and the native path's status line. */
+let matMulConfigs: { xnnpack: KernelConfig[]; native?: KernelConfig[]; nativeLine: string } | undefined;
 let matMulStatusNow: MatMulStatus | undefined;
 
 /**
@@ -48,11 +52,12 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
-    if (!original) return;
-    const native = loadNativeMatMul();
+    const originalExp = tf.getKernel('Exp', 'wasm');
+    if (!original || !originalExp) return;
+    const native = loadNativeAddon();
     matMulConfigs = {
-      xnnpack: makeFastBatchMatMul(original.kernelFunc),
-      native: native.addon ? makeNativeBatchMatMul(native.addon, original.kernelFunc) : undefined,
+      xnnpack: [makeFastBatchMatMul(original.kernelFunc), originalExp],
+      native: native.addon ? [makeNativeBatchMatMul(native.addon, original.kernelFunc), makeNativeExp(native.addon, originalExp.kernelFunc)] : undefined,
       nativeLine: native.addon ? `matmul: native ${native.isaName}` : `matmul: ${native.reason}`,
     };
   });
@@ -61,15 +66,18 @@ export function registerWasmKernels(): MatMulStatus | undefined {
 }
 
 /**
- * Switches wasm's `BatchMatMul` between the native kernel and the XNNPACK route; asking for
- * `native` when the addon is unavailable throws with the reason. Returns the status now.
+ * Switches wasm's `BatchMatMul` and `Exp` between the native kernels and the wasm backend's own
+ * (XNNPACK for products); asking for `native` when the addon is unavailable throws with the
+ * reason. Returns the status now.
  */
 export function setMatMulPath(path: 'native' | 'xnnpack'): MatMulStatus {
   if (!matMulConfigs) throw new Error('kernels: setMatMulPath before the wasm backend was initialised (initBackend("wasm"))');
   const configs = matMulConfigs;
   if (path === 'native' && !configs.native) throw new Error(`kernels: ${configs.nativeLine}`);
-  tf.unregisterKernel('BatchMatMul', 'wasm'); // then registering again does not warn
-  tf.registerKernel(path === 'native' ? configs.native! : configs.xnnpack);
+  for (const config of path === 'native' ? configs.native! : configs.xnnpack) {
+    tf.unregisterKernel(config.kernelName, 'wasm'); // then registering again does not warn
+    tf.registerKernel(config);
+  }
   matMulStatusNow = {
     path,
     description: path === 'native' ? configs.nativeLine : configs.native ? 'matmul: XNNPACK (native path switched off)' : configs.nativeLine,

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { loadNativeMatMul } from '../../src/kernels/native-matmul.js';
+import { loadNativeAddon } from '../../src/kernels/native-addon.js';
 import { matMulStatus, setMatMulPath } from '../../src/kernels/wasm-kernels.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
@@ -16,7 +16,7 @@ import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { padRows } from '../../data/collate.js';
 import { Rng } from '../../src/util/rng.js';
 
-const native = loadNativeMatMul();
+const native = loadNativeAddon();
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
