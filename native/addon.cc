@@ -150,6 +150,27 @@ napi_value Exp(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** sum(heap, xOffset, outOffset, A, R, C, numThreads): out[a, c] = Σ_r x[a, r, c]; offsets in bytes. */
+napi_value Sum(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 7) return throwError(env, "native: sum expects 7 arguments");
+  size_t length = 0;
+  uint8_t* base = heapOf(env, argv[0], &length);
+  if (!base) return nullptr;
+  double v[6];
+  for (int i = 0; i < 6; i++)
+    if (!getNumber(env, argv[i + 1], &v[i]) || v[i] < 0) return throwError(env, "native: sum: argument " + std::to_string(i + 2) + " must be a non-negative number");
+  const int64_t xOff = v[0], outOff = v[1], A = v[2], R = v[3], C = v[4];
+  if (xOff % 4 || outOff % 4) return throwError(env, "native: sum: offsets must be multiples of 4 bytes");
+  if (xOff + A * R * C * 4 > static_cast<int64_t>(length) || outOff + A * C * 4 > static_cast<int64_t>(length))
+    return throwError(env, "native: sum: an operand lies outside the heap");
+  if (tfalign::detectIsa() == 0) return throwError(env, "native: sum: this CPU lacks AVX2+FMA");
+  tfalign::sumMiddleAxis(reinterpret_cast<const float*>(base + xOff), reinterpret_cast<float*>(base + outOff), A, R, C, std::max(1, static_cast<int>(v[5])));
+  return nullptr;
+}
+
 void onEnvExit(void*) { g_numInstances--; }
 
 }  // namespace
@@ -164,6 +185,7 @@ NAPI_MODULE_INIT() {
       {"numCores", nullptr, NumCores, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"exp", nullptr, Exp, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sum", nullptr, Sum, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -56,7 +56,69 @@ __attribute__((target("avx2,fma"))) void expRange(const float* x, float* out, in
   }
 }
 
+/** Σ of n contiguous floats: 4 × 8 lanes of partial sums, then the lanes, then the tail. */
+__attribute__((target("avx2,fma"))) float sumContiguous(const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
+    acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(x + i + 8));
+    acc2 = _mm256_add_ps(acc2, _mm256_loadu_ps(x + i + 16));
+    acc3 = _mm256_add_ps(acc3, _mm256_loadu_ps(x + i + 24));
+  }
+  const __m256 acc = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; i < n; i++) total += x[i];
+  return total;
+}
+
+/** Columns [c0, c1) of out[a, :] = Σ_r x[a, r, :] for a in [a0, a1). */
+__attribute__((target("avx2,fma"))) void sumColumns(const float* x, float* out, int64_t a0, int64_t a1, int64_t R, int64_t C, int64_t c0, int64_t c1) {
+  for (int64_t a = a0; a < a1; a++) {
+    float* o = out + a * C;
+    const float* base = x + a * R * C;
+    for (int64_t c = c0; c < c1; c++) o[c] = 0.f;
+    for (int64_t r = 0; r < R; r++) {
+      const float* row = base + r * C;
+      int64_t c = c0;
+      for (; c + 8 <= c1; c += 8) _mm256_storeu_ps(o + c, _mm256_add_ps(_mm256_loadu_ps(o + c), _mm256_loadu_ps(row + c)));
+      for (; c < c1; c++) o[c] += row[c];
+    }
+  }
+}
+
+void sumRange(const float* x, float* out, int64_t a0, int64_t a1, int64_t R, int64_t C, int64_t c0, int64_t c1) {
+  if (C == 1) {
+    for (int64_t a = a0; a < a1; a++) out[a] = sumContiguous(x + a * R, R);
+  } else {
+    sumColumns(x, out, a0, a1, R, C, c0, c1);
+  }
+}
+
 }  // namespace
+
+void sumMiddleAxis(const float* x, float* out, int64_t A, int64_t R, int64_t C, int numThreads) {
+  const int64_t total = A * R * C;
+  int64_t numParts = std::max<int64_t>(1, std::min<int64_t>(numThreads, total / (1 << 18)));
+  // Split the outer index when there are enough of them, else the columns (in 8-wide groups).
+  const bool splitOuter = A >= numParts;
+  if (!splitOuter) numParts = std::max<int64_t>(1, std::min<int64_t>(numParts, C / 8));
+  if (numParts == 1) return sumRange(x, out, 0, A, R, C, 0, C);
+  std::vector<std::thread> helpers;
+  auto bounds = [&](int64_t p, int64_t extent, int64_t unit) {
+    const int64_t units = (extent + unit - 1) / unit;
+    return std::make_pair(std::min(extent, units * p / numParts * unit), std::min(extent, units * (p + 1) / numParts * unit));
+  };
+  for (int64_t p = 0; p < numParts; p++) {
+    auto [lo, hi] = bounds(p, splitOuter ? A : C, splitOuter ? 1 : 8);
+    if (lo >= hi) continue;
+    if (splitOuter) helpers.emplace_back(sumRange, x, out, lo, hi, R, C, 0, C);
+    else helpers.emplace_back(sumRange, x, out, 0, A, R, C, lo, hi);
+  }
+  for (auto& h : helpers) h.join();
+}
 
 void expArray(const float* x, float* out, int64_t count, int numThreads) {
   // Below ~256 K values a thread start costs more than it saves.

@@ -15,7 +15,7 @@
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
  * 3. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
- *    `Exp` (native-exp.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
+ *    `Exp` (native-exp.ts) and `Sum` (native-sum.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
  *    memory); the XNNPACK route of 2 and wasm's own Exp are the fallback, and `setMatMulPath`
  *    switches between the two sets (tests compare them).
  */
@@ -25,6 +25,7 @@ import type { WasmBackendLike } from './wasm-backend.js';
 import { loadNativeAddon } from './native-addon.js';
 import { makeNativeBatchMatMul } from './native-matmul.js';
 import { makeNativeExp } from './native-exp.js';
+import { makeNativeSum } from './native-sum.js';
 
 let registered = false;
 
@@ -53,11 +54,14 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
     const originalExp = tf.getKernel('Exp', 'wasm');
-    if (!original || !originalExp) return;
+    const originalSum = tf.getKernel('Sum', 'wasm');
+    if (!original || !originalExp || !originalSum) return;
     const native = loadNativeAddon();
     matMulConfigs = {
-      xnnpack: [makeFastBatchMatMul(original.kernelFunc), originalExp],
-      native: native.addon ? [makeNativeBatchMatMul(native.addon, original.kernelFunc), makeNativeExp(native.addon, originalExp.kernelFunc)] : undefined,
+      xnnpack: [makeFastBatchMatMul(original.kernelFunc), originalExp, originalSum],
+      native: native.addon
+        ? [makeNativeBatchMatMul(native.addon, original.kernelFunc), makeNativeExp(native.addon, originalExp.kernelFunc), makeNativeSum(native.addon, originalSum.kernelFunc)]
+        : undefined,
       nativeLine: native.addon ? `matmul: native ${native.isaName}` : `matmul: ${native.reason}`,
     };
   });
@@ -66,7 +70,7 @@ export function registerWasmKernels(): MatMulStatus | undefined {
 }
 
 /**
- * Switches wasm's `BatchMatMul` and `Exp` between the native kernels and the wasm backend's own
+ * Switches wasm's `BatchMatMul`, `Exp` and `Sum` between the native kernels and the wasm backend's own
  * (XNNPACK for products); asking for `native` when the addon is unavailable throws with the
  * reason. Returns the status now.
  */
