@@ -14,9 +14,10 @@
  *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
- * 3. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
+ * 3. `GatherV2` and `Concat` of float32 copy contiguous runs within the heap (copy-kernels.ts).
+ * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
  *    `Exp` (native-exp.ts) and `Sum` (native-sum.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
- *    memory); the XNNPACK route of 2 and wasm's own Exp are the fallback, and `setMatMulPath`
+ *    memory); the XNNPACK route of 2 and wasm's own Exp and Sum are the fallback, and `setMatMulPath`
  *    switches between the two sets (tests compare them).
  */
 import * as tf from '@tensorflow/tfjs';
@@ -26,6 +27,7 @@ import { loadNativeAddon } from './native-addon.js';
 import { makeNativeBatchMatMul } from './native-matmul.js';
 import { makeNativeExp } from './native-exp.js';
 import { makeNativeSum } from './native-sum.js';
+import { makeCopyConcat, makeCopyGather } from './copy-kernels.js';
 
 let registered = false;
 
@@ -52,6 +54,10 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     tf.registerKernel(identityConfig);
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
+    const gather = tf.getKernel('GatherV2', 'wasm');
+    if (gather) tf.registerKernel(makeCopyGather(gather.kernelFunc));
+    const concat = tf.getKernel('Concat', 'wasm');
+    if (concat) tf.registerKernel(makeCopyConcat(concat.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
     const originalExp = tf.getKernel('Exp', 'wasm');
     const originalSum = tf.getKernel('Sum', 'wasm');

@@ -1,0 +1,96 @@
+/**
+ * GatherV2 and Concat as heap copies (src/kernels/copy-kernels.ts) against a JS recompute and the
+ * cpu backend's definition: any axis, repeated ids, multi-dimensional ids, three inputs, runs too
+ * short for the copy path, the out-of-range id error, the gradient of an embedding lookup.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/backend.js';
+
+beforeAll(async () => {
+  await initBackend('wasm', { quiet: true });
+});
+
+/** x of `shape` with x[flat] = flat. */
+const iota = (shape: number[]) => tf.tidy(() => tf.reshape(tf.range(0, shape.reduce((a, b) => a * b, 1), 1, 'float32'), shape));
+
+describe('copy kernels on wasm', () => {
+  it('gathers rows of an embedding table, repeated ids included, with ids of any shape', () => {
+    const table = iota([5, 8]); // row r holds 8r … 8r+7
+    const ids = tf.tensor2d([[4, 0], [4, 2]], undefined, 'int32');
+    const out = tf.gather(table, ids);
+    expect(out.shape).toEqual([2, 2, 8]);
+    const rows = [4, 0, 4, 2];
+    expect(Array.from(out.dataSync())).toEqual(rows.flatMap((r) => Array.from({ length: 8 }, (_, j) => 8 * r + j)));
+    tf.dispose([table, ids, out]);
+  });
+
+  it('gathers along a middle axis: out[a, i, c] = x[a, ids[i], c]', () => {
+    const x = iota([2, 3, 10]);
+    const ids = tf.tensor1d([2, 2, 0], 'int32');
+    const out = tf.gather(x, ids, 1);
+    expect(out.shape).toEqual([2, 3, 10]);
+    const got = out.dataSync();
+    const want: number[] = [];
+    for (let a = 0; a < 2; a++) for (const i of [2, 2, 0]) for (let c = 0; c < 10; c++) want.push(a * 30 + i * 10 + c);
+    expect(Array.from(got)).toEqual(want);
+    tf.dispose([x, ids, out]);
+  });
+
+  it('leaves short runs to wasm (same answer) and names an out-of-range id', () => {
+    const x = tf.tensor1d([10, 11, 12]);
+    expect(Array.from(tf.gather(x, tf.tensor1d([2, 0], 'int32')).dataSync())).toEqual([12, 10]);
+    const table = iota([4, 8]);
+    expect(() => tf.gather(table, tf.tensor1d([1, 4], 'int32'))).toThrow('GatherV2: the index value 4 is not in [0, 3]');
+    expect(() => tf.gather(table, tf.tensor1d([-1], 'int32'))).toThrow('GatherV2: the index value -1 is not in [0, 3]');
+  });
+
+  it('gives an embedding lookup the gradient Σ of upstream rows per id (id 1 used twice)', () => {
+    const table = tf.variable(tf.zeros([3, 8]));
+    const ids = tf.tensor1d([1, 2, 1], 'int32');
+    const upstream = tf.tensor2d(Array.from({ length: 24 }, (_, i) => i), [3, 8]);
+    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.gather(table, ids), upstream)), [table]);
+    const g = grads[table.name].arraySync() as number[][];
+    expect(g[0]).toEqual(new Array(8).fill(0));
+    expect(g[1]).toEqual(Array.from({ length: 8 }, (_, j) => j + (16 + j))); // rows 0 and 2 of upstream
+    expect(g[2]).toEqual(Array.from({ length: 8 }, (_, j) => 8 + j));
+    tf.dispose([table, ids, upstream, ...Object.values(grads)]);
+  });
+
+  it('concatenates three inputs along the last and a middle axis, and RoPE-style halves', () => {
+    const a = iota([2, 8]);
+    const b = tf.add(iota([2, 16]), 100);
+    const c = tf.add(iota([2, 8]), 1000);
+    const last = tf.concat([a, b, c], 1);
+    expect(last.shape).toEqual([2, 32]);
+    const av = a.dataSync(), bv = b.dataSync(), cv = c.dataSync();
+    const want: number[] = [];
+    for (let r = 0; r < 2; r++) want.push(...av.slice(r * 8, r * 8 + 8), ...bv.slice(r * 16, r * 16 + 16), ...cv.slice(r * 8, r * 8 + 8));
+    expect(Array.from(last.dataSync())).toEqual(want);
+
+    const x = iota([2, 2, 3, 8]);
+    const y = tf.add(iota([2, 1, 3, 8]), 500);
+    const middle = tf.concat([x, y], 1);
+    expect(middle.shape).toEqual([2, 3, 3, 8]);
+    const mv = middle.dataSync();
+    expect(Array.from(mv.slice(0, 48))).toEqual(Array.from(x.dataSync().slice(0, 48)));
+    expect(Array.from(mv.slice(48, 72))).toEqual(Array.from(y.dataSync().slice(0, 24)));
+
+    const q = tf.randomNormal([2, 3, 5, 16], 0, 1, 'float32', 3);
+    const rotated = tf.concat([tf.neg(tf.slice(q, [0, 0, 0, 8], [2, 3, 5, 8])), tf.slice(q, [0, 0, 0, 0], [2, 3, 5, 8])], 3); // rotate_half
+    const qv = q.dataSync();
+    const rv = rotated.dataSync();
+    for (let row = 0; row < 30; row++) {
+      for (let j = 0; j < 8; j++) {
+        expect(rv[row * 16 + j]).toBe(-qv[row * 16 + 8 + j]);
+        expect(rv[row * 16 + 8 + j]).toBe(qv[row * 16 + j]);
+      }
+    }
+    tf.dispose([a, b, c, last, x, y, middle, q, rotated]);
+  });
+
+  it('leaves short runs and mixed empties to wasm', () => {
+    const out = tf.concat([tf.tensor2d([[1], [2]]), tf.tensor2d([[3], [4]]), tf.zeros([2, 0])], 1);
+    expect(out.arraySync()).toEqual([[1, 3], [2, 4]]);
+  });
+});
