@@ -135,7 +135,7 @@ async function main(): Promise<void> {
   const batchSize = 8;
   const seqLen = args.quick ? 64 : 256;
   const torch = findTorchPython();
-  if (!torch.python) console.log(JSON.stringify({ bench: 'train-vs-torch', framework: 'pytorch', skipped: torch.reason }));
+  if ('reason' in torch) console.log(JSON.stringify({ bench: 'train-vs-torch', framework: 'pytorch', skipped: torch.reason }));
   const self = fileURLToPath(import.meta.url);
   const torchScript = fileURLToPath(new URL('./torch_llama.py', import.meta.url));
   for (const threads of args.threads) {

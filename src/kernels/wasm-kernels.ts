@@ -14,7 +14,8 @@
  *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
- * 3. `GatherV2` and `Concat` of float32 copy contiguous runs within the heap (copy-kernels.ts).
+ * 3. `GatherV2`, `Concat`, `Slice`, `SplitV` and `PadV2` of float32 copy contiguous runs within
+ *    the heap (copy-kernels.ts).
  * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
  *    `Exp` (native-exp.ts) and `Sum` (native-sum.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
  *    memory); the XNNPACK route of 2 and wasm's own Exp and Sum are the fallback, and `setMatMulPath`
@@ -27,7 +28,7 @@ import { loadNativeAddon } from './native-addon.js';
 import { makeNativeBatchMatMul } from './native-matmul.js';
 import { makeNativeExp } from './native-exp.js';
 import { makeNativeSum } from './native-sum.js';
-import { makeCopyConcat, makeCopyGather } from './copy-kernels.js';
+import { makeCopyConcat, makeCopyGather, makeCopyPad, makeCopySlice, makeCopySplitV } from './copy-kernels.js';
 
 let registered = false;
 
@@ -54,10 +55,13 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     tf.registerKernel(identityConfig);
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
-    const gather = tf.getKernel('GatherV2', 'wasm');
-    if (gather) tf.registerKernel(makeCopyGather(gather.kernelFunc));
-    const concat = tf.getKernel('Concat', 'wasm');
-    if (concat) tf.registerKernel(makeCopyConcat(concat.kernelFunc));
+    const copies: [string, (original: KernelFunc) => KernelConfig][] = [
+      ['GatherV2', makeCopyGather], ['Concat', makeCopyConcat], ['Slice', makeCopySlice], ['SplitV', makeCopySplitV], ['PadV2', makeCopyPad],
+    ];
+    for (const [name, make] of copies) {
+      const original = tf.getKernel(name, 'wasm');
+      if (original) tf.registerKernel(make(original.kernelFunc));
+    }
     const original = tf.getKernel('BatchMatMul', 'wasm');
     const originalExp = tf.getKernel('Exp', 'wasm');
     const originalSum = tf.getKernel('Sum', 'wasm');

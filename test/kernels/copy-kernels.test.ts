@@ -1,7 +1,8 @@
 /**
- * GatherV2 and Concat as heap copies (src/kernels/copy-kernels.ts) against a JS recompute and the
- * cpu backend's definition: any axis, repeated ids, multi-dimensional ids, three inputs, runs too
- * short for the copy path, the out-of-range id error, the gradient of an embedding lookup.
+ * GatherV2, Concat, Slice, SplitV and PadV2 as heap copies (src/kernels/copy-kernels.ts) against
+ * a JS recompute: any axis, repeated ids, multi-dimensional ids, three inputs, blocks cut on several
+ * axes, runs too short for the copy path, the out-of-range id error, the gradient of an embedding
+ * lookup and of RoPE's rotate-half (slice → pad, concat → split).
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -92,5 +93,59 @@ describe('copy kernels on wasm', () => {
   it('leaves short runs and mixed empties to wasm', () => {
     const out = tf.concat([tf.tensor2d([[1], [2]]), tf.tensor2d([[3], [4]]), tf.zeros([2, 0])], 1);
     expect(out.arraySync()).toEqual([[1, 3], [2, 4]]);
+  });
+
+  it('slices blocks cut on one or several axes, by hand-computable iota values', () => {
+    const x = iota([3, 4, 5, 16]); // x[a, b, c, d] = ((a·4 + b)·5 + c)·16 + d
+    const at = (a: number, b: number, c: number, d: number) => ((a * 4 + b) * 5 + c) * 16 + d;
+    const cases: [number[], number[]][] = [
+      [[0, 0, 0, 8], [3, 4, 5, 8]], // RoPE's second half
+      [[1, 1, 2, 0], [2, 2, 3, 16]], // cut on three axes, last whole
+      [[2, 0, 0, 0], [1, 4, 5, 16]], // contiguous
+      [[0, 3, 1, 4], [3, 1, 4, 9]],
+    ];
+    for (const [begin, size] of cases) {
+      const got = tf.slice(x, begin, size).dataSync();
+      const want: number[] = [];
+      for (let a = 0; a < size[0]; a++) for (let b = 0; b < size[1]; b++) for (let c = 0; c < size[2]; c++) for (let d = 0; d < size[3]; d++) want.push(at(begin[0] + a, begin[1] + b, begin[2] + c, begin[3] + d));
+      expect(Array.from(got), `${begin} ${size}`).toEqual(want);
+    }
+    // size −1 means "to the end"
+    expect(tf.slice(x, [0, 0, 0, 8], [-1, -1, -1, -1]).shape).toEqual([3, 4, 5, 8]);
+    x.dispose();
+  });
+
+  it('splits along the last and a middle axis into pieces that concatenate back to the input', () => {
+    const x = tf.randomNormal([2, 6, 3, 24], 0, 1, 'float32', 4);
+    for (const [sizes, axis] of [[[8, 16], 3], [[1, 3, 2], 1]] as [number[], number][]) {
+      const pieces = tf.split(x, sizes, axis);
+      expect(pieces.map((p) => p.shape[axis])).toEqual(sizes);
+      expect(Array.from(tf.concat(pieces, axis).dataSync())).toEqual(Array.from(x.dataSync()));
+    }
+  });
+
+  it('pads with a constant on several axes: the input block lands at the "before" corner', () => {
+    const x = iota([2, 3, 8]);
+    const out = tf.pad(x, [[1, 0], [0, 2], [4, 4]], 7);
+    expect(out.shape).toEqual([3, 5, 16]);
+    const v = out.dataSync();
+    for (let a = 0; a < 3; a++) for (let b = 0; b < 5; b++) for (let c = 0; c < 16; c++) {
+      const inside = a >= 1 && b < 3 && c >= 4 && c < 12;
+      expect(v[(a * 5 + b) * 16 + c]).toBe(inside ? ((a - 1) * 3 + b) * 8 + (c - 4) : 7);
+    }
+  });
+
+  it('differentiates rotate-half: d/dq Σ w ⊙ rotate_half(q) = rotate_half⁻¹(w) = [w₂, −w₁]', () => {
+    const q = tf.randomNormal([2, 3, 5, 16], 0, 1, 'float32', 5);
+    const w = tf.randomNormal([2, 3, 5, 16], 0, 1, 'float32', 6);
+    const rotateHalf = (t: tf.Tensor) => tf.concat([tf.neg(tf.slice(t, [0, 0, 0, 8], [2, 3, 5, 8])), tf.slice(t, [0, 0, 0, 0], [2, 3, 5, 8])], 3);
+    const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(w, rotateHalf(t))))(q).dataSync();
+    const wv = w.dataSync();
+    for (let row = 0; row < 30; row++) {
+      for (let j = 0; j < 8; j++) {
+        expect(g[row * 16 + j]).toBe(wv[row * 16 + 8 + j]); // q₁ appears in the second half with +
+        expect(g[row * 16 + 8 + j]).toBe(-wv[row * 16 + j]); // q₂ appears in the first half with −
+      }
+    }
   });
 });
