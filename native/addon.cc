@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -171,6 +172,92 @@ napi_value Sum(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** Reads a JS array of at most 8 non-negative integers; false (after throwing) otherwise. */
+bool getDims(napi_env env, napi_value value, std::vector<int64_t>* out, const char* what) {
+  bool isArray = false;
+  napi_is_array(env, value, &isArray);
+  uint32_t n = 0;
+  if (!isArray || napi_get_array_length(env, value, &n) != napi_ok || n > 8) {
+    throwError(env, std::string("native: copyBlock: ") + what + " must be an array of at most 8 numbers");
+    return false;
+  }
+  out->resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    double d = -1;
+    napi_get_element(env, value, i, &e);
+    if (!getNumber(env, e, &d) || d < 0) {
+      throwError(env, std::string("native: copyBlock: ") + what + " must hold non-negative numbers");
+      return false;
+    }
+    (*out)[i] = static_cast<int64_t>(d);
+  }
+  return true;
+}
+
+/**
+ * copyBlock(heap, srcOffset, srcShape, srcBegin, dstOffset, dstShape, dstBegin, blockShape):
+ * copies the float32 block `blockShape` at corner srcBegin of the row-major tensor at srcOffset
+ * (bytes) to corner dstBegin of the tensor at dstOffset, one memcpy per contiguous run.
+ */
+napi_value CopyBlock(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc != 8) return throwError(env, "native: copyBlock expects 8 arguments");
+  size_t length = 0;
+  uint8_t* base = heapOf(env, argv[0], &length);
+  if (!base) return nullptr;
+  double srcOff = -1, dstOff = -1;
+  if (!getNumber(env, argv[1], &srcOff) || !getNumber(env, argv[4], &dstOff) || srcOff < 0 || dstOff < 0)
+    return throwError(env, "native: copyBlock: offsets must be non-negative numbers");
+  std::vector<int64_t> srcShape, srcBegin, dstShape, dstBegin, block;
+  if (!getDims(env, argv[2], &srcShape, "srcShape") || !getDims(env, argv[3], &srcBegin, "srcBegin") || !getDims(env, argv[5], &dstShape, "dstShape") ||
+      !getDims(env, argv[6], &dstBegin, "dstBegin") || !getDims(env, argv[7], &block, "blockShape"))
+    return nullptr;
+  const size_t rank = block.size();
+  if (srcShape.size() != rank || srcBegin.size() != rank || dstShape.size() != rank || dstBegin.size() != rank)
+    return throwError(env, "native: copyBlock: shapes and corners must have the same rank");
+  int64_t srcSize = 1, dstSize = 1, blockSize = 1;
+  for (size_t a = 0; a < rank; a++) {
+    if (srcBegin[a] + block[a] > srcShape[a] || dstBegin[a] + block[a] > dstShape[a]) return throwError(env, "native: copyBlock: the block does not fit");
+    srcSize *= srcShape[a];
+    dstSize *= dstShape[a];
+    blockSize *= block[a];
+  }
+  if (static_cast<int64_t>(srcOff) % 4 || static_cast<int64_t>(dstOff) % 4) return throwError(env, "native: copyBlock: offsets must be multiples of 4 bytes");
+  if (srcOff + srcSize * 4 > length || dstOff + dstSize * 4 > length) return throwError(env, "native: copyBlock: a tensor lies outside the heap");
+  if (blockSize == 0) return nullptr;
+  const float* src = reinterpret_cast<const float*>(base + static_cast<int64_t>(srcOff));
+  float* dst = reinterpret_cast<float*>(base + static_cast<int64_t>(dstOff));
+  if (rank == 0) {
+    dst[0] = src[0];
+    return nullptr;
+  }
+  std::vector<int64_t> srcStrides(rank, 1), dstStrides(rank, 1);
+  for (size_t a = rank - 1; a-- > 0;) {
+    srcStrides[a] = srcStrides[a + 1] * srcShape[a + 1];
+    dstStrides[a] = dstStrides[a + 1] * dstShape[a + 1];
+  }
+  // Axes after k are whole in both tensors, so each step over axes 0 … k−1 copies one run.
+  size_t k = rank - 1;
+  while (k > 0 && block[k] == srcShape[k] && block[k] == dstShape[k]) k--;
+  const int64_t run = block[k] * srcStrides[k];
+  std::vector<int64_t> index(k, 0);
+  for (;;) {
+    int64_t from = srcBegin[k] * srcStrides[k], to = dstBegin[k] * dstStrides[k];
+    for (size_t a = 0; a < k; a++) {
+      from += (srcBegin[a] + index[a]) * srcStrides[a];
+      to += (dstBegin[a] + index[a]) * dstStrides[a];
+    }
+    std::memcpy(dst + to, src + from, run * sizeof(float));
+    size_t a = k;
+    while (a > 0 && ++index[a - 1] == block[a - 1]) index[--a] = 0;
+    if (a == 0) break;
+  }
+  return nullptr;
+}
+
 void onEnvExit(void*) { g_numInstances--; }
 
 }  // namespace
@@ -186,6 +273,7 @@ NAPI_MODULE_INIT() {
       {"matmul", nullptr, Matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"exp", nullptr, Exp, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sum", nullptr, Sum, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"copyBlock", nullptr, CopyBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

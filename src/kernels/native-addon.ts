@@ -1,7 +1,7 @@
 /**
  * The `tfalign_native` N-API addon (native/*.cc, built by node-gyp at `npm ci`): packed,
- * cache-blocked AVX2+FMA or AVX-512 SGEMM (native/sgemm.cc), a vectorised exp and
- * sums over any contiguous block of axes (native/elementwise.cc), running on several threads straight on the wasm heap — operands are read
+ * cache-blocked AVX2+FMA or AVX-512 SGEMM (native/sgemm.cc), a vectorised exp,
+ * sums over any contiguous block of axes (native/elementwise.cc) and block copies (native/addon.cc), running on several threads straight on the wasm heap — operands are read
  * and results written at their offsets in WebAssembly.Memory's buffer, so nothing is copied.
  *
  * The addon is optional: when it did not build (no compiler, no Node headers), the CPU lacks AVX2
@@ -37,6 +37,8 @@ export interface NativeAddon {
   exp(heap: Uint8Array, xOffset: number, outOffset: number, count: number, numThreads: number): void;
   /** out[a, c] = Σ_r x[a, r, c] for x viewed as [A, R, C] float32 at byte offsets of `heap`. */
   sum(heap: Uint8Array, xOffset: number, outOffset: number, A: number, R: number, C: number, numThreads: number): void;
+  /** Copies the float32 block `blockShape` from corner srcBegin of one row-major tensor to corner dstBegin of another (byte offsets). */
+  copyBlock(heap: Uint8Array, srcOffset: number, srcShape: number[], srcBegin: number[], dstOffset: number, dstShape: number[], dstBegin: number[], blockShape: number[]): void;
 }
 
 export type NativeLoad = { addon: NativeAddon; isaName: string } | { addon: undefined; reason: string };

@@ -14,21 +14,22 @@
  *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
- * 3. `GatherV2`, `Concat`, `Slice`, `SplitV` and `PadV2` of float32 copy contiguous runs within
- *    the heap (copy-kernels.ts).
- * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts) and
- *    `Exp` (native-exp.ts) and `Sum` (native-sum.ts) run there instead (AVX2/AVX-512, multi-threaded, on the same heap
- *    memory); the XNNPACK route of 2 and wasm's own Exp and Sum are the fallback, and `setMatMulPath`
- *    switches between the two sets (tests compare them).
+ * 3. `GatherV2` of float32 rows copies them within the heap (row-gather.ts).
+ * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts),
+ *    `Exp` (native-exp.ts), `Sum` (native-sum.ts) and the block copies `Concat`, `Slice`,
+ *    `SplitV`, `PadV2` (native-copy.ts) run there instead (AVX2/AVX-512, multi-threaded, on the
+ *    same heap memory); the XNNPACK route of 2 and wasm's own kernels are the fallback, and
+ *    `setMatMulPath` switches between the two sets (tests compare them).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import type { WasmBackendLike } from './wasm-backend.js';
-import { loadNativeAddon } from './native-addon.js';
+import { loadNativeAddon, type NativeAddon } from './native-addon.js';
 import { makeNativeBatchMatMul } from './native-matmul.js';
 import { makeNativeExp } from './native-exp.js';
 import { makeNativeSum } from './native-sum.js';
-import { makeCopyConcat, makeCopyGather, makeCopyPad, makeCopySlice, makeCopySplitV } from './copy-kernels.js';
+import { makeRowGather } from './row-gather.js';
+import { makeNativeConcat, makeNativePad, makeNativeSlice, makeNativeSplitV } from './native-copy.js';
 
 let registered = false;
 
@@ -55,23 +56,20 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     tf.registerKernel(identityConfig);
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
-    const copies: [string, (original: KernelFunc) => KernelConfig][] = [
-      ['GatherV2', makeCopyGather], ['Concat', makeCopyConcat], ['Slice', makeCopySlice], ['SplitV', makeCopySplitV], ['PadV2', makeCopyPad],
-    ];
-    for (const [name, make] of copies) {
-      const original = tf.getKernel(name, 'wasm');
-      if (original) tf.registerKernel(make(original.kernelFunc));
-    }
+    const gather = tf.getKernel('GatherV2', 'wasm');
+    if (gather) tf.registerKernel(makeRowGather(gather.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
-    const originalExp = tf.getKernel('Exp', 'wasm');
-    const originalSum = tf.getKernel('Sum', 'wasm');
-    if (!original || !originalExp || !originalSum) return;
+    if (!original) return;
+    // Kernels with a native version: wasm's own is the fallback (and what the 'xnnpack' path keeps).
+    const natives: [string, (addon: NativeAddon, original: KernelFunc) => KernelConfig][] = [
+      ['Exp', makeNativeExp], ['Sum', makeNativeSum], ['Concat', makeNativeConcat], ['Slice', makeNativeSlice], ['SplitV', makeNativeSplitV], ['PadV2', makeNativePad],
+    ];
+    const originals = natives.map(([name]) => tf.getKernel(name, 'wasm')!);
     const native = loadNativeAddon();
+    const addon = native.addon;
     matMulConfigs = {
-      xnnpack: [makeFastBatchMatMul(original.kernelFunc), originalExp, originalSum],
-      native: native.addon
-        ? [makeNativeBatchMatMul(native.addon, original.kernelFunc), makeNativeExp(native.addon, originalExp.kernelFunc), makeNativeSum(native.addon, originalSum.kernelFunc)]
-        : undefined,
+      xnnpack: [makeFastBatchMatMul(original.kernelFunc), ...originals],
+      native: addon ? [makeNativeBatchMatMul(addon, original.kernelFunc), ...natives.map(([, make], i) => make(addon, originals[i].kernelFunc))] : undefined,
       nativeLine: native.addon ? `matmul: native ${native.isaName}` : `matmul: ${native.reason}`,
     };
   });
@@ -80,9 +78,9 @@ export function registerWasmKernels(): MatMulStatus | undefined {
 }
 
 /**
- * Switches wasm's `BatchMatMul`, `Exp` and `Sum` between the native kernels and the wasm backend's own
- * (XNNPACK for products); asking for `native` when the addon is unavailable throws with the
- * reason. Returns the status now.
+ * Switches wasm's `BatchMatMul`, `Exp`, `Sum`, `Concat`, `Slice`, `SplitV` and `PadV2` between
+ * the native kernels and the wasm backend's own (XNNPACK for products); asking for `native` when
+ * the addon is unavailable throws with the reason. Returns the status now.
  */
 export function setMatMulPath(path: 'native' | 'xnnpack'): MatMulStatus {
   if (!matMulConfigs) throw new Error('kernels: setMatMulPath before the wasm backend was initialised (initBackend("wasm"))');

@@ -1,12 +1,17 @@
 /**
- * GatherV2, Concat, Slice, SplitV and PadV2 as heap copies (src/kernels/copy-kernels.ts) against
- * a JS recompute: any axis, repeated ids, multi-dimensional ids, three inputs, blocks cut on several
- * axes, runs too short for the copy path, the out-of-range id error, the gradient of an embedding
- * lookup and of RoPE's rotate-half (slice → pad, concat → split).
+ * GatherV2 as row copies (src/kernels/row-gather.ts) and Concat, Slice, SplitV, PadV2 as native
+ * block copies (src/kernels/native-copy.ts) against a JS recompute and against wasm's own kernels:
+ * any axis, repeated ids, multi-dimensional ids, three inputs, blocks cut on several axes, runs too
+ * short for the copy path, the out-of-range id error, the gradient of an embedding lookup and of
+ * RoPE's rotate-half (slice → pad, concat → split).
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
+import { loadNativeAddon } from '../../src/kernels/native-addon.js';
+import { setMatMulPath } from '../../src/kernels/wasm-kernels.js';
+
+const native = loadNativeAddon();
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
@@ -147,5 +152,25 @@ describe('copy kernels on wasm', () => {
         expect(g[row * 16 + 8 + j]).toBe(-wv[row * 16 + j]); // q₂ appears in the first half with −
       }
     }
+  });
+
+  it.skipIf(!native.addon)('gives bit-identical results on the native and the wasm kernels', () => {
+    const x = tf.randomNormal([3, 4, 5, 16], 0, 1, 'float32', 11);
+    const y = tf.randomNormal([3, 2, 5, 16], 0, 1, 'float32', 12);
+    const run = (path: 'native' | 'xnnpack') => {
+      setMatMulPath(path);
+      return tf.tidy(() => [
+        tf.slice(x, [1, 1, 0, 3], [2, 3, 5, 7]),
+        tf.concat([x, y], 1),
+        tf.concat([x, x, x], 3),
+        ...tf.split(x, [1, 4, 11], 3),
+        tf.pad(x, [[0, 1], [2, 0], [1, 1], [0, 3]], -2),
+      ].map((t) => ({ shape: t.shape, values: Array.from(t.dataSync()) })));
+    };
+    const viaNative = run('native');
+    const viaWasm = run('xnnpack');
+    setMatMulPath('native');
+    expect(viaNative).toEqual(viaWasm);
+    tf.dispose([x, y]);
   });
 });

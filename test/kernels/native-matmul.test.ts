@@ -107,10 +107,14 @@ describe.skipIf(!native.addon)('native matmul on the wasm heap', () => {
     tf.dispose([a, b]);
   });
 
-  it('refuses operands outside the heap instead of reading past it', () => {
+  it('refuses operands outside the heap (products, exp, sum, block copies) instead of reading past them', () => {
     const heap = new Uint8Array(64);
     expect(() => native.addon!.matmul(heap, 1, 2, 2, 2, 0, 0, false, 16, 0, false, 60, 1)).toThrow(/outside the heap/);
     expect(() => native.addon!.matmul(heap, 1, 2, 2, 2, 2, 0, false, 16, 0, false, 32, 1)).toThrow(/multiples of 4/);
+    expect(() => native.addon!.exp(heap, 0, 32, 9, 1)).toThrow(/outside the heap/);
+    expect(() => native.addon!.sum(heap, 0, 0, 1, 17, 1, 1)).toThrow(/outside the heap/);
+    expect(() => native.addon!.copyBlock(heap, 0, [4, 4], [0, 0], 32, [4, 4], [0, 0], [4, 4])).toThrow(/outside the heap/);
+    expect(() => native.addon!.copyBlock(heap, 0, [2, 2], [1, 0], 32, [2, 2], [0, 0], [2, 2])).toThrow(/does not fit/);
   });
 
   it('a training step gives the same loss and gradients as on XNNPACK, and leaks no tensor', () => {
