@@ -18,6 +18,14 @@ import { Rng } from '../../src/util/rng.js';
 
 const native = loadNativeAddon();
 
+/** Runs `make` and reads its result; the tensors it made are disposed. (Read outside tf.tidy: tidy walks a returned typed array element by element.) */
+function readOnce(make: () => tf.Tensor): Float32Array {
+  const t = tf.tidy(make);
+  const values = t.dataSync() as Float32Array;
+  t.dispose();
+  return values;
+}
+
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
 });
@@ -31,7 +39,7 @@ afterEach(() => {
 /** tf.matMul on the chosen path; the result read back as a plain array. */
 function product(path: 'native' | 'xnnpack', a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): Float32Array {
   setMatMulPath(path);
-  return tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync() as Float32Array);
+  return readOnce(() => tf.matMul(a, b, transposeA, transposeB));
 }
 
 function maxAbsDiff(x: Float32Array, y: Float32Array): number {
