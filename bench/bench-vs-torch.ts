@@ -7,7 +7,7 @@
  * other processes biases neither side; each side's best repeat gives the ratio. One JSON object
  * per line on stdout.
  *
- *   node bin/run-ts.js bench/bench-vs-torch.ts [--quick] [--threads 1,2] [--repeats 2] [--steps 3] [--no-xnnpack]
+ *   node bin/run-ts.js bench/bench-vs-torch.ts [--quick] [--threads 1,2] [--repeats 2] [--steps 3] [--no-xnnpack] [--no-sample] [--only-sample]
  *
  * For T threads tfalign runs as:
  *   - T = 1: one replica, native matmul on 1 thread (`native`), and the XNNPACK route (`xnnpack`,
@@ -18,10 +18,16 @@
  * PyTorch: `getrusage`, every thread of the process): tokens per CPU-second hardly depend on how
  * much of the machine other processes take. Without an importable torch it says so and prints
  * tfalign's figures alone.
+ *
+ * Then sampling, one thread each: tfalign's paged engine (`bench-sample.ts --case 256 --modes
+ * paged`: 8 prompts × 256 tokens, K = 16, 64 new tokens, native kernels on 1 thread) against
+ * `bench/torch_sample.py` (the same workload the best plain-PyTorch way: each prompt prefilled
+ * once, its KV cache repeated K times, the K samples decoded as one batch), alternating.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
@@ -110,6 +116,8 @@ function parseArgs(argv: string[]) {
     repeats: Number(get('--repeats') ?? (quick ? 1 : 2)),
     steps: Number(get('--steps') ?? 3),
     xnnpack: !argv.includes('--no-xnnpack'),
+    sample: !argv.includes('--no-sample'),
+    onlySample: argv.includes('--only-sample'),
     child: get('--case'),
   };
 }
@@ -138,7 +146,7 @@ async function main(): Promise<void> {
   if ('reason' in torch) console.log(JSON.stringify({ bench: 'train-vs-torch', framework: 'pytorch', skipped: torch.reason }));
   const self = fileURLToPath(import.meta.url);
   const torchScript = fileURLToPath(new URL('./torch_llama.py', import.meta.url));
-  for (const threads of args.threads) {
+  for (const threads of args.onlySample ? [] : args.threads) {
     // tfalign variants for this thread count: [name, workers, matmul threads per worker, native?]
     const variants: [string, number, number, boolean][] =
       threads === 1 ? [['native', 1, 1, true], ...(args.xnnpack ? [['xnnpack', 1, 1, false] as [string, number, number, boolean]] : [])]
@@ -172,6 +180,32 @@ async function main(): Promise<void> {
       }));
     }
   }
+  if (args.sample) compareSampling(args.quick, args.repeats, torch);
+}
+
+/** Sampling tokens/s, tfalign's paged engine against the PyTorch peer, one thread each, alternating. */
+function compareSampling(quick: boolean, repeats: number, torch: ReturnType<typeof findTorchPython>): void {
+  // bench-sample.ts's case 256 (its --quick variant: 2 prompts, K = 4, 8 new tokens).
+  const work = quick ? { prompts: 2, k: 4, newTokens: 8 } : { prompts: 8, k: 16, newTokens: 64 };
+  const config = 'configs/models/small.json';
+  const torchScript = fileURLToPath(new URL('./torch_sample.py', import.meta.url));
+  const best = { tfalign: 0, tfalignCpu: 0, pytorch: 0 };
+  for (let repeat = 0; repeat < repeats; repeat++) {
+    const env = { ...process.env, TFALIGN_NATIVE_THREADS: '1' };
+    const mine = runRecord(process.execPath, ['bin/run-ts.js', 'bench/bench-sample.ts', '--case', '256', '--modes', 'paged', ...(quick ? ['--quick'] : [])], env, { bench: 'sample-vs-torch', framework: 'tfalign' });
+    if (mine) best.tfalign = Math.max(best.tfalign, mine.tokens_per_s);
+    if (torch.python) {
+      const torchArgs = [torchScript, '--config', config, '--prompts', String(work.prompts), '--prompt-tokens', '256', '--k', String(work.k), '--new-tokens', String(work.newTokens), '--threads', '1'];
+      const peer = runRecord(torch.python, torchArgs, { ...process.env, PYTHONPATH: path.dirname(torchScript) }, { bench: 'sample-vs-torch', framework: 'pytorch' });
+      if (peer) best.pytorch = Math.max(best.pytorch, peer.tokens_per_s);
+    }
+  }
+  console.log(JSON.stringify({
+    bench: 'sample-vs-torch-summary', config, prompts: work.prompts, prompt_tokens: 256, k: work.k, new_tokens: work.newTokens, threads: 1, repeats,
+    tfalign_tokens_per_s: best.tfalign,
+    ...(best.pytorch > 0 ? { torch_tokens_per_s: best.pytorch, ratio: best.tfalign / best.pytorch, target_ratio: 2 } : { torch: 'unavailable' }),
+    loadavg: loadavg(), ...machine(),
+  }));
 }
 
 await main();
