@@ -258,47 +258,6 @@ napi_value CopyBlock(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/**
- * binary(heap, op, xOffset, xStrides, yOffset, yStrides, outOffset, outShape, numThreads): out = x op y
- * (op 0 add, 1 sub, 2 mul, 3 div) with broadcasting given by element strides (0 on broadcast axes);
- * innermost strides must be 0 or 1. Offsets in bytes.
- */
-napi_value Binary(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc != 9) return throwError(env, "native: binary expects 9 arguments");
-  size_t length = 0;
-  uint8_t* base = heapOf(env, argv[0], &length);
-  if (!base) return nullptr;
-  double op = -1, xOff = -1, yOff = -1, outOff = -1, threads = 1;
-  if (!getNumber(env, argv[1], &op) || !getNumber(env, argv[2], &xOff) || !getNumber(env, argv[4], &yOff) || !getNumber(env, argv[6], &outOff) ||
-      !getNumber(env, argv[8], &threads) || op < 0 || op > 3 || xOff < 0 || yOff < 0 || outOff < 0)
-    return throwError(env, "native: binary: op must be 0–3 and offsets non-negative numbers");
-  std::vector<int64_t> xStrides, yStrides, shape;
-  if (!getDims(env, argv[3], &xStrides, "xStrides") || !getDims(env, argv[5], &yStrides, "yStrides") || !getDims(env, argv[7], &shape, "outShape")) return nullptr;
-  const int rank = static_cast<int>(shape.size());
-  if (rank == 0 || xStrides.size() != shape.size() || yStrides.size() != shape.size()) return throwError(env, "native: binary: strides and shape must have the same rank ≥ 1");
-  if (xStrides[rank - 1] > 1 || yStrides[rank - 1] > 1) return throwError(env, "native: binary: innermost strides must be 0 or 1");
-  int64_t outSize = 1, xLast = 0, yLast = 0;
-  for (int a = 0; a < rank; a++) {
-    outSize *= shape[a];
-    if (shape[a] > 0) {
-      xLast += (shape[a] - 1) * xStrides[a];
-      yLast += (shape[a] - 1) * yStrides[a];
-    }
-  }
-  if (static_cast<int64_t>(xOff) % 4 || static_cast<int64_t>(yOff) % 4 || static_cast<int64_t>(outOff) % 4) return throwError(env, "native: binary: offsets must be multiples of 4 bytes");
-  if (outSize > 0 && (xOff + (xLast + 1) * 4 > length || yOff + (yLast + 1) * 4 > length || outOff + outSize * 4 > length))
-    return throwError(env, "native: binary: an operand lies outside the heap");
-  if (outSize == 0) return nullptr;
-  if (tfalign::detectIsa() == 0) return throwError(env, "native: binary: this CPU lacks AVX2+FMA");
-  tfalign::binaryBroadcast(static_cast<tfalign::BinaryOp>(static_cast<int>(op)), reinterpret_cast<const float*>(base + static_cast<int64_t>(xOff)), xStrides.data(),
-                           reinterpret_cast<const float*>(base + static_cast<int64_t>(yOff)), yStrides.data(), reinterpret_cast<float*>(base + static_cast<int64_t>(outOff)),
-                           shape.data(), rank, std::max(1, static_cast<int>(threads)));
-  return nullptr;
-}
-
 void onEnvExit(void*) { g_numInstances--; }
 
 }  // namespace
@@ -315,7 +274,6 @@ NAPI_MODULE_INIT() {
       {"exp", nullptr, Exp, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sum", nullptr, Sum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyBlock", nullptr, CopyBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

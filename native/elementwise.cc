@@ -97,76 +97,7 @@ void sumRange(const float* x, float* out, int64_t a0, int64_t a1, int64_t R, int
   }
 }
 
-template <BinaryOp OP>
-__attribute__((target("avx2,fma"), always_inline)) inline float apply(float a, float b) {
-  if constexpr (OP == BinaryOp::Add) return a + b;
-  if constexpr (OP == BinaryOp::Sub) return a - b;
-  if constexpr (OP == BinaryOp::Mul) return a * b;
-  return a / b;
-}
-
-/** One innermost run of n outputs; XS / YS: the operands' innermost stride (0 broadcast, 1 contiguous). */
-template <BinaryOp OP, int XS, int YS>
-__attribute__((target("avx2,fma"))) void binaryRun(const float* __restrict x, const float* __restrict y, float* __restrict out, int64_t n) {
-  if constexpr (XS == 0 && YS == 0) {
-    const float v = apply<OP>(x[0], y[0]);
-    for (int64_t i = 0; i < n; i++) out[i] = v;
-  } else {
-#pragma GCC ivdep
-    for (int64_t i = 0; i < n; i++) out[i] = apply<OP>(x[i * XS], y[i * YS]);
-  }
-}
-
-template <BinaryOp OP>
-void binaryRunAny(int xs, int ys, const float* x, const float* y, float* out, int64_t n) {
-  if (xs && ys) binaryRun<OP, 1, 1>(x, y, out, n);
-  else if (xs) binaryRun<OP, 1, 0>(x, y, out, n);
-  else if (ys) binaryRun<OP, 0, 1>(x, y, out, n);
-  else binaryRun<OP, 0, 0>(x, y, out, n);
-}
-
-/** Outer indices [begin, end) (row-major over shape[0 … rank−2]) of a broadcast binary op. */
-void binaryRange(BinaryOp op, const float* x, const int64_t* xStrides, const float* y, const int64_t* yStrides, float* out, const int64_t* shape, int rank,
-                 int64_t begin, int64_t end) {
-  const int64_t n = shape[rank - 1];
-  const int xs = static_cast<int>(xStrides[rank - 1]), ys = static_cast<int>(yStrides[rank - 1]);
-  int64_t index[8] = {0};
-  int64_t rest = begin;  // odometer start: the digits of `begin`
-  for (int a = rank - 2; a >= 0; a--) {
-    index[a] = rest % shape[a];
-    rest /= shape[a];
-  }
-  for (int64_t o = begin; o < end; o++) {
-    int64_t xo = 0, yo = 0;
-    for (int a = 0; a < rank - 1; a++) {
-      xo += index[a] * xStrides[a];
-      yo += index[a] * yStrides[a];
-    }
-    float* dst = out + o * n;
-    switch (op) {
-      case BinaryOp::Add: binaryRunAny<BinaryOp::Add>(xs, ys, x + xo, y + yo, dst, n); break;
-      case BinaryOp::Sub: binaryRunAny<BinaryOp::Sub>(xs, ys, x + xo, y + yo, dst, n); break;
-      case BinaryOp::Mul: binaryRunAny<BinaryOp::Mul>(xs, ys, x + xo, y + yo, dst, n); break;
-      case BinaryOp::Div: binaryRunAny<BinaryOp::Div>(xs, ys, x + xo, y + yo, dst, n); break;
-    }
-    for (int a = rank - 2; a >= 0 && ++index[a] == shape[a]; a--) index[a] = 0;
-  }
-}
-
 }  // namespace
-
-void binaryBroadcast(BinaryOp op, const float* x, const int64_t* xStrides, const float* y, const int64_t* yStrides, float* out, const int64_t* shape, int rank, int numThreads) {
-  int64_t numOuter = 1;
-  for (int a = 0; a < rank - 1; a++) numOuter *= shape[a];
-  const int64_t total = numOuter * shape[rank - 1];
-  const int64_t numParts = std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(numThreads), total / (1 << 18), numOuter}));
-  if (numParts == 1) return binaryRange(op, x, xStrides, y, yStrides, out, shape, rank, 0, numOuter);
-  std::vector<std::thread> helpers;
-  for (int64_t p = 1; p < numParts; p++)
-    helpers.emplace_back(binaryRange, op, x, xStrides, y, yStrides, out, shape, rank, numOuter * p / numParts, numOuter * (p + 1) / numParts);
-  binaryRange(op, x, xStrides, y, yStrides, out, shape, rank, 0, numOuter / numParts);
-  for (auto& h : helpers) h.join();
-}
 
 void sumMiddleAxis(const float* x, float* out, int64_t A, int64_t R, int64_t C, int numThreads) {
   const int64_t total = A * R * C;

@@ -14,14 +14,4 @@ void expArray(const float* x, float* out, int64_t count, int numThreads);
  */
 void sumMiddleAxis(const float* x, float* out, int64_t A, int64_t R, int64_t C, int numThreads);
 
-/** Binary operations of `binaryBroadcast`. */
-enum class BinaryOp { Add = 0, Sub = 1, Mul = 2, Div = 3 };
-
-/**
- * out = x op y with broadcasting, out row-major of `shape` (rank ≤ 8, innermost last); element
- * `index` of x is x[Σ index[a] · xStrides[a]] (stride 0 on a broadcast axis), likewise y. The
- * innermost stride of each operand must be 0 or 1. Splits the outer indices across threads.
- */
-void binaryBroadcast(BinaryOp op, const float* x, const int64_t* xStrides, const float* y, const int64_t* yStrides, float* out, const int64_t* shape, int rank, int numThreads);
-
 }  // namespace tfalign

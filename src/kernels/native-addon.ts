@@ -1,8 +1,7 @@
 /**
  * The `tfalign_native` N-API addon (native/*.cc, built by node-gyp at `npm ci`): packed,
  * cache-blocked AVX2+FMA or AVX-512 SGEMM (native/sgemm.cc), a vectorised exp,
- * sums over any contiguous block of axes, broadcast add/sub/mul/div (native/elementwise.cc) and
- * block copies (native/addon.cc), running on several threads straight on the wasm heap — operands are read
+ * sums over any contiguous block of axes (native/elementwise.cc) and block copies (native/addon.cc), running on several threads straight on the wasm heap — operands are read
  * and results written at their offsets in WebAssembly.Memory's buffer, so nothing is copied.
  *
  * The addon is optional: when it did not build (no compiler, no Node headers), the CPU lacks AVX2
@@ -40,8 +39,6 @@ export interface NativeAddon {
   sum(heap: Uint8Array, xOffset: number, outOffset: number, A: number, R: number, C: number, numThreads: number): void;
   /** Copies the float32 block `blockShape` from corner srcBegin of one row-major tensor to corner dstBegin of another (byte offsets). */
   copyBlock(heap: Uint8Array, srcOffset: number, srcShape: number[], srcBegin: number[], dstOffset: number, dstShape: number[], dstBegin: number[], blockShape: number[]): void;
-  /** out = x op y (0 add, 1 sub, 2 mul, 3 div) over `outShape`, operands addressed by element strides (0 on broadcast axes). */
-  binary(heap: Uint8Array, op: number, xOffset: number, xStrides: number[], yOffset: number, yStrides: number[], outOffset: number, outShape: number[], numThreads: number): void;
 }
 
 export type NativeLoad = { addon: NativeAddon; isaName: string } | { addon: undefined; reason: string };

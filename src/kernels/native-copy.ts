@@ -1,10 +1,11 @@
 /**
- * `Concat`, `Slice`, `SplitV` and `PadV2` of float32 on the wasm backend as block copies in the
- * native addon (`copyBlock`: one memcpy per contiguous run, straight on the wasm heap). wasm's
- * Concat copies each run through a new `subarray` view and its Slice / SplitV / PadV2 walk every
- * element with a full index: RoPE's rotate-half and its gradient (halves of [8, 6, 256, 64]) took
- * 15–25 ms per call; a JS loop over the heap is no better (a multi-GB typed array leaves V8's fast
- * element path). Other dtypes and rank-0 tensors go to wasm's kernels.
+ * `Concat`, `Slice` and `SplitV` of float32 on the wasm backend as block copies in the native
+ * addon (`copyBlock`: one memcpy per contiguous run, straight on the wasm heap). wasm's Concat
+ * copies each run through a new `subarray` view and its Slice / SplitV walk every element with a
+ * full index: RoPE's rotate-half and its gradient (halves of [8, 6, 256, 64]) took 4–18 ms per
+ * call; a JS loop over the heap is no better (a multi-GB typed array leaves V8's fast element
+ * path). Other dtypes and rank-0 tensors go to wasm's kernels. (PadV2 stays wasm's: a native
+ * version measured no faster.)
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
@@ -83,27 +84,6 @@ export function makeNativeConcat(addon: NativeAddon, originalFunc: KernelFunc): 
         addon.copyBlock(heap, backend.dataIdMap.get(t.dataId).memoryOffset, t.shape, zeros(rank), dst, outShape, corner, t.shape);
         corner[parsedAxis] += t.shape[parsedAxis];
       }
-      return out;
-    },
-  };
-}
-
-export function makeNativePad(addon: NativeAddon, originalFunc: KernelFunc): KernelConfig {
-  return {
-    kernelName: 'PadV2',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const { x } = args.inputs as { x: TensorInfo };
-      const { paddings, constantValue } = args.attrs as { paddings: [number, number][]; constantValue: number };
-      if (x.dtype !== 'float32' || x.shape.length === 0) return originalFunc(args);
-      const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
-      const backend = args.backend as unknown as WasmBackendLike;
-      const out = backend.makeOutput(outShape, 'float32');
-      // Offsets and the heap are read after makeOutput: its malloc may grow (and replace) the buffer.
-      const heap = backend.wasm.HEAPU8;
-      const dst = backend.dataIdMap.get(out.dataId).memoryOffset;
-      new Float32Array(heap.buffer, heap.byteOffset + dst, sizeOf(outShape)).fill(constantValue);
-      addon.copyBlock(heap, backend.dataIdMap.get(x.dataId).memoryOffset, x.shape, zeros(x.shape.length), dst, outShape, paddings.map((p) => p[0]), x.shape);
       return out;
     },
   };

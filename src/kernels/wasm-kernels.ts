@@ -16,9 +16,8 @@
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
  * 3. `GatherV2` of float32 rows copies them within the heap (row-gather.ts).
  * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts),
- *    `Exp` (native-exp.ts), `Sum` (native-sum.ts), `Add`/`Sub`/`Multiply`/`RealDiv`
- *    (native-binary.ts) and the block copies `Concat`, `Slice`, `SplitV`, `PadV2`
- *    (native-copy.ts) run there instead (AVX2/AVX-512, multi-threaded, on the
+ *    `Exp` (native-exp.ts), `Sum` (native-sum.ts) and the block copies `Concat`, `Slice`,
+ *    `SplitV` (native-copy.ts) run there instead (AVX2/AVX-512, multi-threaded, on the
  *    same heap memory); the XNNPACK route of 2 and wasm's own kernels are the fallback, and
  *    `setMatMulPath` switches between the two sets (tests compare them).
  */
@@ -30,8 +29,7 @@ import { makeNativeBatchMatMul } from './native-matmul.js';
 import { makeNativeExp } from './native-exp.js';
 import { makeNativeSum } from './native-sum.js';
 import { makeRowGather } from './row-gather.js';
-import { makeNativeConcat, makeNativePad, makeNativeSlice, makeNativeSplitV } from './native-copy.js';
-import { makeNativeBinary, NATIVE_BINARY_KERNELS } from './native-binary.js';
+import { makeNativeConcat, makeNativeSlice, makeNativeSplitV } from './native-copy.js';
 
 let registered = false;
 
@@ -64,8 +62,7 @@ export function registerWasmKernels(): MatMulStatus | undefined {
     if (!original) return;
     // Kernels with a native version: wasm's own is the fallback (and what the 'xnnpack' path keeps).
     const natives: [string, (addon: NativeAddon, original: KernelFunc) => KernelConfig][] = [
-      ['Exp', makeNativeExp], ['Sum', makeNativeSum], ['Concat', makeNativeConcat], ['Slice', makeNativeSlice], ['SplitV', makeNativeSplitV], ['PadV2', makeNativePad],
-      ...NATIVE_BINARY_KERNELS.map((name): [string, (addon: NativeAddon, original: KernelFunc) => KernelConfig] => [name, (addon, original) => makeNativeBinary(name, addon, original)]),
+      ['Exp', makeNativeExp], ['Sum', makeNativeSum], ['Concat', makeNativeConcat], ['Slice', makeNativeSlice], ['SplitV', makeNativeSplitV],
     ];
     const originals = natives.map(([name]) => tf.getKernel(name, 'wasm')!);
     const native = loadNativeAddon();
@@ -81,7 +78,7 @@ export function registerWasmKernels(): MatMulStatus | undefined {
 }
 
 /**
- * Switches wasm's `BatchMatMul`, `Exp`, `Sum`, the binary arithmetic and the block copies between
+ * Switches wasm's `BatchMatMul`, `Exp`, `Sum` and the block copies between
  * the native kernels and the wasm backend's own (XNNPACK for products); asking for `native` when
  * the addon is unavailable throws with the reason. Returns the status now.
  */

@@ -1,6 +1,7 @@
 /**
- * GatherV2 as row copies (src/kernels/row-gather.ts) and Concat, Slice, SplitV, PadV2 as native
- * block copies (src/kernels/native-copy.ts) against a JS recompute and against wasm's own kernels:
+ * GatherV2 as row copies (src/kernels/row-gather.ts) and Concat, Slice, SplitV as native block
+ * copies (src/kernels/native-copy.ts), with PadV2 (wasm's) in the gradients, against a JS recompute
+ * and against wasm's own kernels:
  * any axis, repeated ids, multi-dimensional ids, three inputs, blocks cut on several axes, runs too
  * short for the copy path, the out-of-range id error, the gradient of an embedding lookup and of
  * RoPE's rotate-half (slice → pad, concat → split).
