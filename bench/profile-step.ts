@@ -20,7 +20,7 @@ import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
-import { causalLmLoss } from '../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../src/tasks/causal-lm.js';
 import type { TokenBatch } from '../data/collate.js';
 import { randomBatch } from './train-step.js';
 
@@ -69,7 +69,7 @@ for (const config of tf.getKernelsForBackend('wasm')) {
 
 const config = parseLlamaConfig(readJsonFile(configFile), configFile);
 const model = initModel(config, 0);
-const engine = new LocalStepEngine<TokenBatch>(model.params, (b) => causalLmLoss(model, b), new AdamW({ lr: 1e-4 }), { maxGradNorm: 1 });
+const engine = new LocalStepEngine<TokenBatch>(model.params, { loss: (b: TokenBatch) => causalLmLoss(model, b), unitsOf: causalLmUnits }, new AdamW({ lr: 1e-4 }), { maxGradNorm: 1 });
 const batch = randomBatch(config.vocab_size, batchSize, seqLen, 1);
 await engine.step([batch], 1e-4); // warm-up
 const wallStart = performance.now();

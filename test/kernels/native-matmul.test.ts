@@ -12,7 +12,8 @@ import { loadNativeAddon } from '../../src/kernels/native-addon.js';
 import { matMulStatus, setMatMulPath } from '../../src/kernels/wasm-kernels.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
-import { causalLmLoss } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
+import { normalizedLoss } from '../../src/train/objective.js';
 import { padRows } from '../../data/collate.js';
 import { Rng } from '../../src/util/rng.js';
 
@@ -139,7 +140,7 @@ describe.skipIf(!native.addon)('native matmul on the wasm heap', () => {
     const batch = padRows(rows, 0, 19);
     const step = (path: 'native' | 'xnnpack') => {
       setMatMulPath(path);
-      const { value, grads } = tf.variableGrads(() => causalLmLoss(model, batch).loss as tf.Scalar);
+      const { value, grads } = tf.variableGrads(() => normalizedLoss(causalLmLoss(model, batch).sums, causalLmUnits(batch)));
       const out = { loss: value.dataSync()[0], grads: new Map([...Object.entries(grads)].map(([name, g]) => [name, g.dataSync() as Float32Array])) };
       tf.dispose([value, ...Object.values(grads)]);
       return out;
