@@ -69,17 +69,21 @@ export class LlamaModel {
   readonly dims: ModelDims;
   private readonly invFreq: Float64Array;
   /** Projections computed by something other than `x·W` (see {@link LinearFn}). */
-  readonly linearOverrides = new Map<string, LinearFn>();
+  readonly linearOverrides: Map<string, LinearFn>;
 
   constructor(
     readonly config: LlamaConfig,
     /** Parameters by HF name, linear weights [in, out]. */
     readonly params: Map<string, tf.Variable>,
+    /** Initial projection overrides; a weight with one may be absent from `params` (8-bit weights held outside tfjs). */
+    linearOverrides: Map<string, LinearFn> = new Map(),
   ) {
     this.dims = modelDims(config);
     this.invFreq = ropeInverseFrequencies(config, this.dims.headDim);
+    this.linearOverrides = linearOverrides;
     for (const spec of parameterSpecs(config)) {
       const p = params.get(spec.name);
+      if (!p && linearOverrides.has(spec.name)) continue;
       if (!p) throw new Error(`model: missing parameter ${spec.name}`);
       if (p.shape.join(',') !== spec.shape.join(',')) {
         throw new Error(`model: parameter ${spec.name} has shape [${p.shape}], expected [${spec.shape}]`);
@@ -145,13 +149,13 @@ export class LlamaModel {
     const k = applyRope(toHeads(this.linear(xn, `${p}.self_attn.k_proj.weight`), hkv), cos, sin); // [B, Hkv, T, D]
     const v = toHeads(this.linear(xn, `${p}.self_attn.v_proj.weight`), hkv); // [B, Hkv, T, D]
     const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
-    const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
+    const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]) as tf.Tensor2D; // [B·T, H·D]
     const afterAttention = tf.add(x, this.linear(merged, `${p}.self_attn.o_proj.weight`)) as tf.Tensor2D; // [B·T, C]
     // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
     const xn2 = this.rmsNorm(afterAttention, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
     const gate = this.linear(xn2, `${p}.mlp.gate_proj.weight`); // [B·T, I]
     const up = this.linear(xn2, `${p}.mlp.up_proj.weight`); // [B·T, I]
-    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
+    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D; // [B·T, I]
     return tf.add(afterAttention, this.linear(act, `${p}.mlp.down_proj.weight`)) as tf.Tensor2D; // [B·T, C]
   }
 

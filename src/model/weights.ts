@@ -60,11 +60,13 @@ export function initModel(config: LlamaConfig, seed = 0): LlamaModel {
 /**
  * Builds variables from HF tensors. Errors name the source and tensor for a missing tensor or a
  * wrong shape; unexpected tensors (e.g. `rotary_emb.inv_freq` of old checkpoints) are ignored.
+ * Names in `skip` are not built (8-bit weights a quantized checkpoint holds as bytes).
  */
-export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, source: string): Map<string, tf.Variable> {
+export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, source: string, skip: ReadonlySet<string> = new Set()): Map<string, tf.Variable> {
   const params = new Map<string, tf.Variable>();
   try {
     for (const spec of parameterSpecs(config)) {
+      if (skip.has(spec.name)) continue;
       const t = tensors.get(spec.name);
       if (!t) throw new CheckpointError(`checkpoint: ${source}: tensor ${spec.name}: missing`);
       const expected = hfShape(spec);
