@@ -23,8 +23,8 @@ import { isLinearWeight, LlamaModel, parameterSpecs } from '../llama.js';
 import { CheckpointError, type ByteTensor, type NamedTensor } from '../safetensors.js';
 import { fromHfTensors, hfShape, transpose2d } from '../weights.js';
 import { QuantizationOptionsSchema, type QuantizationOptions } from './options.js';
-import { hfBytesOf, quantizedLinear, weightFromHf, type QuantizedWeight } from './quantized-linear.js';
-import { activationQuantization, attachQuantization, quantizationOf, type ModelQuantization } from './quantize-model.js';
+import { hfBytesOf, weightFromHf, type QuantizedWeight } from './quantized-linear.js';
+import { activationQuantization, assembleQuantizedModel, quantizationOf, type ModelQuantization } from './quantize-model.js';
 
 /** `model.layers.3.mlp.up_proj.weight` → `model.layers.3.mlp.up_proj`. */
 function moduleOf(weightName: string): string {
@@ -165,7 +165,5 @@ export function quantizedModelFromHf(
   }
   if (weights.size === 0) fail(source, `quantization_config names ${options.scheme}, but no ${expectedDtype} weight is stored`);
   const params = fromHfTensors(config, tensors, source, new Set(weights.keys()));
-  const model = new LlamaModel(config, params, new Map([...weights].map(([name, w]) => [name, quantizedLinear(w)] as const)));
-  attachQuantization(model, { options, weights });
-  return model;
+  return assembleQuantizedModel(config, params, { options, weights });
 }

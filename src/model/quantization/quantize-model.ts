@@ -5,8 +5,11 @@
  * (embeddings, norms, attention, first/last layers under the Llama 3 rule) stay float32.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { LlamaConfig } from '../config.js';
 import { LlamaModel, parameterSpecs } from '../llama.js';
-import { makeVariable, transpose2d } from '../weights.js';
+import { CheckpointError, type NamedTensor } from '../safetensors.js';
+import { initValues, makeVariable, transpose2d } from '../weights.js';
+import { Rng } from '../../util/rng.js';
 import { QuantizationOptionsSchema, selectQuantizedWeights, type QuantizationOptions, type QuantizationOptionsInput } from './options.js';
 import { activationQuantizedLinear, dequantizeWeight, quantizedLinear, quantizeWeight, residentBytes, type ActivationQuantization, type QuantizedWeight } from './quantized-linear.js';
 
@@ -36,6 +39,23 @@ export function attachQuantization(model: LlamaModel, quantization: ModelQuantiz
   quantizations.set(model, quantization);
 }
 
+/** Parses options and lists the selected weights; throws when nothing is selected. */
+function selection(config: LlamaConfig, input: QuantizationOptionsInput): { options: QuantizationOptions; names: string[] } {
+  const options = QuantizationOptionsSchema.parse(input);
+  const names = selectQuantizedWeights(config, options);
+  if (names.length === 0) {
+    throw new Error(
+      `quantize: no projection selected (${config.num_hidden_layers} layers, first and last kept in full precision); quantize every layer or choose more projections`,
+    );
+  }
+  return { options, names };
+}
+
+/** One HF-layout weight [out, in] quantized under `options`. */
+function quantizeHf(hf: Float32Array, numOut: number, numIn: number, options: QuantizationOptions): QuantizedWeight {
+  return quantizeWeight(hf, numOut, numIn, options.scheme, { grouping: options.weightGrouping, activations: activationQuantization(options) });
+}
+
 /**
  * Quantizes `model` in place: every projection the options select (Llama 3 rule by default) is
  * quantized from its float weight, whose Variable is then disposed. Throws when the selection is
@@ -43,27 +63,68 @@ export function attachQuantization(model: LlamaModel, quantization: ModelQuantiz
  */
 export function quantizeModel(model: LlamaModel, input: QuantizationOptionsInput): ModelQuantization {
   if (quantizationOf(model)) throw new Error('quantize: the model is already quantized');
-  const options = QuantizationOptionsSchema.parse(input);
-  const names = selectQuantizedWeights(model.config, options);
-  if (names.length === 0) {
-    throw new Error(
-      `quantize: no projection selected (${model.config.num_hidden_layers} layers, first and last kept in full precision); quantize every layer or choose more projections`,
-    );
-  }
-  const activations = activationQuantization(options);
+  const { options, names } = selection(model.config, input);
   const weights = new Map<string, QuantizedWeight>();
   for (const name of names) {
     const variable = model.params.get(name);
     if (!variable) throw new Error(`quantize: ${name} has no float weight`);
     const [numIn, numOut] = variable.shape as [number, number];
-    const hf = transpose2d(variable.dataSync() as Float32Array, numIn, numOut); // [out, in]
-    weights.set(name, quantizeWeight(hf, numOut, numIn, options.scheme, { grouping: options.weightGrouping, activations }));
+    weights.set(name, quantizeHf(transpose2d(variable.dataSync() as Float32Array, numIn, numOut), numOut, numIn, options)); // from [out, in]
     variable.dispose();
     model.params.delete(name);
   }
   const quantization = { options, weights };
   attachQuantization(model, quantization);
   return quantization;
+}
+
+/**
+ * Quantizes checkpoint tensors (HF names and layout) without building a float model: the selected
+ * weights are quantized in plain memory and removed from `tensors`, so tfjs never holds them in
+ * float32 (a 1 B model's 4.9 GB would not fit the 4 GB wasm heap).
+ */
+export function quantizeHfTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, input: QuantizationOptionsInput, source: string): ModelQuantization {
+  const { options, names } = selection(config, input);
+  const weights = new Map<string, QuantizedWeight>();
+  for (const name of names) {
+    const t = tensors.get(name);
+    if (!t) throw new CheckpointError(`checkpoint: ${source}: tensor ${name}: missing`);
+    const [numOut, numIn] = t.shape as [number, number];
+    weights.set(name, quantizeHf(t.data, numOut, numIn, options));
+    tensors.delete(name);
+  }
+  return { options, weights };
+}
+
+/** A model of float Variables `params` plus the quantized projections (which must be absent from `params`). */
+export function assembleQuantizedModel(config: LlamaConfig, params: Map<string, tf.Variable>, quantization: ModelQuantization): LlamaModel {
+  const model = new LlamaModel(config, params, new Map([...quantization.weights].map(([name, w]) => [name, quantizedLinear(w)] as const)));
+  attachQuantization(model, quantization);
+  return model;
+}
+
+/**
+ * A random-initialised quantized model, identical to `quantizeModel(initModel(config, seed), …)`
+ * but built one parameter at a time, so the float32 copy of a selected weight exists only while
+ * it is being quantized (how a 1 B shape is made on wasm).
+ */
+export function initQuantizedModel(config: LlamaConfig, seed: number, input: QuantizationOptionsInput): LlamaModel {
+  const { options, names } = selection(config, input);
+  const selected = new Set(names);
+  const rng = new Rng(seed);
+  const std = typeof config.initializer_range === 'number' ? config.initializer_range : 0.02;
+  const params = new Map<string, tf.Variable>();
+  const weights = new Map<string, QuantizedWeight>();
+  for (const spec of parameterSpecs(config)) {
+    const values = initValues(spec, rng, std); // same stream as initParameters: same model
+    if (selected.has(spec.name)) {
+      const [numIn, numOut] = spec.shape as [number, number];
+      weights.set(spec.name, quantizeHf(transpose2d(values, numIn, numOut), numOut, numIn, options));
+    } else {
+      params.set(spec.name, makeVariable(values, spec));
+    }
+  }
+  return assembleQuantizedModel(config, params, { options, weights });
 }
 
 /**
