@@ -110,6 +110,10 @@ export function toRewardModel(causal: LlamaModel, seed = 0): LlamaModel {
   const params = new Map<string, tf.Variable>();
   for (const spec of parameterSpecs(config)) {
     const existing = causal.params.get(spec.name);
+    if (!existing && causal.linearOverrides.has(spec.name)) {
+      for (const p of params.values()) p.dispose();
+      throw new Error(`toRewardModel: ${spec.name} has no float weight (a quantized model?); start the reward model from the full-precision one`);
+    }
     const values = existing ? (existing.dataSync() as Float32Array) : initValues(spec, new Rng(seed), 0.02);
     params.set(spec.name, makeVariable(values, spec));
   }

@@ -41,6 +41,7 @@ beforeAll(async () => {
   rm.dispose();
   fs.writeFileSync(at('prompts.jsonl'), ['reverse: a r s', 'sort: 3 1 2', 'repeat 2: cloud', 'initials: green music', 'sort: 9 4 7 1'].map((p, j) => JSON.stringify({ prompt: p, id: `p${j}` })).join('\n') + '\n');
   fs.writeFileSync(at('tiny2.json'), JSON.stringify(tiny));
+  fs.writeFileSync(at('corpus.txt'), corpus.join('\n\n'));
   const two = await createModel({ configFile: at('tiny2.json'), tokenizerDir: at('tok'), out: at('two'), seed: 1 });
   two.dispose();
 });
@@ -126,6 +127,7 @@ describe('tfalign quantize', () => {
       [['quantize', '--model', at('policy'), '--scheme', 'fp8-rowwise', '--activation-scale-ub', 'big', '--out', at('x3')], /^error: --activation-scale-ub: expected a positive number or "none", got "big"/],
       [['quantize', '--model', at('policy'), '--scheme', 'fp8-rowwise', '--projections', 'up_proj,mlp', '--out', at('x4')], /^error: quantize: projections\.1: /],
       [['quantize', '--model', at('fp8'), '--scheme', 'fp8-rowwise', '--out', at('x5')], /^error: quantize: .*fp8: is already quantized/],
+      [['pretrain', '--model', at('fp8'), '--corpus', at('corpus.txt'), '--out', at('x7'), '--max-steps', '2', '--seq-len', '16'], /^error: train: the model is quantized \(8-bit weights are for inference\)/],
       [['eval', 'quantization', '--policy', at('policy'), '--quantized', at('policy'), '--reward-model', at('rm'), '--prompts', at('prompts.jsonl'), '-k', '1', '--max-new-tokens', '2', '--out', at('x6')], /^error: --quantized: .* is not quantized/],
     ];
     for (const [args, message] of cases) {

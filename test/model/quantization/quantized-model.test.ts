@@ -223,6 +223,8 @@ describe('quantized models, other checks', () => {
     contents.tensors.delete('model.layers.2.mlp.gate_proj.weight_scale');
     writeSafetensors(file, contents.tensors, { byteTensors: contents.byteTensors });
     await expect(loadPretrained(dir)).rejects.toThrow(`checkpoint: ${dir}: tensor model.layers.2.mlp.gate_proj.weight_scale: missing (the scales of 8-bit model.layers.2.mlp.gate_proj.weight)`);
+    // a reward model cannot start from 8-bit weights (they have no float copy to start from)
+    expect(() => toRewardModel(model)).toThrow('toRewardModel: model.layers.1.mlp.gate_proj.weight has no float weight (a quantized model?)');
     model.dispose();
     small.dispose();
   });
