@@ -15,7 +15,7 @@
  * where both fit.
  *
  *   npm run bench:quantization                                    # small.json, all three
- *   npm run bench:quantization -- --config configs/models/llama-3.2-1b.json --max-new-tokens 4
+ *   npm run bench:quantization -- --config configs/models/llama-3.2-1b.json --prompts 1 --max-new-tokens 4 --roundtrip /tmp/q1b
  */
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -28,6 +28,9 @@ import { FullAttention } from '../src/model/attention.js';
 import { initQuantizedModel, weightBytes } from '../src/model/quantization/quantize-model.js';
 import { QUANT_SCHEMES } from '../src/model/quantization/options.js';
 import { Rng } from '../src/util/rng.js';
+import { loadPretrained, savePretrained } from '../src/model/pretrained.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { SamplingEngine } from '../samplers/engine.js';
 
 const { values: args } = parseArgs({
@@ -40,6 +43,9 @@ const { values: args } = parseArgs({
     'max-new-tokens': { type: 'string', default: '16' },
     backend: { type: 'string', default: 'wasm' },
     seed: { type: 'string', default: '0' },
+    // Save each quantized model into this folder and sample from the reloaded copy (checks that the
+    // folder loads on this backend; its logits must equal the in-memory model's).
+    roundtrip: { type: 'string' },
   },
 });
 
@@ -84,6 +90,22 @@ for (const scheme of schemes) {
     continue;
   }
   const buildSeconds = (performance.now() - t0) / 1000;
+  let roundtrip: { saveSeconds: number; loadSeconds: number; folderBytes: number; logitsEqual: boolean } | undefined;
+  if (args.roundtrip && scheme !== 'fp32') {
+    const dir = path.join(args.roundtrip, scheme);
+    fs.rmSync(dir, { recursive: true, force: true });
+    const before = lastLogits(model);
+    const s0 = performance.now();
+    await savePretrained(model, dir, { command: 'bench quantization' });
+    const saveSeconds = (performance.now() - s0) / 1000;
+    model.dispose();
+    const l0 = performance.now();
+    model = await loadPretrained(dir);
+    const loadSeconds = (performance.now() - l0) / 1000;
+    const after = lastLogits(model);
+    const folderBytes = fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
+    roundtrip = { saveSeconds, loadSeconds, folderBytes, logitsEqual: before.every((v, i) => v === after[i]) };
+  }
   const bytes = weightBytes(model);
   const tfBytes = tf.memory().numBytes;
   const logits = lastLogits(model);
@@ -121,6 +143,7 @@ for (const scheme of schemes) {
       cpuSeconds,
       tokensPerCpuSecond: stats.numGeneratedTokens / cpuSeconds,
       ...(maxRelativeLogitDiff !== undefined ? { maxRelativeLogitDiff } : {}),
+      ...(roundtrip ? { roundtrip } : {}),
     }),
   );
   model.dispose();
