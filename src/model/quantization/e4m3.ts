@@ -41,6 +41,18 @@ export const E4M3_VALUES: Float32Array = (() => {
 })();
 
 /**
+ * Midpoints between consecutive non-negative E4M3 values (codes 0…0x7E are increasing): a value
+ * strictly between midpoints i−1 and i rounds to code i; one exactly on midpoint i is a tie between
+ * codes i and i+1, which goes to the even code (its mantissa's last bit is the code's last bit).
+ * Searching these 126 numbers replaces a log2 and two powers per value (~5× faster).
+ */
+const MIDPOINTS: Float64Array = (() => {
+  const m = new Float64Array(0x7e);
+  for (let i = 0; i < 0x7e; i++) m[i] = (E4M3_VALUES[i]! + E4M3_VALUES[i + 1]!) / 2;
+  return m;
+})();
+
+/**
  * The code of `x` rounded to the nearest E4M3 value (ties to the even mantissa), saturating at
  * ±448; −0 keeps its sign (0x80).
  */
@@ -49,18 +61,16 @@ export function encodeE4M3(x: number): number {
   const signBit = x < 0 || Object.is(x, -0) ? 0x80 : 0;
   const a = Math.abs(x);
   if (a >= E4M3_MAX) return signBit | 0x7e;
-  // The binade of a (normal range), or the subnormal range below 2^−6: there the step is 2^−9.
-  let exponent = a < E4M3_MIN_NORMAL ? -6 : Math.floor(Math.log2(a));
-  // log2 can be off by one ulp at powers of two; correct it so 2^e ≤ a < 2^(e+1).
-  if (exponent > -6 && 2 ** exponent > a) exponent--;
-  if (2 ** (exponent + 1) <= a) exponent++;
-  const step = 2 ** (exponent - 3); // spacing of the 8 mantissa values in this binade
-  const units = roundHalfEven(a / step); // a / step is exact: step is a power of two
-  if (a < E4M3_MIN_NORMAL) return signBit | units; // subnormal: m = units (8 = the first normal, 0001.000)
-  // units ∈ [8, 16]; 16 means rounding carried into the next binade.
-  const e = exponent + 7 + (units === 16 ? 1 : 0);
-  const m = units === 16 ? 0 : units - 8;
-  return signBit | (e << 3) | m;
+  // Binary search: the number of midpoints below a is the nearest code.
+  let lo = 0;
+  let hi = MIDPOINTS.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (MIDPOINTS[mid]! < a) lo = mid + 1;
+    else hi = mid;
+  }
+  const code = lo < MIDPOINTS.length && a === MIDPOINTS[lo] && (lo & 1) === 1 ? lo + 1 : lo;
+  return signBit | code;
 }
 
 /** Round half to even (IEEE roundTiesToEven), as `torch.round` and the hardware casts do. */
