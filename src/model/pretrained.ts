@@ -1,9 +1,10 @@
 /**
  * A model as a Hugging Face folder: `config.json`, `model.safetensors` (or shards + index),
  * tokenizer files and `generation_config.json`. `loadPretrained` reads any Llama-family folder
- * (F32/F16/BF16, tied or not, sharded or not, or quantized: 8-bit FBGEMM FP8 / compressed-tensors INT8); `savePretrained` writes one that transformers
- * loads unchanged, under the output-folder policy of `src/util/atomic.ts` (a new folder appears
- * complete or not at all; an existing one is written into only when the command owns it).
+ * (F32/F16/BF16, tied or not, sharded or not; or quantized: FBGEMM FP8 / compressed-tensors INT8,
+ * see quantization/hf-format.ts); `savePretrained` writes one that transformers loads unchanged,
+ * under the output-folder policy of `src/util/atomic.ts` (a new folder appears complete or not at
+ * all; an existing one is written into only when the command owns it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -68,6 +69,8 @@ export async function savePretrained(model: LlamaModel, dir: string, opts: SaveO
   }
   // A quantized model keeps its 8-bit weights (FBGEMM FP8 / compressed-tensors layout, see quantization/hf-format.ts).
   const quantized = quantizationOf(model) ? quantizedHfContents(model) : undefined;
+  // Scales (and the float parts) of a quantized model are float32: BF16 scales would move every dequantized weight.
+  if (quantized && opts.dtype === 'BF16') throw new Error(`save: ${dir}: a quantized model is saved with float32 scales and parts; BF16 is not available for it`);
   await saveFolder(dir, {
     tensors: quantized?.tensors ?? toHfTensors(model),
     byteTensors: quantized?.byteTensors,

@@ -87,7 +87,9 @@ export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTen
 export function toHfTensors(model: LlamaModel): Map<string, NamedTensor> {
   const out = new Map<string, NamedTensor>();
   for (const spec of parameterSpecs(model.config)) {
-    const values = model.params.get(spec.name)!.dataSync() as Float32Array;
+    const param = model.params.get(spec.name);
+    if (!param) throw new Error(`model: ${spec.name} has no float weight (a quantized model?); use savePretrained, or the full-precision model`);
+    const values = param.dataSync() as Float32Array;
     const shape = hfShape(spec);
     out.set(spec.name, {
       shape,

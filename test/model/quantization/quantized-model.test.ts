@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../../src/backend.js';
 import { parseLlamaConfig } from '../../../src/model/config.js';
 import { FullAttention } from '../../../src/model/attention.js';
-import { initModel, toRewardModel } from '../../../src/model/weights.js';
+import { initModel, toHfTensors, toRewardModel } from '../../../src/model/weights.js';
 import { loadPretrained, savePretrained } from '../../../src/model/pretrained.js';
 import { readSafetensorsHeader, writeSafetensors } from '../../../src/model/safetensors.js';
 import type { LlamaModel } from '../../../src/model/llama.js';
@@ -223,6 +223,9 @@ describe('quantized models, other checks', () => {
     contents.tensors.delete('model.layers.2.mlp.gate_proj.weight_scale');
     writeSafetensors(file, contents.tensors, { byteTensors: contents.byteTensors });
     await expect(loadPretrained(dir)).rejects.toThrow(`checkpoint: ${dir}: tensor model.layers.2.mlp.gate_proj.weight_scale: missing (the scales of 8-bit model.layers.2.mlp.gate_proj.weight)`);
+    // no float copy of 8-bit weights to export, average or train from
+    expect(() => toHfTensors(model)).toThrow('model: model.layers.1.mlp.gate_proj.weight has no float weight (a quantized model?)');
+    await expect(savePretrained(model, path.join(tmpDir(), 'bf16'), { dtype: 'BF16' })).rejects.toThrow('a quantized model is saved with float32 scales and parts; BF16 is not available for it');
     // a reward model cannot start from 8-bit weights (they have no float copy to start from)
     expect(() => toRewardModel(model)).toThrow('toRewardModel: model.layers.1.mlp.gate_proj.weight has no float weight (a quantized model?)');
     model.dispose();
