@@ -15,7 +15,8 @@
  * where both fit.
  *
  *   npm run bench:quantization                                    # small.json, all three
- *   npm run bench:quantization -- --config configs/models/llama-3.2-1b.json --prompts 1 --max-new-tokens 4 --roundtrip /tmp/q1b
+ *   npm run bench:quantization -- --config configs/models/llama-3.2-1b.json --schemes fp8-rowwise --prompts 1 \
+ *     --prompt-length 16 --max-new-tokens 4 --all-layers --projections q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --roundtrip /tmp/q1b
  */
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -26,7 +27,7 @@ import { initModel } from '../src/model/weights.js';
 import type { LlamaModel } from '../src/model/llama.js';
 import { FullAttention } from '../src/model/attention.js';
 import { initQuantizedModel, weightBytes } from '../src/model/quantization/quantize-model.js';
-import { QUANT_SCHEMES } from '../src/model/quantization/options.js';
+import { QUANT_SCHEMES, type Projection, type QuantizationOptionsInput } from '../src/model/quantization/options.js';
 import { Rng } from '../src/util/rng.js';
 import { loadPretrained, savePretrained } from '../src/model/pretrained.js';
 import * as fs from 'node:fs';
@@ -46,6 +47,9 @@ const { values: args } = parseArgs({
     // Save each quantized model into this folder and sample from the reloaded copy (checks that the
     // folder loads on this backend; its logits must equal the in-memory model's).
     roundtrip: { type: 'string' },
+    // Which projections, and whether the first and last layers too (default: the Llama 3 rule).
+    projections: { type: 'string' },
+    'all-layers': { type: 'boolean', default: false },
   },
 });
 
@@ -57,6 +61,10 @@ const numSamples = Number(args.k);
 const maxNewTokens = Number(args['max-new-tokens']);
 const seed = Number(args.seed);
 const schemes = args.schemes.split(',').map((s) => s.trim());
+const selection: Omit<QuantizationOptionsInput, 'scheme'> = {
+  ...(args.projections ? { projections: args.projections.split(',') as [Projection, ...Projection[]] } : {}),
+  ...(args['all-layers'] ? { keepFirstAndLastLayers: false } : {}),
+};
 
 const rng = new Rng(1234);
 const requests = Array.from({ length: numPrompts }, (_, j) => ({
@@ -80,16 +88,18 @@ function lastLogits(model: LlamaModel): Float32Array {
 
 let floatLogits: Float32Array | undefined;
 for (const scheme of schemes) {
-  const base = { bench: 'quantization', config: args.config, scheme, backend: backend.name, numPrompts, promptLength, numSamples, maxNewTokens };
+  const base = { bench: 'quantization', config: args.config, scheme, ...(scheme === 'fp32' ? {} : { selection }), backend: backend.name, numPrompts, promptLength, numSamples, maxNewTokens };
   let model: LlamaModel | undefined;
   const t0 = performance.now();
   try {
-    model = scheme === 'fp32' ? initModel(config, seed) : initQuantizedModel(config, seed, { scheme: scheme as (typeof QUANT_SCHEMES)[number] });
+    model = scheme === 'fp32' ? initModel(config, seed) : initQuantizedModel(config, seed, { scheme: scheme as (typeof QUANT_SCHEMES)[number], ...selection });
   } catch (err) {
     console.log(JSON.stringify({ ...base, error: `building the model failed: ${(err as Error).message.split('\n')[0]}`, buildSeconds: (performance.now() - t0) / 1000 }));
     continue;
   }
   const buildSeconds = (performance.now() - t0) / 1000;
+  console.error(`bench quantization: ${scheme} built in ${buildSeconds.toFixed(0)} s; tfjs holds ${(tf.memory().numBytes / 2 ** 20).toFixed(0)} MiB`);
+  try {
   let roundtrip: { saveSeconds: number; loadSeconds: number; folderBytes: number; logitsEqual: boolean } | undefined;
   if (args.roundtrip && scheme !== 'fp32') {
     const dir = path.join(args.roundtrip, scheme);
@@ -146,5 +156,10 @@ for (const scheme of schemes) {
       ...(roundtrip ? { roundtrip } : {}),
     }),
   );
+  } catch (err) {
+    // e.g. the wasm heap (4 GiB) running out: report it as a result line rather than a stack trace
+    console.log(JSON.stringify({ ...base, buildSeconds, weightBytes: weightBytes(model), tfjsBytes: tf.memory().numBytes, error: (err as Error).message.split('\n')[0] }));
+    process.exit(1);
+  }
   model.dispose();
 }

@@ -48,7 +48,7 @@ export function registerQuantizeCommands(program: Command): void {
     .addOption(new Option('--scheme <scheme>', 'int8-absmax: scale = max|x|/127, integer codes; fp8-rowwise: E4M3 codes, row-wise weight scales, per-token activation scales').choices([...QUANT_SCHEMES]).makeOptionMandatory())
     .requiredOption('--out <dir>', 'folder for the quantized model (new, empty, or a previous quantize output)')
     .addOption(new Option('--weight-grouping <g>', 'int8-absmax: one weight scale per output row, or per tensor (default per-row)').choices(['per-row', 'per-tensor']))
-    .option('--weights-only', 'leave activations in float32 (W8A16); default: quantize each token\'s input per token (W8A8)')
+    .option('--weights-only', 'leave activations in float32 (weights-only); default: quantize each token\'s input per token (W8A8)')
     .option('--activation-scale-ub <n>', 'fp8-rowwise: upper bound on max|x| of a token before its scale is taken, or "none" (default 1200, Meta\'s activation_scale_ub)')
     .option('--projections <list>', `comma-separated projections to quantize, of ${PROJECTIONS.join(', ')} (default gate_proj,up_proj,down_proj)`)
     .option('--all-layers', 'quantize the first and last decoder layers too (Llama 3 keeps them in full precision)')

@@ -26,7 +26,7 @@ export const QuantizationOptionsSchema = z
     activations: z
       .enum(['per-token', 'none'])
       .default('per-token')
-      .describe('per-token: each token\'s input to a quantized projection is quantized with its own scale (W8A8, what Llama 3\'s FP8 inference does); none: weights only (W8A16-style), exactly equal to a float model holding the dequantized weights.'),
+      .describe('per-token: each token\'s input to a quantized projection is quantized with its own scale (W8A8, what Llama 3\'s FP8 inference does); none: weights only (activations stay float32), exactly equal to a float model holding the dequantized weights.'),
     activationScaleUpperBound: z
       .number()
       .positive()
