@@ -13,7 +13,16 @@ export { FullAttention, DenseKVCache, scaledDotProductAttention, type AttentionC
 export { initModel, toRewardModel, toHfTensors, fromHfTensors } from './model/weights.js';
 export { loadPretrained, savePretrained, loadConfig, type SaveOptions } from './model/pretrained.js';
 export { createModel, averageModels } from './model/create.js';
-export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor } from './model/safetensors.js';
+export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor, type ByteTensor } from './model/safetensors.js';
+
+// Quantized inference (INT8 absmax, FP8 E4M3 row-wise)
+export { QuantizationOptionsSchema, QUANT_SCHEMES, PROJECTIONS, selectQuantizedWeights, type QuantizationOptions, type QuantizationOptionsInput } from './model/quantization/options.js';
+export { quantizeModel, initQuantizedModel, quantizationOf, dequantizedTwin, weightBytes, type ModelQuantization, type WeightBytes } from './model/quantization/quantize-model.js';
+export { quantizeFolder } from './model/quantization/quantize-folder.js';
+export { encodeE4M3, decodeE4M3, roundToE4M3, E4M3_MAX } from './model/quantization/e4m3.js';
+export { quantizeInt8Absmax, quantizeFp8Rowwise, dequantizeInt8, dequantizeFp8 } from './model/quantization/absmax.js';
+export { runQuantizationEval, compareScores, type QuantizationEvalResult } from './pipelines/quantization-eval.js';
+export { ksStatistic, ksPValue } from './eval/statistics.js';
 
 // Tokenizers and chat format
 export { Tokenizer } from './tokenizer/tokenizer.js';

@@ -18,6 +18,7 @@ import { Rng } from '../util/rng.js';
 import { trainRewardModel } from '../trainers/reward.js';
 import { scoreResponses } from '../inference/reward-scoring.js';
 import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
+import { quantizeFolder, type QuantizeFolderResult } from '../model/quantization/quantize-folder.js';
 import { sft } from '../trainers/sft.js';
 import { dpo } from '../trainers/dpo.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
@@ -285,9 +286,16 @@ export async function trainRewardModelStage(ctx: StageContext): Promise<StageOut
 export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   const s = ctx.config.sampling;
   const prompts = promptsOfRound(await readPrompts(ctx.layout.trainPrompts), ctx.round, s.promptsPerRound, ctx.config.preferences.promptsPerRound);
+  // 0) sampling.quantization: serve the policy from an 8-bit copy, made in this stage's folder
+  let policyDir = ctx.bestPolicy;
+  let quantized: QuantizeFolderResult | undefined;
+  if (s.quantization) {
+    policyDir = path.join(ctx.outDir, 'policy-quantized');
+    quantized = await quantizeFolder({ model: ctx.bestPolicy, out: policyDir, options: s.quantization });
+  }
   // sample → score → select → write pairs: the step `tfalign sample` runs, with sampling.workers threads
   const { scored, rows, selected, stats, files } = await runRejectionSampling({
-    policyDir: ctx.bestPolicy,
+    policyDir,
     rewardModelDir: requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model'),
     prompts,
     sampling: { numSamples: s.k, seed: stageSeed(ctx, 3), decoding: decodingOf(s), engine: s.engine },
@@ -309,6 +317,9 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
     'sample/tokens_per_s': stats.tokensPerSecond,
     'sample/num_pairs': rows.summary.numPairs,
     'sample/num_prompts': scored.length,
+    ...(quantized
+      ? { 'sample/quantized_projections': quantized.quantized.length, 'sample/policy_weight_bytes': quantized.bytes.totalBytes, 'sample/policy_float_weight_bytes': quantized.bytes.floatBytes + quantized.bytes.quantizedAsFloatBytes }
+      : {}),
   };
   let judgeLine = '';
   if (ctx.judge) {
@@ -331,7 +342,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
       (q.rewardHacking ? `\n  warning: reward hacking: the selection raised the reward model's score by ${q.rmGain.toFixed(3)} while the judge's score fell by ${(-q.judgeGain.estimate).toFixed(3)}` : '');
   }
   ctx.log(
-    `rejection_sample: ${scored.length} prompts × ${s.k}, ${s.selection === 'random' ? 'random selection' : 'reward-model selection'}: reward mean ${rmMean.toFixed(3)} → kept ${rmBest.toFixed(3)}` +
+    `rejection_sample: ${scored.length} prompts × ${s.k}${s.quantization ? ` from a ${s.quantization.scheme} policy (${quantized!.quantized.length} projections)` : ''}, ${s.selection === 'random' ? 'random selection' : 'reward-model selection'}: reward mean ${rmMean.toFixed(3)} → kept ${rmBest.toFixed(3)}` +
       judgeLine +
       ` (${stats.tokensPerSecond.toFixed(0)} tokens/s)`,
   );

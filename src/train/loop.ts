@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
 import { loadPretrained, savePretrained } from '../model/pretrained.js';
+import { quantizationOf } from '../model/quantization/quantize-model.js';
 import type { TrainingOptions } from '../config/training.js';
 import { learningRateAt } from './schedule.js';
 import { Rng } from '../util/rng.js';
@@ -132,6 +133,8 @@ async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
 
 export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
   const { runDir, model, options: o, numSteps } = args;
+  // 8-bit weights have no gradient (they live outside tfjs) and per-token activation quantization cuts the tape.
+  if (quantizationOf(model)) throw new Error('train: the model is quantized (8-bit weights are for inference); train the full-precision model and quantize the result');
   if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
     throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
   }
