@@ -4,24 +4,11 @@
  * are not a multiple of the 8-lane vector, and a length split across threads.
  */
 import * as tf from '@tensorflow/tfjs';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/backend.js';
-import { loadNativeAddon } from '../../src/kernels/native-addon.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { native, readOnce, useWasmBackend } from './native-helpers.js';
 import { setMatMulPath } from '../../src/kernels/wasm-kernels.js';
 
-const native = loadNativeAddon();
-
-/** Runs `make` and reads its result; the tensors it made are disposed. (Read outside tf.tidy: tidy walks a returned typed array element by element.) */
-function readOnce(make: () => tf.Tensor): Float32Array {
-  const t = tf.tidy(make);
-  const values = t.dataSync() as Float32Array;
-  t.dispose();
-  return values;
-}
-
-beforeAll(async () => {
-  await initBackend('wasm', { quiet: true });
-});
+useWasmBackend();
 
 afterEach(() => {
   delete process.env.TFALIGN_NATIVE_THREADS;

@@ -6,9 +6,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/backend.js';
-import { loadNativeAddon } from '../../src/kernels/native-addon.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { native, readOnce, useWasmBackend } from './native-helpers.js';
 import { matMulStatus, setMatMulPath } from '../../src/kernels/wasm-kernels.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
@@ -17,19 +16,7 @@ import { normalizedLoss } from '../../src/train/objective.js';
 import { padRows } from '../../data/collate.js';
 import { Rng } from '../../src/util/rng.js';
 
-const native = loadNativeAddon();
-
-/** Runs `make` and reads its result; the tensors it made are disposed. (Read outside tf.tidy: tidy walks a returned typed array element by element.) */
-function readOnce(make: () => tf.Tensor): Float32Array {
-  const t = tf.tidy(make);
-  const values = t.dataSync() as Float32Array;
-  t.dispose();
-  return values;
-}
-
-beforeAll(async () => {
-  await initBackend('wasm', { quiet: true });
-});
+useWasmBackend();
 
 afterEach(() => {
   delete process.env.TFALIGN_NATIVE_THREADS;
