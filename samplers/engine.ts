@@ -36,10 +36,10 @@ import { DecodingOptionsSchema, sampleToken, type DecodingOptions } from './deco
 import { generate as generateBaseline, type FinishReason } from './generate.js';
 import { type BlockCopy, KVCacheManager } from './kv/block-table.js';
 import { PagedKVStorage } from './kv/kv-storage.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from './kv-cache-kinds.js';
 import { type DecodeRow, PagedDecodeAttention, PagedPrefillAttention, type PagedKVCache } from './paged-attention.js';
 
-export const KV_CACHE_KINDS = ['paged', 'dense', 'none'] as const;
-export type KVCacheKind = (typeof KV_CACHE_KINDS)[number];
+export { KV_CACHE_KINDS, type KVCacheKind };
 
 const MIB = 1024 * 1024;
 

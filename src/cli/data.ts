@@ -7,13 +7,9 @@
 import type { Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
 import { loadConfig } from '../config/load.js';
-import { loadPretrained } from '../model/pretrained.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { loadJudge } from '../rounds/judge-loader.js';
-import { CleaningOptionsSchema } from '../../data/curation/rules.js';
 import { DEDUP_FIELDS } from '../../data/curation/row-text.js';
-import { cleanFile, dedupFile, formatReport, readCurationRows, scoreFile } from '../../data/curation/steps.js';
 import { DataError } from '../util/errors.js';
 
 /** Calls `report` about every 5% of the work (and at the end), so that a log gets ~20 lines, not one per batch. */
@@ -30,6 +26,7 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 
 /** Loads a model folder and its tokenizer; the message names the flag. */
 async function loadModelFolder(flag: string, dir: string): Promise<{ model: LlamaModel; tokenizer: Tokenizer }> {
+  const { loadPretrained } = await import('../model/pretrained.js');
   const model = await loadPretrained(dir).catch((err: Error) => {
     throw new Error(`${flag}: ${err.message.split('\n')[0]}`);
   });
@@ -62,6 +59,8 @@ export function registerDataCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { CleaningOptionsSchema } = await import('../../data/curation/rules.js');
+      const { cleanFile, formatReport } = await import('../../data/curation/steps.js');
       const options = loadConfig(CleaningOptionsSchema, { file: o.config, sets: o.set });
       let countTokens: ((text: string) => number) | undefined;
       if (o.tokenizer !== undefined) {
@@ -104,6 +103,7 @@ export function registerDataCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { dedupFile, formatReport, readCurationRows } = await import('../../data/curation/steps.js');
       if (o.semantic && o.model === undefined) throw new Error('data dedup: --semantic needs --model DIR (the checkpoint that embeds rows)');
       if (!o.semantic && o.model !== undefined) throw new Error('data dedup: --model is used only with --semantic');
       const input = await readCurationRows(o.input, o.skipInvalid ?? false);
@@ -161,6 +161,8 @@ export function registerDataCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { loadJudge } = await import('../rounds/judge-loader.js');
+      const { formatReport, readCurationRows, scoreFile } = await import('../../data/curation/steps.js');
       const input = await readCurationRows(o.input, o.skipInvalid ?? false);
       if (input.rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
       const judge = o.judge === undefined ? undefined : await loadJudge(o.judge, {}, 'data score --judge');

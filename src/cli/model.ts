@@ -7,20 +7,15 @@ import type { Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { validateConfig } from '../config/load.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { averageModels, createModel } from '../model/create.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
-import { ShardPool } from '../inference-pool/shard-pool.js';
-import { pretrain } from '../trainers/pretrain.js';
-import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
+import type { PromptResponseIds } from '../inference/token-logprobs.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { applyChatTemplate } from '../tokenizer/chat-template.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { TokenRowSchema } from '../../data/rows.js';
 import { DataError } from '../util/errors.js';
-import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema } from '../../samplers/decoding.js';
-import { KV_CACHE_KINDS, SamplingEngine } from '../../samplers/engine.js';
+import { KV_CACHE_KINDS } from '../../samplers/kv-cache-kinds.js';
 
 /** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
 async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
@@ -61,6 +56,8 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign model init --config configs/models/tiny.json --tokenizer runs/tok --out runs/base'))
     .action(async (o) => {
+      const { createModel } = await import('../model/create.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed, overwrite: Boolean(o.overwrite) });
       console.log(`model init: ${o.out}: ${m.numParameters().toLocaleString('en-US')} parameters, vocab ${m.dims.vocabSize}, ${m.dims.numLayers} layers`);
@@ -88,6 +85,8 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign model average runs/sft-a/model runs/sft-b/model --out runs/sft-avg'))
     .action(async (dirs: string[], o) => {
+      const { averageModels } = await import('../model/create.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const weights = o.weights ? String(o.weights).split(',').map((w, i) => floatArg(`--weights[${i}]`, { min: 0 })(w)) : undefined;
       if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
@@ -120,6 +119,7 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign pretrain --model runs/base --corpus data/corpus.txt --out runs/pretrain --max-steps 200 --batch-size 8 --seq-len 128'))
     .action(async (o) => {
+      const { pretrain } = await import('../trainers/pretrain.js');
       let bar: ReturnType<typeof progress> | undefined;
       const result = await pretrain(
         {
@@ -158,6 +158,11 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
     .action(async (o) => {
+      const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
+      const { ShardPool } = await import('../inference-pool/shard-pool.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
+      const { responseLogprobs } = await import('../inference/token-logprobs.js');
+      const { generate } = await import('../../samplers/generate.js');
       checkWorkersFlag('logprobs', o.workers, o.forceWorkers);
       await useBackend(o.backend);
       const { rows } = await readJsonl(o.input, TokenRowSchema);
@@ -234,6 +239,9 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign generate --model runs/pretrain/model --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
     .action(async (o) => {
+      const { loadPretrained } = await import('../model/pretrained.js');
+      const { generate } = await import('../../samplers/generate.js');
+      const { SamplingEngine } = await import('../../samplers/engine.js');
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('generate: give exactly one of --prompt or --prompt-ids');
       if (!(KV_CACHE_KINDS as readonly string[]).includes(o.kvCache)) throw new Error(`--kv-cache: expected ${KV_CACHE_KINDS.join(', ')}, got "${o.kvCache}"`);
       await useBackend(o.backend);

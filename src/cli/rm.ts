@@ -6,13 +6,9 @@ import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
-import { describePreferenceData, RewardConfigSchema, trainRewardModel } from '../trainers/reward.js';
-import { scoreResponses } from '../inference/reward-scoring.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
-import { ShardPool } from '../inference-pool/shard-pool.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';
@@ -67,6 +63,7 @@ export function registerRmCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { describePreferenceData, RewardConfigSchema, trainRewardModel } = await import('../trainers/reward.js');
       const config = loadConfig(RewardConfigSchema, {
         file: o.config,
         sets: o.set,
@@ -112,6 +109,9 @@ export function registerRmCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign rm score --model runs/rm/model --input samples.jsonl --output scored.jsonl --batch-size 16'))
     .action(async (o) => {
+      const { scoreResponses } = await import('../inference/reward-scoring.js');
+      const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
+      const { ShardPool } = await import('../inference-pool/shard-pool.js');
       checkWorkersFlag('rm score', o.workers, o.forceWorkers);
       // Read and validate every row before loading the model: a bad row fails fast, nothing written.
       const { rows } = await readJsonl(o.input, ScoreRowSchema.passthrough());

@@ -19,14 +19,12 @@ import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { claimOutputFolder, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
-import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/kv-cache-kinds.js';
 import { PAIR_STRATEGIES, type PairStrategy } from '../../samplers/rejection.js';
-import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
 
 interface SampleCommandOptions {
   policy: string;
@@ -60,6 +58,8 @@ async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
 }
 
 export async function runSample(o: SampleCommandOptions): Promise<void> {
+  const { loadConfig: loadModelConfig } = await import('../model/pretrained.js');
+  const { runRejectionSampling } = await import('../pipelines/rejection-sampling.js');
   checkWorkersFlag('sample', o.workers, o.forceWorkers);
   // Before any model loads: --out must be new, empty or a previous sample output.
   claimOutputFolder(o.out, { command: 'sample', overwrite: o.overwrite, flag: '--out' });

@@ -6,7 +6,6 @@
 import type { Command } from 'commander';
 import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
 import { loadConfig } from '../config/load.js';
-import { SftConfigSchema, describeSftData, sft } from '../trainers/sft.js';
 
 export function registerSftCommands(program: Command): void {
   program
@@ -37,6 +36,7 @@ export function registerSftCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { SftConfigSchema, describeSftData, sft } = await import('../trainers/sft.js');
       const config = loadConfig(SftConfigSchema, {
         file: o.config,
         flags: {

@@ -145,13 +145,13 @@ export class LlamaModel {
     const k = applyRope(toHeads(this.linear(xn, `${p}.self_attn.k_proj.weight`), hkv), cos, sin); // [B, Hkv, T, D]
     const v = toHeads(this.linear(xn, `${p}.self_attn.v_proj.weight`), hkv); // [B, Hkv, T, D]
     const attn = ctx.attend(l, q, k, v); // [B, H, T, D]
-    const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]); // [B·T, H·D]
+    const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b * t, h * d]) as tf.Tensor2D; // [B·T, H·D]
     const afterAttention = tf.add(x, this.linear(merged, `${p}.self_attn.o_proj.weight`)) as tf.Tensor2D; // [B·T, C]
     // 2) SwiGLU MLP block (Shazeer 2020): down(silu(gate(x)) ⊙ up(x))
     const xn2 = this.rmsNorm(afterAttention, this.param(`${p}.post_attention_layernorm.weight`)); // [B·T, C]
     const gate = this.linear(xn2, `${p}.mlp.gate_proj.weight`); // [B·T, I]
     const up = this.linear(xn2, `${p}.mlp.up_proj.weight`); // [B·T, I]
-    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up); // [B·T, I]
+    const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D; // [B·T, I]
     return tf.add(afterAttention, this.linear(act, `${p}.mlp.down_proj.weight`)) as tf.Tensor2D; // [B·T, C]
   }
 

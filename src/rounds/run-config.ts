@@ -5,7 +5,7 @@
  * in exactly one place.
  */
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from '../config/limits.js';
 import { RewardConfigSchema } from '../trainers/reward.js';
 import { SftConfigSchema } from '../trainers/sft.js';

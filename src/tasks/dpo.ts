@@ -119,6 +119,7 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
     const labels = tf.tensor2d(batch.tokens.labels, [rows, t - 1], 'int32'); // [2P, T−1]
     const dpoMask = formattingTokenMask(labels, targets, opts.formattingTokenIds); // [2P, T−1]
     const seqLogps = sequenceLogps(tokenLogps, dpoMask); // [2P]
+    const numTokens = tf.sum(dpoMask, 1); // [2P] tokens each sequence log-prob sums over
     const policyChosenLogps = tf.slice(seqLogps, [0], [p]) as tf.Tensor1D; // [P]
     const policyRejectedLogps = tf.slice(seqLogps, [p], [p]) as tf.Tensor1D; // [P]
     const { losses, chosenRewards, rejectedRewards } = opts.loss.compute(
@@ -127,6 +128,8 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
         policyRejectedLogps,
         refChosenLogps: tf.tensor1d(batch.refChosenLogps),
         refRejectedLogps: tf.tensor1d(batch.refRejectedLogps),
+        chosenNumTokens: tf.slice(numTokens, [0], [p]) as tf.Tensor1D, // [P]
+        rejectedNumTokens: tf.slice(numTokens, [p], [p]) as tf.Tensor1D, // [P]
       },
       { beta: opts.beta, labelSmoothing: opts.labelSmoothing },
     );
