@@ -17,7 +17,7 @@ export function registerDpoCommands(program: Command): void {
     .option('--model <dir>', 'SFT model folder: the policy starts here and it is the reference')
     .option('--train <file>', 'preference JSONL {prompt, chosen, rejected, edited?, strength?}')
     .option('--eval <file>', 'held-out preference JSONL (default: evalFraction of --train)')
-    .option('--out <dir>', 'run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--out <dir>', 'run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--beta <b>', 'β, the KL strength (default 0.1)', floatArg('--beta'))
     .option('--nll-coefficient <a>', 'α, weight of the NLL term on chosen responses (default 0.2; 0 = plain DPO)', floatArg('--nll-coefficient'))
     .addOption(new Option('--loss-type <name>', 'preference loss (default sigmoid): sigmoid (DPO), ipo (TRL\'s IPO: log-probs divided by response length), ipo_sum (IPO on summed log-probs), hinge (SLiC)').choices([...DPO_LOSS_TYPES]))
@@ -34,8 +34,8 @@ export function registerDpoCommands(program: Command): void {
     .addHelpText(
       'after',
       example(
-        'tfalign dpo --config configs/llama3.yaml --model runs/sft/model --train data/prefs.jsonl --out runs/dpo',
-        'tfalign dpo --model runs/sft/model --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
+        'tfalign dpo --config configs/llama3.yaml --model runs/sft --train data/prefs.jsonl --out runs/dpo',
+        'tfalign dpo --model runs/sft --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
       ),
     )
     .action(async (o) => {

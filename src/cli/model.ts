@@ -68,7 +68,7 @@ export function registerModelCommands(program: Command): void {
     .command('info')
     .description('print a model folder\'s architecture and parameter count')
     .argument('<dir>', 'model folder')
-    .addHelpText('after', example('tfalign model info runs/quickstart/base/pretrain/model'))
+    .addHelpText('after', example('tfalign model info runs/quickstart/base/pretrain'))
     .action(async (dir: string) => {
       const { loadConfig } = await import('../model/pretrained.js');
       const config = loadConfig(dir);
@@ -83,7 +83,7 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <list>', 'comma-separated coefficients (normalised); default uniform')
     .addOption(overwriteOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign model average runs/sft-a/model runs/sft-b/model --out runs/sft-avg'))
+    .addHelpText('after', example('tfalign model average runs/sft-a runs/sft-b --out runs/sft-avg'))
     .action(async (dirs: string[], o) => {
       const { averageModels } = await import('../model/create.js');
       const { pretrain } = await import('../trainers/pretrain.js');
@@ -99,7 +99,7 @@ export function registerModelCommands(program: Command): void {
     .description('next-token training on a text corpus (a from-scratch model becomes a base model)')
     .requiredOption('--model <dir>', 'model folder to start from')
     .requiredOption('--corpus <file>', 'text file (documents separated by blank lines) or JSONL with a text field')
-    .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--max-steps <n>', 'optimizer steps (default: one epoch)', intArg('--max-steps', { min: 1, max: MAX_STEPS }))
     .option('--epochs <n>', 'passes over the corpus', floatArg('--epochs', { min: 0 }))
     .option('--batch-size <n>', 'rows per optimizer step', intArg('--batch-size', { min: 1 }))
@@ -237,7 +237,7 @@ export function registerModelCommands(program: Command): void {
     .option('--kv-cache <kind>', 'paged (prompt computed once, shared by the samples), dense (per-sample cache, the prompt stored n times) or none (recompute every step)', 'paged')
     .option('--json', 'print one JSON object per sample')
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign generate --model runs/pretrain/model --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
+    .addHelpText('after', example('tfalign generate --model runs/pretrain --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
     .action(async (o) => {
       const { loadPretrained } = await import('../model/pretrained.js');
       const { generate } = await import('../../samplers/generate.js');

@@ -136,6 +136,6 @@ export function registerSampleCommands(program: Command): void {
     .addOption(forceWorkersOption())
     .addOption(overwriteOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign sample --policy runs/sft/model --reward-model runs/rm/model --prompts data/prompts.jsonl -k 16 --out runs/rs'))
+    .addHelpText('after', example('tfalign sample --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl -k 16 --out runs/rs'))
     .action(async (o: SampleCommandOptions) => runSample(o));
 }

@@ -16,7 +16,7 @@ export function registerSftCommands(program: Command): void {
     .option('--model <dir>', 'model folder to fine-tune (with tokenizer files)')
     .option('--train <file>', 'JSONL of {"prompt","response"} or {"messages"} rows')
     .option('--eval <file>', 'JSONL of held-out rows (default: hold out evalFraction of --train)')
-    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--max-steps <n>', 'optimizer steps (default: epochs over the rows)', intArg('--max-steps', { min: 1 }))
     .option('--lr <lr>', 'peak learning rate (default 1e-5)', floatArg('--lr', { min: 0 }))
     .option('--batch-size <n>', 'rows (packed sequences with --packing) per optimizer step', intArg('--batch-size', { min: 1 }))

@@ -183,7 +183,7 @@ export class AlignmentRun {
     const { config, store } = this;
     if (config.base.model) return config.base.model;
     const dir = this.layout.baseDir;
-    const modelDir = path.join(dir, 'pretrain', 'model');
+    const modelDir = path.join(dir, 'pretrain'); // the pretrain run folder is the model
     if (store.stageStatus(config.name, 0, BASE_STAGE) === 'done') {
       events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'skipped' });
       return modelDir;

@@ -54,7 +54,7 @@ export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
     model: z.string().min(1).describe('SFT model folder (HF layout): the policy starts here and it is the frozen reference π_ref.'),
     train: z.string().min(1).describe('Preference JSONL: {prompt, chosen, rejected, edited?, strength?} per line.'),
     eval: z.string().min(1).optional().describe('Held-out preference JSONL; default: `evalFraction` of the training pairs.'),
-    out: z.string().min(1).describe('Run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, and the final model in out/model.'),
+    out: z.string().min(1).describe('Run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, and the final model in out itself (config.json, model.safetensors, tokenizer files: loadable as out, like TRL\'s output_dir).'),
     beta: z.number().positive().finite().default(0.1).describe('β > 0: strength of the KL penalty to the reference (Llama 3: 0.1; IPO: τ).'),
     lossType: z
       .enum(DPO_LOSS_TYPES)
@@ -251,7 +251,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     // 3) train: the step engine computes in this thread or, with workers, splits each batch by
     // pairs across policy replicas (`src/tasks/dpo.ts`). Reference log-probs travel in the batches
     // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
-    // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model out/model
+    // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model into out itself
     const result = await trainWithTask<DpoBatch>({
       backend,
       task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) },
