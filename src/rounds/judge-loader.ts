@@ -22,7 +22,9 @@ export async function loadJudge(modulePath: string, options: Record<string, unkn
   try {
     mod = (await import(pathToFileURL(importablePath(path.resolve(modulePath))).href)) as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`${source}: preferences.judge: cannot load ${modulePath}: ${(err as Error).message.split('\n')[0]}`);
+    // plain Node 20 cannot import a user's own TypeScript judge: say what to do
+    const hint = (err as NodeJS.ErrnoException).code === 'ERR_UNKNOWN_FILE_EXTENSION' ? ' (compile the judge to .js, or run tfalign with a TypeScript loader: node --import tsx)' : '';
+    throw new Error(`${source}: preferences.judge: cannot load ${modulePath}: ${(err as Error).message.split('\n')[0]}${hint}`);
   }
   const factory = (mod.createJudge ?? mod.createSyntheticJudge) as ((o: Record<string, unknown>) => unknown) | undefined;
   if (Object.keys(options).length > 0 && typeof factory === 'function') {

@@ -1,7 +1,9 @@
 /**
  * examples/notebook.ipynb in a real Jupyter kernel: `jupyter nbconvert --to notebook --execute`
  * with the tslab kernel, in a project where `tfalign` is installed (here linked, as `npm link`
- * does, to this repository's freshly built dist/), with no NODE_OPTIONS and no TypeScript loader.
+ * does, to a fresh build of the sources: package.json, configs/ and dist/ in a folder of their
+ * own, so that test/package/pack.test.ts may rebuild this repository's dist/ meanwhile), with
+ * no NODE_OPTIONS and no TypeScript loader.
  * Needs Debian's `jupyter-nbconvert python3-ipykernel python3-nbclient` and tslab
  * (`npm i -g tslab && tslab install --python=/usr/bin/python3`); skipped, saying so, without them.
  * (test/examples/round-api.test.ts runs the same cells from the sources on every machine.)
@@ -46,18 +48,27 @@ describe('examples/notebook.ipynb in a tslab kernel', () => {
   });
 
   it.skipIf(missing !== undefined)(`executes every cell with jupyter nbconvert --execute${missing ? ` (skipped: ${missing})` : ''}`, () => {
-    // a fresh build: the kernel imports dist/, which must be what the sources say now
-    const build = spawnSync('npm', ['run', 'build', '--silent'], { cwd: REPO, encoding: 'utf8', env: userEnv({}) });
-    expect(build.status, build.stderr).toBe(0);
-    // a user's project: the notebook next to node_modules/tfalign
+    // the package, freshly built: the kernel imports its dist/, which must be what the sources say now
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-notebook-'));
-    fs.mkdirSync(path.join(root, 'node_modules'));
-    fs.symlinkSync(REPO, path.join(root, 'node_modules', 'tfalign'), 'dir');
-    fs.copyFileSync(path.join(REPO, 'examples', 'notebook.ipynb'), path.join(root, 'notebook.ipynb'));
-    const project = path.join(root, 'runs');
-    const out = path.join(root, 'executed.ipynb');
+    const pkg = path.join(root, 'tfalign');
+    fs.mkdirSync(pkg);
+    const build = spawnSync(process.execPath, [path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(REPO, 'tsconfig.build.json'), '--outDir', path.join(pkg, 'dist')], {
+      cwd: REPO,
+      encoding: 'utf8',
+    });
+    expect(build.status, build.stdout + build.stderr).toBe(0);
+    fs.copyFileSync(path.join(REPO, 'package.json'), path.join(pkg, 'package.json'));
+    fs.cpSync(path.join(REPO, 'configs'), path.join(pkg, 'configs'), { recursive: true });
+    fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(pkg, 'node_modules'), 'dir'); // its dependencies
+    // a user's project: the notebook next to node_modules/tfalign
+    const user = path.join(root, 'project');
+    fs.mkdirSync(path.join(user, 'node_modules'), { recursive: true });
+    fs.symlinkSync(pkg, path.join(user, 'node_modules', 'tfalign'), 'dir');
+    fs.copyFileSync(path.join(REPO, 'examples', 'notebook.ipynb'), path.join(user, 'notebook.ipynb'));
+    const project = path.join(user, 'runs');
+    const out = path.join(user, 'executed.ipynb');
     const r = spawnSync('jupyter', ['nbconvert', '--to', 'notebook', '--execute', 'notebook.ipynb', '--output', out, '--ExecutePreprocessor.timeout=900'], {
-      cwd: root,
+      cwd: user,
       encoding: 'utf8',
       env: userEnv({ TFALIGN_EXAMPLE_PROJECT: project }),
       timeout: 1_000_000,
