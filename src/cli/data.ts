@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
 import { loadConfig } from '../config/load.js';
 import type { LlamaModel } from '../model/llama.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { DEDUP_FIELDS } from '../../data/curation/row-text.js';
 import { DataError } from '../util/errors.js';
 
@@ -27,6 +27,7 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 /** Loads a model folder and its tokenizer; the message names the flag. */
 async function loadModelFolder(flag: string, dir: string): Promise<{ model: LlamaModel; tokenizer: Tokenizer }> {
   const { loadPretrained } = await import('../model/pretrained.js');
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
   const model = await loadPretrained(dir).catch((err: Error) => {
     throw new Error(`${flag}: ${err.message.split('\n')[0]}`);
   });
@@ -59,6 +60,7 @@ export function registerDataCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { Tokenizer } = await import('../tokenizer/tokenizer.js');
       const { CleaningOptionsSchema } = await import('../../data/curation/rules.js');
       const { cleanFile, formatReport } = await import('../../data/curation/steps.js');
       const options = loadConfig(CleaningOptionsSchema, { file: o.config, sets: o.set });

@@ -9,8 +9,7 @@ import { validateConfig } from '../config/load.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
 import type { PromptResponseIds } from '../inference/token-logprobs.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { applyChatTemplate } from '../tokenizer/chat-template.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { TokenRowSchema } from '../../data/rows.js';
 import { DataError } from '../util/errors.js';
@@ -19,19 +18,9 @@ import { KV_CACHE_KINDS } from '../../samplers/kv-cache-kinds.js';
 
 /** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
 async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
-  return fs.existsSync(path.join(dir, 'tokenizer.json')) ? Tokenizer.fromFolder(dir) : undefined;
-}
-
-/**
- * Prompt ids: the chat template with the generation prompt, or [BOS] + text. Special-token strings
- * in the prompt are plain text unless `parseSpecialTokens`.
- */
-export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean, parseSpecialTokens = false): number[] {
-  if (chat) {
-    const rendered = applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true });
-    return parseSpecialTokens ? tok.encode(rendered, { parseSpecialTokens: true }) : tok.encodeTemplate(rendered, [prompt]);
-  }
-  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt, { parseSpecialTokens })];
+  if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return undefined;
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
+  return Tokenizer.fromFolder(dir);
 }
 
 /** `--parse-special-tokens`: special-token strings in the given text become control tokens. */
@@ -158,6 +147,7 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
     .action(async (o) => {
+      const { encodePrompt } = await import('../tokenizer/chat-template.js');
       const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
       const { ShardPool } = await import('../inference-pool/shard-pool.js');
       const { pretrain } = await import('../trainers/pretrain.js');
@@ -239,6 +229,7 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign generate --model runs/pretrain --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
     .action(async (o) => {
+      const { encodePrompt } = await import('../tokenizer/chat-template.js');
       const { loadPretrained } = await import('../model/pretrained.js');
       const { generate } = await import('../../samplers/generate.js');
       const { SamplingEngine } = await import('../../samplers/engine.js');

@@ -9,7 +9,6 @@ import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
 import { modelDims } from '../model/config.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';
 
@@ -109,6 +108,7 @@ export function registerRmCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign rm score --model runs/rm --input samples.jsonl --output scored.jsonl --batch-size 16'))
     .action(async (o) => {
+      const { Tokenizer } = await import('../tokenizer/tokenizer.js');
       const { scoreResponses } = await import('../inference/reward-scoring.js');
       const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
       const { ShardPool } = await import('../inference-pool/shard-pool.js');

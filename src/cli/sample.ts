@@ -20,9 +20,9 @@ import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption,
 import { claimOutputFolder, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
 import { modelDims } from '../model/config.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/kv-cache-kinds.js';
 import { PAIR_STRATEGIES, type PairStrategy } from '../../samplers/rejection.js';
 
@@ -53,6 +53,7 @@ interface SampleCommandOptions {
 
 /** A folder's tokenizer, with a one-line error naming the flag when it has none. */
 async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
   if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new Error(`${flag}: ${dir} has no tokenizer.json`);
   return Tokenizer.fromFolder(dir);
 }
