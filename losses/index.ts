@@ -15,6 +15,6 @@ export {
   STRENGTH_MARGINS,
 } from './reward.js';
 export type { BradleyTerryInputs, PreferenceStrength, RankingLossResult, RewardLossOptions, RewardLossResult } from './reward.js';
-export { dpoSigmoidLoss, dpoIpoLoss, dpoHingeLoss, dpoMetrics, DPO_LOSSES } from './dpo.js';
+export { dpoSigmoidLoss, dpoIpoLoss, dpoIpoSumLoss, dpoHingeLoss, dpoMetrics, DPO_LOSSES, DPO_LOSS_TYPES, type DpoLossType } from './dpo.js';
 export type { DpoMetrics, PreferenceLogps, PreferenceLoss, PreferenceLossOptions, PreferenceLossResult } from './dpo.js';
 export { chosenNllLoss, preferenceWithNllLoss } from './nll.js';

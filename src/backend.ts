@@ -11,9 +11,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { registerWasmKernels } from './kernels/wasm-kernels.js';
+import { BACKEND_NAMES, type BackendName } from './util/backend-names.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+export { BACKEND_NAMES, type BackendName };
 
 export interface BackendInfo {
   /** The tfjs backend name that now runs (`tensorflow`, `wasm` or `cpu`). */

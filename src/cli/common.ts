@@ -5,7 +5,7 @@
  */
 import { Option } from 'commander';
 import * as fs from 'node:fs';
-import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.js';
+import { BACKEND_NAMES, type BackendName } from '../util/backend-names.js';
 import { RunStore, defaultStorePath } from '../store/store.js';
 import { readRunLock } from '../store/lock.js';
 import { checkWorkers, MAX_WORKERS } from '../config/limits.js';
@@ -17,6 +17,7 @@ export function backendOption(): Option {
 }
 
 export async function useBackend(name: string | undefined): Promise<void> {
+  const { initBackend } = await import('../backend.js'); // tfjs loads here, not when --help runs
   await initBackend((name ?? 'auto') as BackendName);
 }
 

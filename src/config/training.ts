@@ -4,7 +4,7 @@
  * Llama 3, a larger one for pretraining) live in that trainer's schema and nowhere else.
  */
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from './limits.js';
 
 export interface RecipeDefaults {

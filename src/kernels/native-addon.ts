@@ -13,8 +13,7 @@
  * two data-parallel replicas on two cores use one each. `TFALIGN_NATIVE_THREADS=N` fixes the count.
  */
 import { createRequire } from 'node:module';
-import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from '../util/package-root.js';
 
 /** The functions of `build/Release/tfalign_native.node` (native/addon.cc). */
 export interface NativeAddon {
@@ -43,7 +42,7 @@ export interface NativeAddon {
 
 export type NativeLoad = { addon: NativeAddon; isaName: string } | { addon: undefined; reason: string };
 
-const ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'tfalign_native.node');
+const ADDON_PATH = packageFile('build', 'Release', 'tfalign_native.node'); // the same from src/ (tsx, vitest) and dist/
 
 let loaded: NativeLoad | undefined;
 

@@ -339,6 +339,8 @@ export interface SaveFolderOptions {
   overwrite?: boolean;
   /** How the user named the folder in messages, e.g. `--out`. */
   flag?: string;
+  /** More fields for the folder's `.tfalign-output.json` (a trainer's run folder keeps its starting model's hash there). */
+  markerExtra?: Record<string, unknown>;
 }
 
 /**
@@ -356,6 +358,7 @@ export async function saveFolder(dir: string, contents: SaveFolderContents, opti
     command: options.command ?? 'checkpoint',
     overwrite: options.overwrite,
     flag: options.flag,
+    extra: options.markerExtra,
   });
 }
 

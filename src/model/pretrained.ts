@@ -78,5 +78,5 @@ export async function savePretrained(model: LlamaModel, dir: string, opts: SaveO
     dtype: opts.dtype,
     maxShardBytes: opts.maxShardBytes,
     files,
-  }, { command: opts.command, overwrite: opts.overwrite, flag: opts.flag });
+  }, { command: opts.command, overwrite: opts.overwrite, flag: opts.flag, markerExtra: opts.markerExtra });
 }

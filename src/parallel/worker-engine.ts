@@ -121,7 +121,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       slots: slotBuffer,
     };
     const workerData = Array.from({ length: n - 1 }, (_, i): WorkerInit => ({ ...init, replica: i + 1 }));
-    const group = await WorkerGroup.start<WorkerRequest>(new URL('./worker-bootstrap.js', import.meta.url), workerData, {
+    const group = await WorkerGroup.start<WorkerRequest>(new URL('./worker.js', import.meta.url), workerData, {
       labelOf: (i) => `worker ${i + 1}`,
       labelReplyErrors: true,
     });

@@ -1,7 +1,7 @@
 /**
  * A data-parallel worker thread: one model replica on its own backend, driven by
- * `WorkerStepEngine` through the requests of `protocol.ts`. Started by `worker-bootstrap.js`,
- * which registers the TypeScript loader first (Node 20 workers do not inherit the parent's).
+ * `WorkerStepEngine` through the requests of `protocol.ts`. Compiled, the thread runs this
+ * module directly; from the sources, through `src/threads/ts-worker-bootstrap.js` (worker-entry.ts).
  *
  * Requests are answered by `serveRequests` (`request-loop.ts`): a request that throws answers
  * `{ok: false, message, stack}` and the parent stops the run with that error. Errors outside a

@@ -6,7 +6,7 @@
  */
 import { QuantizationOptionsSchema } from '../model/quantization/options.js';
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from '../config/limits.js';
 import { RewardConfigSchema } from '../trainers/reward.js';
 import { SftConfigSchema } from '../trainers/sft.js';

@@ -21,7 +21,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ensureDir } from '../util/atomic.js';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+
+// better-sqlite3 (a native module) loads when a store opens, not with the command line (`tfalign --help`).
+const require = createRequire(import.meta.url);
+const openDatabase = (file: string, options: Database.Options): Database.Database => new (require('better-sqlite3') as typeof Database)(file, options);
 import type { Strength } from '../../data/rows.js';
 import { STRENGTHS } from '../../data/rows.js';
 import { SCHEMA_VERSION, assertKnownVersion, migrate, schemaVersion } from './schema.js';
@@ -349,7 +354,7 @@ export class RunStore {
   private static openAt(file: string, actual: string, readonly: boolean, busyTimeoutMs: number, snapshotDir: string | undefined): RunStore {
     let db: Database.Database;
     try {
-      db = new Database(actual, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
+      db = openDatabase(actual, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
     } catch (err) {
       throw sqliteError(file, err, 'cannot open the tfalign database: ');
     }

@@ -97,6 +97,25 @@ export interface DpoTerms {
 }
 
 /**
+ * The sequence log-probs of a batch's rows under the DPO mask targets × formattingTokenMask(labels)
+ * (response tokens minus formatting tokens), and how many tokens each sums over. The policy's
+ * terms and the precomputed reference values both come from here, so when the policy equals the
+ * reference the two are bit-identical: a row's token log-probs do not depend on its batch (right
+ * padding changes no value) and the masked sum only adds exact zeros for padding.
+ *
+ * @param tokenLogps [R, T−1] from `batchTokenLogprobs`.
+ */
+export function maskedSequenceLogps(tokenLogps: tf.Tensor2D, tokens: TokenBatch, formattingTokenIds: readonly number[]): { seqLogps: tf.Tensor1D; numTokens: tf.Tensor1D } {
+  const { batchSize: rows, seqLen: t } = tokens;
+  return tf.tidy(() => {
+    const targets = tf.tensor2d(tokens.targets, [rows, t - 1]); // [R, T−1]
+    const labels = tf.tensor2d(tokens.labels, [rows, t - 1], 'int32'); // [R, T−1]
+    const dpoMask = formattingTokenMask(labels, targets, formattingTokenIds); // [R, T−1]
+    return { seqLogps: sequenceLogps(tokenLogps, dpoMask), numTokens: tf.sum(dpoMask, 1) as tf.Tensor1D }; // [R], [R]
+  });
+}
+
+/**
  * The DPO objective's terms from the policy's token log-probs of a `DpoBatch`. Over a global
  * batch of P pairs and N chosen response tokens the objective is (Llama 3 §4.1.4, TRL's `rpo_alpha`)
  *
@@ -122,9 +141,7 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
   }
   return tf.tidy(() => {
     const targets = tf.tensor2d(batch.tokens.targets, [rows, t - 1]); // [2P, T−1]
-    const labels = tf.tensor2d(batch.tokens.labels, [rows, t - 1], 'int32'); // [2P, T−1]
-    const dpoMask = formattingTokenMask(labels, targets, opts.formattingTokenIds); // [2P, T−1]
-    const seqLogps = sequenceLogps(tokenLogps, dpoMask); // [2P]
+    const { seqLogps, numTokens } = maskedSequenceLogps(tokenLogps, batch.tokens, opts.formattingTokenIds); // [2P], [2P]
     const policyChosenLogps = tf.slice(seqLogps, [0], [p]) as tf.Tensor1D; // [P]
     const policyRejectedLogps = tf.slice(seqLogps, [p], [p]) as tf.Tensor1D; // [P]
     const { losses, chosenRewards, rejectedRewards } = opts.loss.compute(
@@ -133,6 +150,8 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
         policyRejectedLogps,
         refChosenLogps: tf.tensor1d(batch.refChosenLogps),
         refRejectedLogps: tf.tensor1d(batch.refRejectedLogps),
+        chosenNumTokens: tf.slice(numTokens, [0], [p]) as tf.Tensor1D, // [P]
+        rejectedNumTokens: tf.slice(numTokens, [p], [p]) as tf.Tensor1D, // [P]
       },
       { beta: opts.beta, labelSmoothing: opts.labelSmoothing },
     );

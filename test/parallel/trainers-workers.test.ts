@@ -180,8 +180,8 @@ async function expectSameRuns(oneDir: string, twoDir: string): Promise<void> {
       expectClose(Number(two[i][key]), value, 1e-5, `${record.split} step ${record.step} ${key}`);
     }
   });
-  const a = await loadPretrained(path.join(oneDir, 'model'));
-  const b = await loadPretrained(path.join(twoDir, 'model'));
+  const a = await loadPretrained(oneDir);
+  const b = await loadPretrained(twoDir);
   try {
     expect([...b.params.keys()].sort()).toEqual([...a.params.keys()].sort());
     let modelDiff = 0;

@@ -85,7 +85,7 @@ describe('training core', () => {
       });
       await engine.close();
       model.dispose();
-      return loadPretrained(path.join(runDir, 'model'));
+      return loadPretrained(runDir);
     };
     const straight = await run(path.join(root, 'a'), 6, false, 0);
     (await run(path.join(root, 'b'), 6, false, 3)).dispose(); // leaves checkpoint-3 and checkpoint-6

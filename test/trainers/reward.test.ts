@@ -138,7 +138,7 @@ describe('trainRewardModel', () => {
   });
 
   it('saves a LlamaForSequenceClassification whose reload scores exactly what the trainer evaluated', async () => {
-    const modelDir = path.join(runDir, 'model');
+    const modelDir = runDir;
     const config = JSON.parse(fs.readFileSync(path.join(modelDir, 'config.json'), 'utf8'));
     expect(config.architectures).toEqual(['LlamaForSequenceClassification']);
     expect(config.num_labels).toBe(1);
@@ -205,7 +205,7 @@ describe('strength filtering', () => {
 describe('rewardModelLoss', () => {
   let model: LlamaModel;
   beforeAll(async () => {
-    model = await loadPretrained(path.join(runDir, 'model'));
+    model = await loadPretrained(runDir);
   });
   afterAll(() => model.dispose());
 
@@ -267,7 +267,7 @@ describe('rewardModelLoss', () => {
 
 describe('scoreResponses', () => {
   it('reads the score at the last token, the end-of-turn token after the response', async () => {
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const prompt = 'Tell me about river and cloud.';
     const response = 'cloud gladly river';
     const { promptIds, responseIds } = tokenizePromptResponse(tokenizer, prompt, response);
@@ -284,7 +284,7 @@ describe('scoreResponses', () => {
   });
 
   it('gives the same score whatever the batch composition and padding', async () => {
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const rows = [
       ...evalRows.slice(0, 5).map((r) => ({ prompt: r.prompt, response: r.chosen })),
       { prompt: 'Tell me about light.', response: 'thanks' },
@@ -318,10 +318,10 @@ describe('tfalign rm', () => {
     ]);
     const output = path.join(tmpRoot, 'scored', 'out.jsonl');
     const errSpy = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', input, '--output', output, '--batch-size', '2', '--backend', 'wasm']);
+    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', input, '--output', output, '--batch-size', '2', '--backend', 'wasm']);
     errSpy.mockRestore();
     const out = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const inputRows = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const expected = scoreResponses(model, tokenizer, inputRows, { batchSize: 2 });
     expect(out).toEqual(inputRows.map((r, i) => ({ ...r, reward: expected[i] })));
@@ -330,7 +330,7 @@ describe('tfalign rm', () => {
     // to standard output when no --output is given
     const writes: string[] = [];
     const outSpy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => (writes.push(String(chunk)), true));
-    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', input, '--backend', 'wasm']);
+    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', input, '--backend', 'wasm']);
     outSpy.mockRestore();
     const printed = writes.join('').trim().split('\n').map((l) => JSON.parse(l));
     printed.forEach((row, i) => expect(Math.abs(row.reward - expected[i])).toBeLessThan(1e-5));
@@ -354,8 +354,8 @@ describe('tfalign rm', () => {
     errSpy.mockRestore();
     logSpy.mockRestore();
     expect(errors).toContain('rm train: 144 training rows, 48 held out, 2 steps');
-    expect(logs[0]).toMatch(/^rm train: saved .*run-cli\/model after 2 steps, eval accuracy \d\.\d{4} → \d\.\d{4}, margin -?\d\.\d{4}$/);
-    expect(JSON.parse(fs.readFileSync(path.join(out, 'model', 'config.json'), 'utf8')).architectures).toEqual(['LlamaForSequenceClassification']);
+    expect(logs[0]).toMatch(/^rm train: saved .*run-cli after 2 steps, eval accuracy \d\.\d{4} → \d\.\d{4}, margin -?\d\.\d{4}$/);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).architectures).toEqual(['LlamaForSequenceClassification']);
   });
 
   it('rejects bad rows with FILE:LINE: field: problem and writes nothing', async () => {
@@ -366,7 +366,7 @@ describe('tfalign rm', () => {
     ]);
     const output = path.join(tmpRoot, 'never', 'scored.jsonl');
     await expect(
-      program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', badScore, '--output', output, '--backend', 'wasm']),
+      program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', badScore, '--output', output, '--backend', 'wasm']),
     ).rejects.toThrow(`${badScore}:3: response: expected string, got number`);
     expect(fs.existsSync(path.dirname(output))).toBe(false);
 

@@ -263,11 +263,30 @@ describe('sft', () => {
     await sft(taskConfig(straightOut, { ...common, maxSteps: 6 }));
     await sft(taskConfig(resumedOut, { ...common, maxSteps: 4, saveEvery: 2 }));
     expect(fs.readdirSync(resumedOut).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-2', 'checkpoint-4']);
+    // the 4-step model is out itself (TRL's output_dir), its files listed in the marker
+    const fourSteps = await loadPretrained(resumedOut);
+    const checkpoint4 = await loadPretrained(path.join(resumedOut, 'checkpoint-4'));
+    expect(maxAbsDiff(fourSteps, checkpoint4)).toBe(0);
+    fourSteps.dispose();
+    checkpoint4.dispose();
+    // a stale file of the previous final model (listed in the marker) goes on resume; a user's own file stays
+    const markerFile = path.join(resumedOut, '.tfalign-output.json');
+    const marker = JSON.parse(fs.readFileSync(markerFile, 'utf8'));
+    expect(marker.files).toContain('model.safetensors');
+    fs.writeFileSync(markerFile, JSON.stringify({ ...marker, files: [...marker.files, 'stale-shard.safetensors'] }));
+    fs.writeFileSync(path.join(resumedOut, 'stale-shard.safetensors'), 'x');
+    fs.writeFileSync(path.join(resumedOut, 'notes.txt'), 'mine');
     const steps: number[] = [];
     await sft(taskConfig(resumedOut, { ...common, maxSteps: 6, saveEvery: 2, resume: true }), { onLog: (r) => r.split === 'train' && steps.push(r.step) });
     expect(steps).toEqual([5, 6]); // only the remaining steps ran
-    const straight = await loadPretrained(path.join(straightOut, 'model'));
-    const resumed = await loadPretrained(path.join(resumedOut, 'model'));
+    expect(fs.existsSync(path.join(resumedOut, 'stale-shard.safetensors'))).toBe(false);
+    expect(fs.readFileSync(path.join(resumedOut, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(fs.readdirSync(resumedOut).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-2', 'checkpoint-4', 'checkpoint-6']);
+    const after = JSON.parse(fs.readFileSync(markerFile, 'utf8'));
+    expect(after).toMatchObject({ command: 'sft', model: marker.model, modelPath: marker.modelPath }); // the starting model's hash is kept for the next --resume
+    expect(after.files).not.toContain('stale-shard.safetensors');
+    const straight = await loadPretrained(straightOut);
+    const resumed = await loadPretrained(resumedOut);
     expect(maxAbsDiff(straight, resumed)).toBeLessThan(1e-6);
     const base = await loadPretrained(baseDir);
     expect(maxAbsDiff(straight, base)).toBeGreaterThan(1e-3); // training did change the weights
@@ -312,8 +331,8 @@ describe('tfalign sft', () => {
     expect(text).toContain('sft: 65 training rows, 7 held out, 4 steps'); // round(72 · 0.1) = 7
     expect(text.split('\n').filter((l) => /^sft [24]\/4 {2}loss /.test(l))).toHaveLength(2); // not a TTY: one line per log step
     expect(stdout).toHaveLength(1);
-    expect(stdout[0]).toMatch(new RegExp(`^sft: saved ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/model: 4 steps, final eval loss \\d+\\.\\d{4} \\(perplexity \\d+\\.\\d\\d\\), \\d+ tokens/s, \\d+\\.\\d% padding$`));
-    expect(fs.existsSync(path.join(out, 'model', 'model.safetensors'))).toBe(true);
+    expect(stdout[0]).toMatch(new RegExp(`^sft: saved ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 4 steps, final eval loss \\d+\\.\\d{4} \\(perplexity \\d+\\.\\d\\d\\), \\d+ tokens/s, \\d+\\.\\d% padding$`));
+    expect(fs.existsSync(path.join(out, 'model.safetensors'))).toBe(true);
   });
 
   it('a missing required field is one line naming it', async () => {
