@@ -8,7 +8,7 @@ import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
-import { modelDims } from '../model/config.js';
+import { modelDims, REWARD_HEADS } from '../model/config.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';
 
@@ -25,7 +25,7 @@ export function registerRmCommands(program: Command): void {
   const rm = program.command('rm').description('reward models: train on preference pairs, score responses');
 
   rm.command('train')
-    .description('train a reward model (a causal LM plus a scalar score head) on preference pairs, Bradley–Terry')
+    .description('train a reward model (a causal LM plus a scalar score head, or its own LM head with --head logprob) on preference pairs, Bradley–Terry')
     .option('--config <file>', 'YAML or JSON config of RewardConfigSchema fields (model, train, out, lr, …); flags and --set override it')
     .option('--set <key=value>', 'override a config field (repeatable), e.g. --set lr=2e-5', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--model <dir>', 'causal LM to add a score head to, or a reward model to continue')
@@ -35,6 +35,9 @@ export function registerRmCommands(program: Command): void {
     .option('--strengths <list>', 'comma-separated strengths trained on (default significantly_better,better)', (v: string) => v.split(',').map((s) => s.trim()))
     .option('--margin', 'Llama 2\'s per-strength margin (off in Llama 3)')
     .option('--centering-coefficient <c>', 'reward centering c·(r_c + r_r)²', floatArg('--centering-coefficient', { min: 0 }))
+    .addOption(new Option('--head <head>', 'score: a new scalar head on the last token (default); logprob: beta · mean log-prob of the response under the LM head (SimPO\'s reward)').choices([...REWARD_HEADS]))
+    .option('--beta <b>', 'head logprob: r = beta · mean token log-prob (default 1)', floatArg('--beta', { min: 0 }))
+    .option('--nll-coefficient <a>', 'head logprob: NLL term on each row\'s best response, per token (CPO; default 0)', floatArg('--nll-coefficient', { min: 0 }))
     .option('--max-length <n>', 'most prompt + response tokens; longer rows are dropped and counted', intArg('--max-length', { min: 1 }))
     .option('--max-prompt-length <n>', 'prompt tokens kept (first token and the end)', intArg('--max-prompt-length', { min: 1 }))
     .option('--chat', 'render rows with the chat template (default: when the tokenizer has one)')
@@ -68,7 +71,7 @@ export function registerRmCommands(program: Command): void {
         sets: o.set,
         flags: {
           model: o.model, train: o.train, eval: o.eval, out: o.out, strengths: o.strengths, margin: o.margin,
-          centeringCoefficient: o.centeringCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
+          centeringCoefficient: o.centeringCoefficient, head: o.head, beta: o.beta, nllCoefficient: o.nllCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
           maxSteps: o.maxSteps, epochs: o.epochs, batchSize: o.batchSize, microBatchSize: o.microBatchSize, lr: o.lr,
           evalEvery: o.evalEvery, logEvery: o.logEvery, saveEvery: o.saveEvery, seed: o.seed, skipInvalid: o.skipInvalid,
           resume: o.resume, backend: o.backend, workers: o.workers, forceWorkers: o.forceWorkers, overwrite: o.overwrite,

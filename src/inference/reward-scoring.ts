@@ -4,7 +4,8 @@
  *
  * A response is tokenized exactly as the reward trainer tokenizes it (`tokenizePromptResponse`:
  * prompt and response encoded as separate parts, the response ending with its end-of-turn token),
- * and its score is read at that last token, so a score here is the number the trainer optimised.
+ * and its score is read at that last token (a `logprob` reward model: over the response's tokens,
+ * the end-of-turn token included), so a score here is the number the trainer optimised.
  *
  * Padding never changes a score: sequences are right-padded, attention is causal and padding
  * tokens carry segment id 0 (no real token attends to them), positions restart at 0 for every
@@ -47,11 +48,16 @@ export function lastTokenIndex(sequences: readonly (readonly number[])[]): Int32
 
 /**
  * Rewards of token sequences, one forward pass per chunk of `batchSize` sequences of similar
- * length; each sequence is read at its last token. Returns the scores in input order.
+ * length; each sequence is read at its last token (`score` head), or over its response (`logprob`
+ * head: `responseStarts[i]` is where sequence i's response begins, i.e. its prompt's length).
+ * Returns the scores in input order.
  */
-export function scoreTokenIds(model: LlamaModel, sequences: readonly (readonly number[])[], batchSize: number, padId = 0): number[] {
-  if (!model.dims.isRewardModel) throw new Error('score: the model is a causal LM; scoring needs a reward model (LlamaForSequenceClassification)');
+export function scoreTokenIds(model: LlamaModel, sequences: readonly (readonly number[])[], batchSize: number, padId = 0, responseStarts?: readonly number[]): number[] {
+  if (!model.dims.isRewardModel) throw new Error('score: the model is a causal LM; scoring needs a reward model (LlamaForSequenceClassification, or rm train --head logprob)');
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`score: batchSize must be a positive integer, got ${batchSize}`);
+  if (model.dims.rewardHead === 'logprob' && responseStarts?.length !== sequences.length) {
+    throw new Error('score: a logprob reward model reads the response tokens: give responseStarts (each prompt\'s length), one per sequence');
+  }
   const order = sequences.map((ids, i) => ({ i, len: ids.length })).sort((a, b) => a.len - b.len).map((x) => x.i);
   const scores = new Array<number>(sequences.length);
   for (let start = 0; start < order.length; start += batchSize) {
@@ -61,7 +67,8 @@ export function scoreTokenIds(model: LlamaModel, sequences: readonly (readonly n
     const values = tf.tidy(() => {
       const ctx = new FullAttention({ batchSize: batch.batchSize, seqLen: batch.seqLen, segmentIds: batch.segmentIds });
       const hidden = model.forward(tf.tensor2d(batch.inputIds, [batch.batchSize, batch.seqLen], 'int32'), ctx); // [B, T, C]
-      return model.rewards(hidden, lastTokenIndex(chunk)).dataSync() as Float32Array; // [B]
+      const at = { lastIndex: lastTokenIndex(chunk), inputIds: batch.inputIds, ...(responseStarts ? { responseStart: indices.map((i) => responseStarts[i]!) } : {}) };
+      return model.rewards(hidden, at).dataSync() as Float32Array; // [B]
     });
     indices.forEach((i, j) => {
       scores[i] = values[j];
@@ -77,11 +84,13 @@ export function scoreTokenIds(model: LlamaModel, sequences: readonly (readonly n
  */
 export function scoreResponses(model: LlamaModel, tokenizer: Tokenizer, rows: readonly ScoreInput[], opts: ScoreOptions): number[] {
   const describeRow = opts.describeRow ?? ((i: number) => `rows[${i}]`);
+  const responseStarts: number[] = [];
   const sequences = rows.map((row, i) => {
     let ids: number[];
     try {
       const parts = tokenizePromptResponse(tokenizer, row.prompt, row.response, { chat: opts.chat, parseSpecialTokens: opts.parseSpecialTokens });
       ids = [...parts.promptIds, ...parts.responseIds];
+      responseStarts.push(parts.promptIds.length);
     } catch (err) {
       throw new Error(`${describeRow(i)}: prompt: ${(err as Error).message}`);
     }
@@ -93,7 +102,7 @@ export function scoreResponses(model: LlamaModel, tokenizer: Tokenizer, rows: re
     return ids;
   });
   const padId = tokenizer.batchPadId;
-  const rewards = scoreTokenIds(model, sequences, opts.batchSize, padId);
+  const rewards = scoreTokenIds(model, sequences, opts.batchSize, padId, responseStarts);
   const bad = rewards.findIndex((r) => !Number.isFinite(r));
   if (bad >= 0) throw new Error(`${describeRow(bad)}: reward is ${rewards[bad]}: the reward model's output is not finite (its weights or this input overflow float32)`);
   return rewards;

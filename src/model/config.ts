@@ -21,6 +21,24 @@ const RopeScalingSchema = z
 
 export type RopeScaling = z.infer<typeof RopeScalingSchema>;
 
+/** How a reward model's scalar is read: HF's `score` head, or the LM head's length-normalised log-likelihood. */
+export const REWARD_HEADS = ['score', 'logprob'] as const;
+export type RewardHead = (typeof REWARD_HEADS)[number];
+
+/**
+ * `tfalign_reward` in config.json: a causal LM used as a reward model through its LM head,
+ * r(x, y) = beta · (1/|y|) Σ_t log p(y_t | x, y_<t) over the response tokens (its end-of-turn token
+ * included) — SimPO's implicit reward (Meng et al. 2024, eq. 4). Other tools load the folder as a
+ * plain `LlamaForCausalLM` and ignore the field.
+ */
+export const TfalignRewardSchema = z
+  .object({
+    head: z.literal('logprob').describe('The reward is beta times the mean log-probability of the response tokens under the LM head.'),
+    beta: z.number().positive().describe('Scale of the reward (SimPO\'s beta): r = beta · mean token log-prob.'),
+  })
+  .strict();
+export type TfalignReward = z.infer<typeof TfalignRewardSchema>;
+
 export const LlamaConfigSchema = z
   .object({
     architectures: z.array(z.string()).default(['LlamaForCausalLM']).describe('HF class names; the first decides causal LM vs sequence classification.'),
@@ -46,12 +64,18 @@ export const LlamaConfigSchema = z
     pad_token_id: z.number().int().nullable().optional().describe('Padding id; the reward model reads the last non-padding token.'),
     num_labels: z.number().int().positive().optional().describe('Sequence classification outputs; 1 for a reward model.'),
     torch_dtype: z.string().optional().describe('dtype the tensors are stored in (float32, bfloat16, float16).'),
+    tfalign_reward: TfalignRewardSchema.optional().describe(
+      'Marks a LlamaForCausalLM folder as a reward model whose reward is read from its LM head (`rm train` with head: logprob); absent for causal LMs and for LlamaForSequenceClassification (score head) reward models.',
+    ),
   })
   .passthrough()
   .superRefine((c, ctx) => {
     const arch = c.architectures[0];
     if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
       ctx.addIssue({ code: 'custom', path: ['architectures'], message: `unsupported architecture ${arch} (supported: ${SUPPORTED_ARCHITECTURES.join(', ')})` });
+    }
+    if (c.tfalign_reward !== undefined && arch !== 'LlamaForCausalLM') {
+      ctx.addIssue({ code: 'custom', path: ['tfalign_reward'], message: `a logprob reward head reads the LM head; ${arch} has none (use LlamaForCausalLM)` });
     }
     if (c.head_dim === undefined && c.hidden_size % c.num_attention_heads !== 0) {
       ctx.addIssue({ code: 'custom', path: ['num_attention_heads'], message: `${c.num_attention_heads} heads do not divide hidden_size ${c.hidden_size}` });
@@ -96,7 +120,16 @@ export interface ModelDims {
   maxPositions: number;
   rmsNormEps: number;
   tied: boolean;
+  /** A reward model of either head (`rewardHead`): it scores, it does not generate. */
   isRewardModel: boolean;
+  /**
+   * How its reward is read: `score` (LlamaForSequenceClassification: a `score.weight` [C, 1] instead
+   * of the LM head), `logprob` (a causal LM marked by `tfalign_reward`: the LM head's mean log-prob);
+   * undefined for a causal LM.
+   */
+  rewardHead?: RewardHead;
+  /** beta of a `logprob` reward head (r = beta · mean token log-prob). */
+  rewardBeta?: number;
 }
 
 export function modelDims(c: LlamaConfig): ModelDims {
@@ -111,8 +144,14 @@ export function modelDims(c: LlamaConfig): ModelDims {
     maxPositions: c.max_position_embeddings,
     rmsNormEps: c.rms_norm_eps,
     tied: c.tie_word_embeddings,
-    isRewardModel: c.architectures[0] === 'LlamaForSequenceClassification',
+    ...rewardHeadOf(c),
   };
+}
+
+function rewardHeadOf(c: LlamaConfig): Pick<ModelDims, 'isRewardModel' | 'rewardHead' | 'rewardBeta'> {
+  if (c.architectures[0] === 'LlamaForSequenceClassification') return { isRewardModel: true, rewardHead: 'score' };
+  if (c.tfalign_reward !== undefined) return { isRewardModel: true, rewardHead: 'logprob', rewardBeta: c.tfalign_reward.beta };
+  return { isRewardModel: false };
 }
 
 /**
@@ -134,6 +173,6 @@ export function countParameters(c: LlamaConfig): number {
   const attn = d.hiddenSize * d.numHeads * d.headDim * 2 + d.hiddenSize * d.numKvHeads * d.headDim * 2;
   const mlp = 3 * d.hiddenSize * d.intermediateSize;
   const perLayer = attn + mlp + 2 * d.hiddenSize;
-  const head = d.isRewardModel ? d.hiddenSize : d.tied ? 0 : d.vocabSize * d.hiddenSize;
+  const head = d.rewardHead === 'score' ? d.hiddenSize : d.tied ? 0 : d.vocabSize * d.hiddenSize;
   return d.vocabSize * d.hiddenSize + d.numLayers * perLayer + d.hiddenSize + head;
 }

@@ -2,7 +2,8 @@
  * The Llama decoder exactly as Hugging Face's `LlamaForCausalLM` / `LlamaForSequenceClassification`
  * define it: embeddings; per layer RMSNorm → grouped-query attention with rotary embeddings →
  * residual, RMSNorm → SwiGLU MLP → residual; final RMSNorm; LM head (tied to the embeddings when
- * `tie_word_embeddings`) or, for a reward model, a scalar `score` head read at the last real token.
+ * `tie_word_embeddings`) or, for a reward model, a scalar `score` head read at the last real token
+ * (or, for a `logprob` reward model, the LM head's mean log-prob of the response: `rewards`).
  *
  * Parameters are tf.Variables keyed by their HF names. Linear weights are stored transposed
  * relative to HF (`[in, out]`, HF has `[out, in]`): the forward product `x·W` then needs no
@@ -13,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type LlamaConfig, type ModelDims, modelDims } from './config.js';
 import { type AttentionContext } from './attention.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
+import { tokenLogprobs } from '../../losses/logprobs.js';
 
 /** HF names of linear weights (stored [in, out] internally, [out, in] in checkpoints). */
 export function isLinearWeight(name: string): boolean {
@@ -47,9 +49,19 @@ export function parameterSpecs(config: LlamaConfig): ParamSpec[] {
     );
   }
   specs.push({ name: 'model.norm.weight', shape: [d.hiddenSize], kind: 'norm' });
-  if (d.isRewardModel) specs.push({ name: 'score.weight', shape: [d.hiddenSize, 1], kind: 'linear' });
+  if (d.rewardHead === 'score') specs.push({ name: 'score.weight', shape: [d.hiddenSize, 1], kind: 'linear' });
   else if (!d.tied) specs.push({ name: 'lm_head.weight', shape: [d.hiddenSize, d.vocabSize], kind: 'linear' });
   return specs;
+}
+
+/** Where a reward is read in a right-padded batch of prompt + response sequences. */
+export interface RewardReadout {
+  /** [B] index of each row's last real token (a `score` head reads there). */
+  lastIndex: ArrayLike<number>;
+  /** [B] index of each row's first response token (after its prompt); needed by a `logprob` head. */
+  responseStart?: ArrayLike<number>;
+  /** [B·T] the batch's token ids, row-major; needed by a `logprob` head (the labels of its log-probs). */
+  inputIds?: ArrayLike<number>;
 }
 
 export interface ForwardOutput {
@@ -172,16 +184,58 @@ export class LlamaModel {
   }
 
   /**
-   * Reward head: the scalar score of each row read at its last real token, as HF's
-   * `LlamaForSequenceClassification` does. hidden [B, T, C], lastIndex [B] → rewards [B].
+   * Reward of each row: hidden [B, T, C] (of `at.inputIds`) → rewards [B].
+   *
+   * - `score` head (HF's `LlamaForSequenceClassification`): score.weight · h at the row's last real
+   *   token `at.lastIndex`.
+   * - `logprob` head (`tfalign_reward`): beta · (1/|y|) Σ_t log p(y_t | x, y_<t) over the response
+   *   tokens at positions [responseStart, lastIndex] — SimPO's length-normalised implicit reward
+   *   (Meng et al. 2024, eq. 4), read from the LM head; `responseTokenLogprobs` gives its parts.
    */
-  rewards(hidden: tf.Tensor3D, lastIndex: ArrayLike<number>): tf.Tensor1D {
-    if (!this.dims.isRewardModel) throw new Error('model: rewards() needs a LlamaForSequenceClassification model');
+  rewards(hidden: tf.Tensor3D, at: RewardReadout): tf.Tensor1D {
+    if (!this.dims.isRewardModel) throw new Error('model: rewards() needs a reward model (LlamaForSequenceClassification, or a causal LM with tfalign_reward)');
     return tf.tidy(() => {
       const [b, t, c] = hidden.shape;
-      const rows = Int32Array.from({ length: b }, (_, r) => r * t + lastIndex[r]);
+      if (this.dims.rewardHead === 'logprob') {
+        const { logps, mask, numTokens } = this.responseTokenLogprobs(hidden, at); // [B, T−1] ×2, [B]
+        return tf.mul(this.dims.rewardBeta!, tf.div(tf.sum(tf.mul(logps, mask), 1), numTokens)) as tf.Tensor1D; // [B]
+      }
+      const rows = Int32Array.from({ length: b }, (_, r) => r * t + at.lastIndex[r]);
       const last = tf.gather(tf.reshape(hidden, [b * t, c]), tf.tensor1d(rows, 'int32')); // [B, C]
       return tf.reshape(tf.matMul(last, this.param('score.weight')), [b]) as tf.Tensor1D; // [B]
+    });
+  }
+
+  /**
+   * Log-prob of every next token under the LM head and the mask of the response tokens:
+   * `logps` [B, T−1] (position p predicts token p+1), `mask` [B, T−1] with 1 at positions
+   * responseStart−1 … lastIndex−1 (the positions that predict the response's tokens, its
+   * end-of-turn token included), `numTokens` [B] their count. Needs `at.inputIds` and `at.responseStart`.
+   */
+  responseTokenLogprobs(hidden: tf.Tensor3D, at: RewardReadout): { logps: tf.Tensor2D; mask: tf.Tensor2D; numTokens: tf.Tensor1D } {
+    const [b, t, c] = hidden.shape;
+    const { inputIds, responseStart, lastIndex } = at;
+    if (inputIds === undefined || responseStart === undefined) throw new Error('model: a logprob reward needs the token ids and where each response starts');
+    if (inputIds.length !== b * t) throw new Error(`model: inputIds has ${inputIds.length} ids for a [${b}, ${t}] batch`);
+    const labels = new Int32Array(b * (t - 1));
+    const mask = new Float32Array(b * (t - 1));
+    const counts = new Float32Array(b);
+    for (let r = 0; r < b; r++) {
+      for (let p = 0; p < t - 1; p++) labels[r * (t - 1) + p] = inputIds[r * t + p + 1];
+      const from = responseStart[r] - 1;
+      if (!(from >= 0 && from < lastIndex[r] && lastIndex[r] < t)) {
+        throw new Error(`model: row ${r}: response [${responseStart[r]}, ${lastIndex[r]}] is not inside a sequence of ${t} tokens after a non-empty prompt`);
+      }
+      for (let p = from; p < lastIndex[r]; p++) mask[r * (t - 1) + p] = 1;
+      counts[r] = lastIndex[r] - from;
+    }
+    return tf.tidy(() => {
+      const logits = this.logits(tf.slice(hidden, [0, 0, 0], [b, t - 1, c]) as tf.Tensor3D); // [B, T−1, V]
+      return {
+        logps: tokenLogprobs(logits, tf.tensor2d(labels, [b, t - 1], 'int32')), // [B, T−1]
+        mask: tf.tensor2d(mask, [b, t - 1]),
+        numTokens: tf.tensor1d(counts),
+      };
     });
   }
 

@@ -105,8 +105,9 @@ export function toHfTensors(model: LlamaModel): Map<string, NamedTensor> {
  * N(0, initializer_range²). The LM head is dropped.
  */
 export function toRewardModel(causal: LlamaModel, seed = 0): LlamaModel {
+  const { tfalign_reward: _logprobHead, ...causalConfig } = causal.config; // a score head replaces a logprob one
   const config = parseLlamaConfig(
-    { ...causal.config, architectures: ['LlamaForSequenceClassification'], num_labels: 1 },
+    { ...causalConfig, architectures: ['LlamaForSequenceClassification'], num_labels: 1 },
     'reward model config',
   );
   const params = new Map<string, tf.Variable>();

@@ -8,7 +8,7 @@ import { QuantizationOptionsSchema } from '../model/quantization/options.js';
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from '../config/limits.js';
-import { RewardConfigSchema } from '../trainers/reward.js';
+import { RewardConfigSchema, rewardHeadProblem } from '../trainers/reward.js';
 import { SftConfigSchema } from '../trainers/sft.js';
 import { DpoConfigSchema } from '../trainers/dpo.js';
 import { PretrainConfigSchema } from '../trainers/pretrain.js';
@@ -130,6 +130,10 @@ export const RunConfigSchema = z
           .enum(['base', 'policy'])
           .default('base')
           .describe('Initialise the reward model from the base model (Llama 3: the pretrained checkpoint) or from the best policy so far.'),
+      })
+      .superRefine((rm, ctx) => {
+        const problem = rewardHeadProblem(rm);
+        if (problem) ctx.addIssue({ code: 'custom', path: [problem.path], message: problem.message });
       })
       .default({})
       .describe('Reward model training (rm train fields); trained each round on all preferences so far.'),

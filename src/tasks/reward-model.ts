@@ -1,6 +1,7 @@
 /**
  * The reward-model objective, defined once (`kind: 'reward-model'`; the step engine and every
- * data-parallel replica build it from the plain-data options `{margin, centeringCoefficient}`).
+ * data-parallel replica build it from the plain-data options `{margin, centeringCoefficient,
+ * nllCoefficient}`).
  *
  * Batch layout: for a micro-batch of P preference rows with R_i responses each (2, or 3 when the
  * row has an edit), all Σ R_i prompt+response sequences are stacked, row by row and best first,
@@ -15,6 +16,12 @@
  * batch's ordered pairs (unit `pairs`): the loss returns the sum over its micro-batch's pairs and
  * the step engine divides by the global count. (`rankingLoss` averages per row, as Ouyang et al.
  * 2022 do; we multiply each row's mean by its number of pairs to get the sum over pairs.)
+ *
+ * Reward heads (`LlamaModel.rewards`): a `score` head reads each sequence at its last real token;
+ * a `logprob` head (SimPO's reward, Meng et al. 2024) reads beta · the mean log-prob of the
+ * response's tokens under the LM head, and may add an NLL term on each row's best response
+ * (edited, else chosen), α · Σ_t −log p(y_t), over unit `best_tokens` — CPO's NLL regulariser (Xu et
+ * al. 2024; TRL's `cpo_alpha`), so the model keeps (and sharpens) the likelihood its reward is read from.
  *
  * Metrics, on train (logged every `logEvery` steps) and on the held-out split: `accuracy`, the
  * fraction of rows whose chosen reward beats the rejected one, and `margin`, the mean r_c − r_r
@@ -34,7 +41,7 @@ import type { Strength } from '../../data/rows.js';
 import type { TokenizedPreference } from '../../data/tokenize.js';
 import { padRows, selectRows, type TokenBatch } from '../../data/collate.js';
 import { bradleyTerryLoss, rankingLoss, strengthMargins } from '../../losses/reward.js';
-import { evaluateObjective, type MicroBatchObjective, type UnitCounts } from '../train/objective.js';
+import { evaluateObjective, type MetricSum, type MicroBatchObjective, type UnitCounts } from '../train/objective.js';
 import { evenRowRanges, type TaskDefinition } from '../train/task.js';
 import { lastTokenIndex } from '../inference/reward-scoring.js';
 
@@ -51,6 +58,12 @@ export interface PreferenceBatch {
   sequences: TokenBatch;
   /** [N] index of each sequence's last real token, where its reward is read. */
   lastIndex: Int32Array;
+  /** [N] index of each sequence's first response token (its prompt's length): a `logprob` head reads from there. */
+  responseStart: Int32Array;
+  /** [P] the sequence of each row's best response (edited when it has one, else chosen): the NLL term's. */
+  bestSequence: Int32Array;
+  /** Σ over rows of the best response's token count (its end-of-turn token included): the NLL term's units. */
+  numBestTokens: number;
   /** P, the preference rows. */
   numRows: number;
   /** R, the reward matrix's columns: 3 (edited, chosen, rejected) when a row has an edit, else 2 (chosen, rejected). */
@@ -69,7 +82,7 @@ export interface PreferenceBatch {
 
 /** The batch's units: `pairs` (the loss's ordered pairs) and `rows` (the metrics' preference rows). */
 export function rewardModelUnits(batch: PreferenceBatch): UnitCounts {
-  return { pairs: batch.numPairs, rows: batch.numRows };
+  return { pairs: batch.numPairs, rows: batch.numRows, best_tokens: batch.numBestTokens };
 }
 
 /** Stacks the responses of `rows` into one batch (layout at the top of this file). */
@@ -80,9 +93,17 @@ export function collatePreferences(rows: readonly TokenizedPreference[], padId: 
   const rankSequence = new Int32Array(rows.length * numRanks);
   const validMask = new Float32Array(rows.length * numRanks);
   const pairsPerRow = new Float32Array(rows.length);
+  const responseStart: number[] = [];
+  const bestSequence = new Int32Array(rows.length);
+  let numBestTokens = 0;
   rows.forEach((row, p) => {
     const first = sequences.length;
-    for (const response of row.responses) sequences.push([...row.promptIds, ...response]);
+    for (const response of row.responses) {
+      sequences.push([...row.promptIds, ...response]);
+      responseStart.push(row.promptIds.length);
+    }
+    bestSequence[p] = first;
+    numBestTokens += row.responses[0]!.length;
     const numMissing = numRanks - row.responses.length; // a row without an edit, in a batch with one
     for (let r = 0; r < numRanks; r++) {
       const present = r >= numMissing;
@@ -94,6 +115,9 @@ export function collatePreferences(rows: readonly TokenizedPreference[], padId: 
   return {
     sequences: padRows(sequences.map((ids) => ({ ids, targetMask: ids.map(() => 0) })), padId),
     lastIndex: lastTokenIndex(sequences),
+    responseStart: Int32Array.from(responseStart),
+    bestSequence,
+    numBestTokens,
     numRows: rows.length,
     numRanks,
     rankSequence,
@@ -104,15 +128,30 @@ export function collatePreferences(rows: readonly TokenizedPreference[], padId: 
   };
 }
 
-/** The reward of every response of the batch: [P, R], columns best first (see `PreferenceBatch`). */
-export function rewardMatrix(model: LlamaModel, batch: PreferenceBatch): tf.Tensor2D {
+/**
+ * The reward of every response of the batch: [P, R], columns best first (see `PreferenceBatch`),
+ * and, for a `logprob` head, Σ of −log p over the tokens of each row's best response (the NLL
+ * term's numerator; 0 for a `score` head, which has no LM head).
+ */
+export function rewardMatrix(model: LlamaModel, batch: PreferenceBatch): { rewards: tf.Tensor2D; bestNllSum: tf.Scalar } {
   return tf.tidy(() => {
     const { sequences: s } = batch;
     const ctx = new FullAttention({ batchSize: s.batchSize, seqLen: s.seqLen, segmentIds: s.segmentIds });
     const hidden = model.forward(tf.tensor2d(s.inputIds, [s.batchSize, s.seqLen], 'int32'), ctx); // [N, T, C]
-    const rewards = model.rewards(hidden, batch.lastIndex); // [N]
+    const at = { lastIndex: batch.lastIndex, responseStart: batch.responseStart, inputIds: s.inputIds };
+    let rewards: tf.Tensor1D; // [N]
+    let bestNllSum: tf.Scalar = tf.scalar(0);
+    if (model.dims.rewardHead === 'logprob') {
+      // one LM-head pass gives both: r = beta · mean log p (as `LlamaModel.rewards`) and the best responses' NLL
+      const { logps, mask, numTokens } = model.responseTokenLogprobs(hidden, at); // [N, T−1], [N, T−1], [N]
+      const sums = tf.sum(tf.mul(logps, mask), 1); // [N] log p(response)
+      rewards = tf.mul(model.dims.rewardBeta!, tf.div(sums, numTokens)) as tf.Tensor1D;
+      bestNllSum = tf.neg(tf.sum(tf.gather(sums, tf.tensor1d(batch.bestSequence, 'int32')))) as tf.Scalar;
+    } else {
+      rewards = model.rewards(hidden, at);
+    }
     const ranked = tf.gather(rewards, tf.tensor1d(batch.rankSequence, 'int32')); // [P·R]
-    return tf.reshape(ranked, [batch.numRows, batch.numRanks]) as tf.Tensor2D; // [P, R]
+    return { rewards: tf.reshape(ranked, [batch.numRows, batch.numRanks]) as tf.Tensor2D, bestNllSum }; // [P, R]
   });
 }
 
@@ -133,6 +172,8 @@ export interface RewardLossConfig {
   margin: boolean;
   /** c in c · (r_c + r_r)² per pair. */
   centeringCoefficient: number;
+  /** α of the NLL term on each row's best response, per token (a `logprob` head only; 0 or omitted: none). */
+  nllCoefficient?: number;
 }
 
 /**
@@ -143,11 +184,19 @@ export interface RewardLossConfig {
 export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts: RewardLossConfig): MicroBatchObjective {
   if (batch.numRanks === 3 && opts.margin) throw new Error('rm train: margin is defined for chosen/rejected pairs only; this batch has an edited response');
   const centering = { centeringCoefficient: opts.centeringCoefficient };
+  const nllCoefficient = opts.nllCoefficient ?? 0;
+  if (nllCoefficient > 0 && model.dims.rewardHead !== 'logprob') throw new Error('rm train: nllCoefficient needs a logprob reward head (a score head has no LM head)');
   let counts = { numCorrect: 0, sumGap: 0 };
+  let nllSum = 0;
+  let nllTerm: tf.Scalar | undefined;
   // tidy keeps only the loss; the gradient tape still records every op inside it
   const loss = tf.tidy(() => {
-    const rewards = rewardMatrix(model, batch); // [P, R]
+    const { rewards, bestNllSum } = rewardMatrix(model, batch); // [P, R], []
     counts = chosenRejectedCounts(rewards.dataSync(), batch.numRows, batch.numRanks);
+    if (model.dims.rewardHead === 'logprob') {
+      nllSum = bestNllSum.dataSync()[0]!;
+      if (nllCoefficient > 0) nllTerm = tf.keep(tf.mul(bestNllSum, nllCoefficient) as tf.Scalar);
+    }
     if (batch.numRanks === 3) {
       const ranking = rankingLoss(rewards, tf.tensor2d(batch.validMask, [batch.numRows, 3]), centering);
       // per-row means × pairs per row = the sum over pairs
@@ -158,10 +207,9 @@ export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts:
     const margins = opts.margin ? strengthMargins(batch.strengths) : undefined; // [P]
     return tf.sum(bradleyTerryLoss({ chosenRewards, rejectedRewards, margins }, centering).losses) as tf.Scalar;
   });
-  return {
-    sums: { pairs: loss },
-    metrics: { accuracy: { sum: counts.numCorrect, unit: 'rows' }, margin: { sum: counts.sumGap, unit: 'rows' } },
-  };
+  const metrics: Record<string, MetricSum> = { accuracy: { sum: counts.numCorrect, unit: 'rows' }, margin: { sum: counts.sumGap, unit: 'rows' } };
+  if (model.dims.rewardHead === 'logprob') metrics.nll_loss = { sum: nllSum, unit: 'best_tokens' };
+  return { sums: nllTerm !== undefined ? { pairs: loss, best_tokens: nllTerm } : { pairs: loss }, metrics };
 }
 
 /** Held-out metrics over every batch as one: mean pair loss, and `accuracy` and `margin` over rows, without gradients. */
@@ -177,17 +225,20 @@ export function evaluateRewardModel(
 
 /** The task options of a reward-model loss (plain data, sent to every worker). */
 export function rewardTaskOptions(config: RewardLossConfig): Record<string, unknown> {
-  return { margin: config.margin, centeringCoefficient: config.centeringCoefficient };
+  return { margin: config.margin, centeringCoefficient: config.centeringCoefficient, nllCoefficient: config.nllCoefficient ?? 0 };
 }
 
 /** The loss config back from task options, checked (a worker receives them as untyped data). */
 export function rewardLossConfigOf(options: Record<string, unknown>): RewardLossConfig {
-  const { margin, centeringCoefficient } = options;
+  const { margin, centeringCoefficient, nllCoefficient } = options;
   if (typeof margin !== 'boolean') throw new Error(`reward-model task: options.margin must be a boolean, got ${JSON.stringify(margin)}`);
   if (typeof centeringCoefficient !== 'number' || !(centeringCoefficient >= 0)) {
     throw new Error(`reward-model task: options.centeringCoefficient must be a number ≥ 0, got ${JSON.stringify(centeringCoefficient)}`);
   }
-  return { margin, centeringCoefficient };
+  if (nllCoefficient !== undefined && (typeof nllCoefficient !== 'number' || !(nllCoefficient >= 0))) {
+    throw new Error(`reward-model task: options.nllCoefficient must be a number ≥ 0, got ${JSON.stringify(nllCoefficient)}`);
+  }
+  return { margin, centeringCoefficient, nllCoefficient: (nllCoefficient as number | undefined) ?? 0 };
 }
 
 /** Index of the first sequence of preference row `p` (the lowest sequence its ranks point at). */
@@ -209,12 +260,18 @@ export function selectPreferenceRows(batch: PreferenceBatch, start: number, end:
   const seqStart = firstSequenceOf(batch, start);
   const seqEnd = end < batch.numRows ? firstSequenceOf(batch, end) : batch.sequences.batchSize;
   const pairsPerRow = batch.pairsPerRow.slice(start, end);
+  const bestSequence = batch.bestSequence.slice(start, end).map((s) => s - seqStart);
+  let numBestTokens = 0;
+  for (const s of bestSequence) numBestTokens += batch.lastIndex[seqStart + s]! - batch.responseStart[seqStart + s]! + 1;
   return {
     sequences: selectRows(
       batch.sequences,
       Array.from({ length: seqEnd - seqStart }, (_, i) => seqStart + i),
     ),
     lastIndex: batch.lastIndex.slice(seqStart, seqEnd),
+    responseStart: batch.responseStart.slice(seqStart, seqEnd),
+    bestSequence,
+    numBestTokens,
     numRows: end - start,
     numRanks: r,
     rankSequence: batch.rankSequence.slice(start * r, end * r).map((s) => s - seqStart),

@@ -13,7 +13,7 @@ import { checkWorkers, formatBytes, numCores, WASM_HEAP_BYTES } from '../config/
 function numParameters(d: ModelDims): number {
   const attention = d.hiddenSize * d.numHeads * d.headDim * 2 + d.hiddenSize * d.numKvHeads * d.headDim * 2;
   const perLayer = attention + 3 * d.hiddenSize * d.intermediateSize + 2 * d.hiddenSize;
-  const head = d.isRewardModel ? d.hiddenSize : d.tied ? 0 : d.vocabSize * d.hiddenSize;
+  const head = d.rewardHead === 'score' ? d.hiddenSize : d.tied ? 0 : d.vocabSize * d.hiddenSize;
   return d.vocabSize * d.hiddenSize + d.numLayers * perLayer + d.hiddenSize + head;
 }
 
@@ -50,7 +50,7 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   const t = opts.length;
   const params = numParameters(dims);
   const stateBytes = 4 * params * (4 + (opts.frozenModels ?? 0)); // weights, gradients, AdamW m and v (+ frozen copies)
-  const outputs = dims.isRewardModel ? 1 : dims.vocabSize;
+  const outputs = dims.rewardHead === 'score' ? 1 : dims.vocabSize;
   const perToken = 2 * outputs + dims.numLayers * (10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t);
   const activationBytes = 4 * rowsPerReplica * t * perToken;
   const perReplica = stateBytes + activationBytes;

@@ -17,7 +17,7 @@
  */
 import { initBackend, type BackendInfo, type BackendName } from '../backend.js';
 import { loadConfig as loadModelConfig } from '../model/pretrained.js';
-import { modelDims, type ModelDims } from '../model/config.js';
+import { modelDims, type ModelDims, type RewardHead } from '../model/config.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { TrainingOptions } from '../config/training.js';
@@ -34,8 +34,8 @@ export interface RecipeSpec {
   method: string;
   /** `causal-lm`: a reward model is refused; `any`: a causal LM (which gets a score head) or a reward model. */
   model: 'causal-lm' | 'any';
-  /** What the trained model is, for the memory check (a reward model's head is one output). */
-  trainsRewardModel?: boolean;
+  /** The reward head of the trained reward model, for the memory check (a `score` head is one output, a `logprob` head the vocabulary). */
+  rewardHead?: RewardHead;
   /** The longest sequence in tokens, and the field that sets it (`maxLength`, `seqLen`). */
   length: number;
   lengthField: string;
@@ -68,7 +68,7 @@ export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'm
   const backend = await initBackend(config.backend);
   checkTrainingFits(
     config,
-    spec.trainsRewardModel ? { ...dims, isRewardModel: true } : dims,
+    spec.rewardHead !== undefined ? { ...dims, isRewardModel: true, rewardHead: spec.rewardHead } : dims,
     { backend: backend.name, length: spec.length, lengthField: spec.lengthField, sequencesPerRow: spec.sequencesPerRow, frozenModels: spec.frozenModels },
     `${spec.command} config`,
   );

@@ -4,6 +4,12 @@
  * prompt with Bradley–Terry, edited > chosen > rejected. Reads top to bottom: validate → setup
  * (tokenizer → data → model) → train → save.
  *
+ * `head: logprob` keeps the causal LM whole and reads the reward from its LM head, r = beta · mean
+ * log p(response tokens) (SimPO's implicit reward), trained with the same ranking loss and an
+ * optional NLL term on the best response (CPO). A small model that has learned a task knows more
+ * about which answers are right through its next-token predictions than a new head learns from
+ * a few thousand pairs (BENCHMARKS.md, issue 10).
+ *
  * Data: preference rows, kept only when their strength is allowed (Llama 3 trains on
  * `significantly_better` and `better` pairs only); a row without a strength counts as `better`.
  *
@@ -15,7 +21,8 @@ import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.
 import { validateConfig } from '../config/load.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { toRewardModel } from '../model/weights.js';
-import type { LlamaModel } from '../model/llama.js';
+import { LlamaModel } from '../model/llama.js';
+import { parseLlamaConfig, REWARD_HEADS, type RewardHead } from '../model/config.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { filterByStrength, PreferenceRowSchema, TrainedStrengthsSchema, type Strength } from '../../data/rows.js';
@@ -47,9 +54,35 @@ export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).ex
     .min(0)
     .default(0)
     .describe('Reward centering c · (r_c + r_r)² per pair (Eisenstein et al. 2023; TRL suggests 0.01); 0 disables.'),
+  head: z
+    .enum(REWARD_HEADS)
+    .default('score')
+    .describe(
+      'How the reward is read. score: a new scalar head on the last token\'s hidden state (HF LlamaForSequenceClassification, TRL RewardTrainer). ' +
+        'logprob: no new head; the reward is beta · the mean log-prob of the response tokens under the model\'s own LM head (SimPO\'s implicit reward, Meng et al. 2024), ' +
+        'trained with the same Bradley–Terry ranking loss; it starts from what the causal LM already knows about good responses (saved as a LlamaForCausalLM with tfalign_reward in config.json).',
+    ),
+  beta: z
+    .number()
+    .positive()
+    .max(1000)
+    .default(1)
+    .describe('head logprob: scale of the reward, r = beta · mean token log-prob (SimPO\'s beta). Ignored by the score head.'),
+  nllCoefficient: z
+    .number()
+    .min(0)
+    .max(1000)
+    .default(0)
+    .describe('head logprob: α of an NLL term on each row\'s best response (edited, else chosen), per token — CPO\'s regulariser (TRL cpo_alpha); 0 disables. The score head has no LM head: must be 0.'),
   skipInvalid: z.boolean().default(false).describe('Skip rows that are not valid JSON or fail the schema (counted in the summary) instead of stopping at the first.'),
   resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
 });
+
+/** The one cross-field rule of a reward config (`rm train` and a run's `rewardModel` both apply it). */
+export function rewardHeadProblem(c: { head: RewardHead; nllCoefficient: number }): { path: string; message: string } | undefined {
+  if (c.head === 'score' && c.nllCoefficient > 0) return { path: 'nllCoefficient', message: 'needs head: logprob (a score head has no LM head to take an NLL of)' };
+  return undefined;
+}
 export type RewardConfigInput = z.input<typeof RewardConfigSchema>;
 export type RewardConfig = z.infer<typeof RewardConfigSchema>;
 
@@ -161,11 +194,13 @@ export interface RewardTrainingResult extends TrainingResult {
 export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTrainerHooks = {}): Promise<RewardTrainingResult> {
   // 1) validate: the config, then the model (its context holds maxLength) and the machine
   const config = validateConfig(RewardConfigSchema, input, 'rm train config');
+  const problem = rewardHeadProblem(config);
+  if (problem) throw new Error(`rm train config: ${problem.path}: ${problem.message}`);
   const { backend, tokenizer, padId } = await setupRecipe(config, {
     command: 'rm train',
     method: 'reward-model training',
     model: 'any',
-    trainsRewardModel: true,
+    rewardHead: config.head,
     length: config.maxLength,
     lengthField: 'maxLength',
     longerThanContext: 'refuse',
@@ -191,13 +226,21 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
   const microSize = config.microBatchSize ?? config.batchSize;
   const evalBatches: PreferenceBatch[] = [];
   for (let i = 0; i < evalRows.length; i += microSize) evalBatches.push(collatePreferences(evalRows.slice(i, i + microSize), padId));
-  const lossConfig: RewardLossConfig = { margin: config.margin, centeringCoefficient: config.centeringCoefficient };
+  const lossConfig: RewardLossConfig = { margin: config.margin, centeringCoefficient: config.centeringCoefficient, nllCoefficient: config.nllCoefficient };
 
   const loaded = await loadPretrained(config.model);
   let model: LlamaModel = loaded;
-  if (!loaded.dims.isRewardModel) {
+  if (loaded.dims.isRewardModel && loaded.dims.rewardHead !== config.head) {
+    loaded.dispose();
+    throw new Error(`rm train: ${config.model} is a reward model with a ${loaded.dims.rewardHead} head; head is ${config.head} (start a ${config.head} reward model from a causal LM)`);
+  }
+  if (config.head === 'score' && !loaded.dims.isRewardModel) {
     model = toRewardModel(loaded, config.seed);
     loaded.dispose();
+  } else if (config.head === 'logprob') {
+    // the same weights, marked as a reward model read through its LM head (beta from this config)
+    const marked = parseLlamaConfig({ ...loaded.config, tfalign_reward: { head: 'logprob', beta: config.beta } }, `${config.model}/config.json`);
+    model = new LlamaModel(marked, loaded.params, loaded.linearOverrides);
   }
 
   // 3) train the reward-model task (this thread, or workers splitting each batch by preference

@@ -154,13 +154,13 @@ describe('Llama forward matches an independent reference', () => {
     const scores = tf.tidy(() => {
       const padded = [ids, [...ids.slice(0, 3), 0]];
       const ctx = new FullAttention({ batchSize: 2, seqLen: 4, segmentIds: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 0]) });
-      const r = rm.rewards(rm.forward(tf.tensor2d(padded, undefined, 'int32'), ctx), [3, 2]).arraySync();
+      const r = rm.rewards(rm.forward(tf.tensor2d(padded, undefined, 'int32'), ctx), { lastIndex: [3, 2] }).arraySync();
       ctx.dispose();
       return r;
     });
     const alone = tf.tidy(() => {
       const ctx = new FullAttention({ batchSize: 1, seqLen: 3 });
-      const r = rm.rewards(rm.forward(tf.tensor2d([ids.slice(0, 3)], undefined, 'int32'), ctx), [2]).arraySync();
+      const r = rm.rewards(rm.forward(tf.tensor2d([ids.slice(0, 3)], undefined, 'int32'), ctx), { lastIndex: [2] }).arraySync();
       ctx.dispose();
       return r;
     });

@@ -185,7 +185,7 @@ describe('quantized models, other checks', () => {
     const rewardsOf = (m: LlamaModel) =>
       tf.tidy(() => {
         const ctx = new FullAttention({ batchSize: 1, seqLen: ids[0]!.length });
-        const r = m.rewards(m.forward(tf.tensor2d(ids, undefined, 'int32'), ctx), [ids[0]!.length - 1]).arraySync();
+        const r = m.rewards(m.forward(tf.tensor2d(ids, undefined, 'int32'), ctx), { lastIndex: [ids[0]!.length - 1] }).arraySync();
         ctx.dispose();
         return r;
       });
