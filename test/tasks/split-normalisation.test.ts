@@ -1,7 +1,8 @@
 /**
  * The point of normalising once in the engine: a micro-batch cut into parts of UNEQUAL unit
  * counts — a DPO batch whose parts hold 3 + 2 pairs but 12 + 18 chosen tokens, a reward-model
- * batch whose parts hold 3 + 2 rows but 7 + 2 pairs — gives exactly the unsplit loss, gradient and
+ * batch whose parts hold 3 + 2 rows but 7 + 2 pairs (and, read through the LM head with an NLL
+ * term, 9 + 11 best-response tokens) — gives exactly the unsplit loss, gradient and
  * metrics through the step engine (gradient accumulation over the parts, and 2 worker replicas
  * splitting the batch), with nothing in the batches saying they were split.
  */
@@ -10,14 +11,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
-import type { LlamaModel } from '../../src/model/llama.js';
+import { LlamaModel } from '../../src/model/llama.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { disposeGrads, GradientAccumulator, type GradMap } from '../../src/train/grad-accumulator.js';
 import { accumulateMicroBatches, LocalStepEngine, stepUnits, type Objective, type StepResult } from '../../src/train/step-engine.js';
 import { createStepEngine } from '../../src/parallel/factory.js';
 import type { TaskDescriptor } from '../../src/train/task.js';
 import { collatePairs, dpoLoss, dpoTaskOptions, dpoUnits, splitDpoBatch, type DpoBatch, type DpoLossOptions } from '../../src/tasks/dpo.js';
-import { collatePreferences, rewardModelLoss, rewardModelUnits, splitPreferenceBatch, type PreferenceBatch } from '../../src/tasks/reward-model.js';
+import { collatePreferences, rewardModelLoss, rewardModelUnits, rewardTaskOptions, splitPreferenceBatch, type PreferenceBatch } from '../../src/tasks/reward-model.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 
 const config = parseLlamaConfig({
@@ -155,17 +156,40 @@ describe('reward model split into parts of unequal pairs per row', () => {
   const parts = splitPreferenceBatch(rmBatch, 2);
 
   it('accumulated as micro-batches: the unsplit gradient, loss, and accuracy and margin over rows', async () => {
-    expect(parts.map(rewardModelUnits)).toEqual([{ pairs: 7, rows: 3 }, { pairs: 2, rows: 2 }]);
+    expect(parts.map(rewardModelUnits)).toEqual([{ pairs: 7, rows: 3, best_tokens: 9 }, { pairs: 2, rows: 2, best_tokens: 11 }]);
     const model = makeModel();
     expect(relativeDiff(engineGradient(model, objectiveOf(model), parts), engineGradient(model, objectiveOf(model), [rmBatch]))).toBeLessThan(1e-5);
     model.dispose();
     const unsplitStep = await localStep(makeModel, objectiveOf, [rmBatch]);
     const splitStep = await localStep(makeModel, objectiveOf, parts);
     expectSameStep(splitStep, unsplitStep, 1e-6);
-    expect(unsplitStep.units).toEqual({ pairs: 9, rows: 5 });
+    expect(unsplitStep.units).toEqual({ pairs: 9, rows: 5, best_tokens: 20 });
     // accuracy: correct rows out of 5, exactly
     const numCorrect = unsplitStep.metrics.accuracy * 5;
     expect(Math.abs(numCorrect - Math.round(numCorrect))).toBeLessThan(1e-9);
     expect(splitStep.metrics.accuracy).toBe(unsplitStep.metrics.accuracy);
+  });
+});
+
+describe('logprob reward model (LM head, NLL on the best response) split into parts of unequal best-response tokens', () => {
+  // rows 0–2 | 3–4: best responses of 2+3+4 = 9 | 5+6 = 11 tokens, 7 | 2 pairs, 3 | 2 rows
+  const logprobConfig = parseLlamaConfig({ ...config, tfalign_reward: { head: 'logprob', beta: 2 } });
+  const makeModel = () => new LlamaModel(logprobConfig, initModel(config, 2).params);
+  const lossOptions = { margin: false, centeringCoefficient: 0, nllCoefficient: 0.5 };
+  const objectiveOf = (model: LlamaModel): Objective<PreferenceBatch> => ({ loss: (b) => rewardModelLoss(model, b, lossOptions), unitsOf: rewardModelUnits });
+  const parts = splitPreferenceBatch(rmBatch, 2);
+
+  it('accumulated as micro-batches: the unsplit step, pairs and best tokens each normalised once', async () => {
+    const unsplitStep = await localStep(makeModel, objectiveOf, [rmBatch]);
+    const splitStep = await localStep(makeModel, objectiveOf, parts);
+    expectSameStep(splitStep, unsplitStep, 1e-5);
+    expect(unsplitStep.units).toEqual({ pairs: 9, rows: 5, best_tokens: 20 });
+    expect(unsplitStep.metrics.nll_loss).toBeGreaterThan(2); // random weights over 40 ids: about ln 40 per token
+  });
+
+  it('split across 2 worker replicas: the single-thread step', async () => {
+    const unsplitStep = await localStep(makeModel, objectiveOf, [rmBatch]);
+    const workers = await workerStep(makeModel, { kind: 'reward-model', options: rewardTaskOptions(lossOptions) }, [rmBatch]);
+    expectSameStep(workers, unsplitStep, 1e-5);
   });
 });

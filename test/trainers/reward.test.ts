@@ -18,6 +18,7 @@ import { readPreferenceData, RewardConfigSchema, trainRewardModel, type ReadPref
 import { collatePreferences, evaluateRewardModel, rewardModelLoss, rewardModelUnits, type PreferenceBatch } from '../../src/tasks/reward-model.js';
 import { evaluateObjective } from '../../src/train/objective.js';
 import { scoreResponses } from '../../src/inference/reward-scoring.js';
+import { responseLogprobs } from '../../src/inference/token-logprobs.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import type { PreferenceRow } from '../../data/rows.js';
 
@@ -168,6 +169,84 @@ describe('trainRewardModel', () => {
   });
 });
 
+describe('head: logprob (the reward read through the LM head)', () => {
+  const BETA = 2;
+  const NLL = 0.5;
+  let lpDir: string;
+  let lp: RewardTrainingResult;
+  beforeAll(async () => {
+    lpDir = path.join(tmpRoot, 'run-logprob');
+    lp = await trainRewardModel({
+      model: baseDir, train: trainFile, eval: evalFile, out: lpDir, backend: 'wasm', head: 'logprob', beta: BETA, nllCoefficient: NLL,
+      lr: 1e-3, batchSize: 16, maxSteps: 20, warmupRatio: 0.1, maxLength: 64, maxPromptLength: 64, logEvery: 5, seed: 7,
+    });
+  });
+
+  /** β · mean log p of each response (its end-of-turn token included) under `model`'s LM head, by `responseLogprobs`. */
+  const meanLogprobRewards = (model: LlamaModel, rows: { prompt: string; response: string }[]) =>
+    responseLogprobs(model, rows.map((r) => tokenizePromptResponse(tokenizer, r.prompt, r.response)), 4, tokenizer.padTokenId!).map(
+      (lps) => (BETA * lps.reduce((a, b) => a + b, 0)) / lps.length,
+    );
+
+  it('saves a LlamaForCausalLM marked tfalign_reward (no score head); untrained, it ranks by the LM\'s own log-likelihood', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(lpDir, 'config.json'), 'utf8'));
+    expect(config.architectures).toEqual(['LlamaForCausalLM']);
+    expect(config.tfalign_reward).toEqual({ head: 'logprob', beta: BETA });
+    expect(readSafetensorsHeader(path.join(lpDir, 'model.safetensors')).tensors.has('score.weight')).toBe(false);
+    // before training, the eval accuracy is that of the base causal LM's mean log-prob
+    const base = await loadPretrained(baseDir);
+    const chosen = meanLogprobRewards(base, evalRows.map((r) => ({ prompt: r.prompt as string, response: r.chosen })));
+    const rejected = meanLogprobRewards(base, evalRows.map((r) => ({ prompt: r.prompt as string, response: r.rejected })));
+    base.dispose();
+    expect(lp.initialEval!.accuracy).toBeCloseTo(chosen.filter((c, i) => c > rejected[i]!).length / evalRows.length, 9);
+    expect(lp.lastEval!.accuracy).toBeGreaterThanOrEqual(0.9); // the polite word, learned through the LM head
+    const lines = fs.readFileSync(path.join(lpDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0].nll_loss).toBeGreaterThan(0);
+  });
+
+  it('scores β · mean response log-prob, whatever the batch composition and padding', async () => {
+    const model = await loadPretrained(lpDir);
+    expect(model.dims).toMatchObject({ isRewardModel: true, rewardHead: 'logprob', rewardBeta: BETA });
+    const rows = [...evalRows.slice(0, 5).map((r) => ({ prompt: r.prompt as string, response: r.chosen })), { prompt: 'Tell me about light.', response: 'thanks' }];
+    const numTensors = tf.memory().numTensors;
+    const alone = scoreResponses(model, tokenizer, rows, { batchSize: 1 });
+    expect(tf.memory().numTensors).toBe(numTensors);
+    const batched = scoreResponses(model, tokenizer, rows, { batchSize: 4 });
+    const byHand = meanLogprobRewards(model, rows);
+    alone.forEach((s, i) => {
+      expect(Math.abs(batched[i]! - s)).toBeLessThan(1e-5);
+      expect(Math.abs(byHand[i]! - s)).toBeLessThan(1e-5);
+    });
+    model.dispose();
+  });
+
+  it('loss = Bradley–Terry mean over ordered pairs + α · NLL per token of each row\'s best response', async () => {
+    const model = await loadPretrained(lpDir);
+    const editedRow: PreferenceRow = { prompt: 'Tell me about stone and water.', edited: 'thanks thanks light', chosen: 'music thanks paper', rejected: 'whatever glass', strength: 'better' };
+    const plainRow: PreferenceRow = { prompt: 'Tell me about apple and horse.', chosen: 'horse water thanks', rejected: 'cloud whatever', strength: 'better' };
+    const file = writeRows(path.join(tmpRoot, 'loss-logprob.jsonl'), [editedRow, plainRow]);
+    const [edited, plain] = (await readPreferenceData(file, tokenizer, readOpts)).examples;
+    const [e, c, r] = scoreResponses(model, tokenizer, [editedRow.edited!, editedRow.chosen, editedRow.rejected].map((response) => ({ prompt: editedRow.prompt as string, response })), { batchSize: 3 });
+    const [c2, r2] = scoreResponses(model, tokenizer, [plainRow.chosen, plainRow.rejected].map((response) => ({ prompt: plainRow.prompt as string, response })), { batchSize: 2 });
+    const best = responseLogprobs(model, [{ promptIds: edited!.promptIds, responseIds: edited!.responses[0]! }, { promptIds: plain!.promptIds, responseIds: plain!.responses[0]! }], 2, tokenizer.padTokenId!);
+    const numBestTokens = best[0]!.length + best[1]!.length;
+    const nllPerToken = -[...best[0]!, ...best[1]!].reduce((a, b) => a + b, 0) / numBestTokens;
+    const batch = collatePreferences([edited!, plain!], tokenizer.padTokenId!);
+    const result = evaluateObjective({ loss: (b: PreferenceBatch) => rewardModelLoss(model, b, { margin: false, centeringCoefficient: 0, nllCoefficient: NLL }), unitsOf: rewardModelUnits }, [batch]);
+    expect(result.units).toEqual({ pairs: 4, rows: 2, best_tokens: numBestTokens });
+    expect(result.loss).toBeCloseTo((bt(e!, c!) + bt(e!, r!) + bt(c!, r!) + bt(c2!, r2!)) / 4 + NLL * nllPerToken, 5);
+    expect(result.metrics.nll_loss).toBeCloseTo(nllPerToken, 5);
+    model.dispose();
+  });
+
+  it('refuses an NLL term without an LM head, and a head other than the reward model\'s own', async () => {
+    const common = { train: trainFile, out: path.join(tmpRoot, 'refused'), backend: 'wasm' as const, maxSteps: 1, maxLength: 64, maxPromptLength: 64 };
+    await expect(trainRewardModel({ ...common, model: baseDir, nllCoefficient: 1 })).rejects.toThrow('rm train config: nllCoefficient: needs head: logprob');
+    await expect(trainRewardModel({ ...common, model: runDir, head: 'logprob' })).rejects.toThrow('is a reward model with a score head; head is logprob');
+    await expect(trainRewardModel({ ...common, model: lpDir, head: 'score' })).rejects.toThrow('is a reward model with a logprob head; head is score');
+  });
+});
+
 describe('strength filtering', () => {
   it('keeps exactly the rows of the allowed strengths (absent counts as better)', async () => {
     const base = preferenceRows(15, 5);
@@ -230,7 +309,7 @@ describe('rewardModelLoss', () => {
     const objective = (centeringCoefficient: number) => ({ loss: (b: PreferenceBatch) => rewardModelLoss(model, b, { margin: false, centeringCoefficient }), unitsOf: rewardModelUnits });
     const one = evaluateObjective(objective(0), [single]);
     const byHand = (bt(e, c) + bt(e, r) + bt(c, r)) / 3;
-    expect(one.units).toEqual({ pairs: 3, rows: 1 });
+    expect(one.units).toEqual({ pairs: 3, rows: 1, best_tokens: edited.responses[0]!.length });
     expect(one.loss).toBeCloseTo(byHand, 5);
     expect(one.metrics.margin).toBeCloseTo(c - r, 5);
     expect(one.metrics.accuracy).toBe(c > r ? 1 : 0);
@@ -242,7 +321,7 @@ describe('rewardModelLoss', () => {
     const two = evaluateObjective(objective(0.01), [mixed]);
     const center = (a: number, b: number) => 0.01 * (a + b) ** 2;
     const mixedByHand = (bt(e, c) + center(e, c) + bt(e, r) + center(e, r) + bt(c, r) + center(c, r) + bt(c2, r2) + center(c2, r2)) / 4;
-    expect(two.units).toEqual({ pairs: 4, rows: 2 });
+    expect(two.units).toEqual({ pairs: 4, rows: 2, best_tokens: edited.responses[0]!.length + plain.responses[0]!.length });
     expect(two.loss).toBeCloseTo(mixedByHand, 5);
   });
 
