@@ -70,7 +70,7 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
   // Model kinds from config.json, before any weights load (here or in the workers).
   if (modelDims(loadModelConfig(o.policy)).isRewardModel) throw new Error(`--policy: ${o.policy} is a reward model; give a causal LM`);
   if (!modelDims(loadModelConfig(o.rewardModel)).isRewardModel) {
-    throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
+    throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (rm train's OUT: LlamaForSequenceClassification, or a causal LM with tfalign_reward)`);
   }
   await folderTokenizer(o.policy, '--policy');
   // 1)–3) sample, score, select and build pairs (with workers when asked); write into --out
@@ -115,7 +115,7 @@ export function registerSampleCommands(program: Command): void {
     .command('sample')
     .description('rejection sampling: K samples per prompt from the policy, scored by a reward model; best-of-K SFT rows and preference pairs')
     .requiredOption('--policy <dir>', 'causal LM folder to sample from (with tokenizer.json)')
-    .requiredOption('--reward-model <dir>', 'reward model folder (LlamaForSequenceClassification)')
+    .requiredOption('--reward-model <dir>', 'reward model folder (rm train\'s OUT: a score or logprob head)')
     .requiredOption('--prompts <file>', 'JSONL rows {"prompt": text or messages, "id"?}')
     .requiredOption('-k, --num-samples <k>', 'samples per prompt (Llama 3: 10 to 30)', intArg('-k', { min: 1, max: MAX_SAMPLES_PER_PROMPT }))
     .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl (new, empty, or a previous sample output)')

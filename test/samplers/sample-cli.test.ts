@@ -116,7 +116,7 @@ describe('tfalign sample', () => {
       '--policy', policy, '--reward-model', reward, '--prompts', prompts, '-k', '2', '--out', path.join(tmpRoot, 'bad'), '--backend', 'wasm',
     ];
     await expect(run(...args(promptsFile, rewardDir))).rejects.toThrow(`--policy: ${rewardDir} is a reward model; give a causal LM`);
-    await expect(run(...args(promptsFile, policyDir, policyDir))).rejects.toThrow(`--reward-model: ${policyDir} is a causal LM; give a reward model (LlamaForSequenceClassification)`);
+    await expect(run(...args(promptsFile, policyDir, policyDir))).rejects.toThrow(`--reward-model: ${policyDir} is a causal LM; give a reward model (rm train's OUT: LlamaForSequenceClassification, or a causal LM with tfalign_reward)`);
     const badFile = path.join(tmpRoot, 'bad.jsonl');
     fs.writeFileSync(badFile, '{"prompt": "ok"}\n{"prompt": 3}\n');
     await expect(run(...args(badFile))).rejects.toThrow(`${badFile}:2: prompt`);
