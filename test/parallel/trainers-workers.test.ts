@@ -108,7 +108,7 @@ describe('splitting reward-model and DPO micro-batches', () => {
     const objective = { loss: (b: PreferenceBatch) => rewardModelLoss(model, b, options), unitsOf: rewardModelUnits };
     const whole = evaluateObjective(objective, [batch]);
     const combined = evaluateObjective(objective, parts);
-    expect(combined.units).toEqual({ pairs: 9, rows: 5 });
+    expect(combined.units).toEqual({ pairs: 9, rows: 5, best_tokens: 20 }); // best_tokens: the logprob head's NLL unit, counted whatever the head
     expectClose(combined.loss, whole.loss, 1e-6, 'loss');
     // accuracy is a mean over rows, the loss over pairs (7 and 2 pairs for 3 and 2 rows)
     expectClose(combined.metrics.accuracy, whole.metrics.accuracy, 1e-9, 'accuracy');
