@@ -1,0 +1,245 @@
+/**
+ * LoRA adapters (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", eq. 3):
+ *
+ *   h = W x + (α / r) · B A x
+ *
+ * on the projections PEFT names in `target_modules` (q_proj k_proj v_proj o_proj gate_proj
+ * up_proj down_proj), with W frozen and only A [r, in], B [out, r] trained. As in PEFT, A starts
+ * Kaiming-uniform (a = √5, so U(−1/√in, 1/√in)) and B at zero: an untrained adapter is the
+ * identity. PEFT's `use_rslora` (scaling α/√r) is honoured when read from a file.
+ *
+ * Internally the product runs as `x·W + s · dropout(x)·A·B` with A stored [in, r] and B [r, out]
+ * (no transpose flag: the wasm backend's fast matmul); PEFT's files hold `lora_A.weight` [r, in]
+ * and `lora_B.weight` [out, r], transposed at the file boundary like the base weights.
+ *
+ * The adapters plug into the model through `LlamaModel.linearOverrides`; `withDisabled` runs a
+ * function on the base weights alone (DPO's reference, as TRL does with a PEFT policy). Dropout
+ * acts only while a gradient tape records (training), with masks seeded by `dropoutSeed` and the
+ * module, so a recompute (gradient checkpointing) draws the same mask.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
+import type { LinearFn, LlamaModel } from './llama.js';
+import type { NamedTensor } from './safetensors.js';
+import { CheckpointError } from './safetensors.js';
+import { transpose2d } from './weights.js';
+import { Rng } from '../util/rng.js';
+
+/** PEFT's `target_modules` names of the Llama projections. */
+export const LORA_TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+export const LoraOptionsSchema = z
+  .object({
+    r: z.number().int().positive().max(4096).default(16).describe('Rank r of each adapter (A is [r, in], B [out, r]); 16 is the common TRL/torchtune choice for 0.1–1 B models.'),
+    alpha: z.number().positive().default(32).describe('lora_alpha: the update is scaled by alpha / r (default 2·r, so the scale is 2 whatever r is).'),
+    dropout: z.number().min(0).lt(1).default(0).describe("lora_dropout: dropout on the adapter's input while training (PEFT's default 0)."),
+    targetModules: z
+      .array(z.enum(LORA_TARGET_MODULES))
+      .min(1)
+      .default([...LORA_TARGET_MODULES])
+      .describe('Projections that get an adapter (PEFT target_modules); default all seven ("all-linear").'),
+  })
+  .strict();
+
+export type LoraOptionsInput = z.input<typeof LoraOptionsSchema>;
+export type LoraOptions = z.infer<typeof LoraOptionsSchema> & {
+  /** rsLoRA (Kalajdzievski 2023): scale α/√r instead of α/r (read from PEFT files only). */
+  useRslora?: boolean;
+};
+
+const ADAPTER_KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
+
+/** The HF weight name a target module of layer `l` adapts, e.g. `model.layers.0.self_attn.q_proj.weight`. */
+export function targetWeightName(layer: number, module: string): string {
+  const block = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].includes(module) ? 'self_attn' : 'mlp';
+  return `model.layers.${layer}.${block}.${module}.weight`;
+}
+
+/** Adapter parameter name of a target weight: `…q_proj.weight` → `…q_proj.lora_A.weight`. */
+export function adapterName(weightName: string, which: 'A' | 'B'): string {
+  return weightName.replace(/\.weight$/, `.lora_${which}.weight`);
+}
+
+/** Number of adapter parameters LoRA adds to a model of these sizes. */
+export function numLoraParameters(dims: { numLayers: number; hiddenSize: number; intermediateSize: number; numHeads: number; numKvHeads: number; headDim: number }, o: Pick<LoraOptions, 'r' | 'targetModules'>): number {
+  const q = dims.numHeads * dims.headDim;
+  const kv = dims.numKvHeads * dims.headDim;
+  const c = dims.hiddenSize;
+  const i = dims.intermediateSize;
+  const sizes: Record<string, [number, number]> = { q_proj: [c, q], k_proj: [c, kv], v_proj: [c, kv], o_proj: [q, c], gate_proj: [c, i], up_proj: [c, i], down_proj: [i, c] };
+  return dims.numLayers * o.targetModules.reduce((a, m) => a + o.r * (sizes[m][0] + sizes[m][1]), 0);
+}
+
+const attached = new WeakMap<LlamaModel, LoraAdapters>();
+
+/** The adapters attached to `model`, if any. */
+export function attachedAdapters(model: LlamaModel): LoraAdapters | undefined {
+  return attached.get(model);
+}
+
+/**
+ * What a training step differentiates and updates: the model's parameters and, with LoRA, the
+ * adapters' (the frozen base is in the map with `trainable = false`, so workers can rebuild it).
+ */
+export function trainingParameters(model: LlamaModel): Map<string, tf.Variable> {
+  const adapters = attached.get(model);
+  if (!adapters) return model.params;
+  return new Map([...model.params, ...adapters.params]);
+}
+
+export class LoraAdapters {
+  /** Adapter variables by name: `…q_proj.lora_A.weight` [in, r], `…q_proj.lora_B.weight` [r, out]. */
+  readonly params: Map<string, tf.Variable>;
+  /** False: the model computes with its base weights only. */
+  enabled = true;
+  /** Seeds the dropout masks of the next training forward (set per micro-batch by the trainer). */
+  dropoutSeed = 0;
+  /** α/r (α/√r with rsLoRA). */
+  readonly scaling: number;
+  /** HF names of the adapted weights, in model order. */
+  readonly targets: string[];
+
+  private constructor(
+    private readonly model: LlamaModel,
+    readonly options: LoraOptions,
+    params: Map<string, tf.Variable>,
+  ) {
+    if (attached.has(model)) throw new Error('lora: the model already has adapters attached');
+    this.params = params;
+    this.scaling = options.useRslora ? options.alpha / Math.sqrt(options.r) : options.alpha / options.r;
+    this.targets = loraTargets(model, options);
+    this.targets.forEach((name, index) => {
+      const a = params.get(adapterName(name, 'A'));
+      const b = params.get(adapterName(name, 'B'));
+      if (!a || !b) throw new Error(`lora: missing adapter for ${name}`);
+      const override: LinearFn = (x, weight) => this.project(x, weight!, a, b, index);
+      override.variables = [a, b];
+      model.linearOverrides.set(name, override);
+    });
+    attached.set(model, this);
+  }
+
+  /** New adapters on `model` (A Kaiming-uniform from `seed`, B zero), attached. */
+  static create(model: LlamaModel, options: LoraOptions, seed: number): LoraAdapters {
+    const rng = new Rng(seed).fork(0x10a);
+    const params = new Map<string, tf.Variable>();
+    for (const name of loraTargets(model, options)) {
+      const [numIn, numOut] = model.params.get(name)!.shape; // internal [in, out]
+      const bound = 1 / Math.sqrt(numIn); // kaiming_uniform_(a=√5) on [r, in]: gain·√(3/fan_in) = 1/√in
+      const a = Float32Array.from({ length: numIn * options.r }, () => (2 * rng.next() - 1) * bound);
+      params.set(adapterName(name, 'A'), tf.tidy(() => tf.variable(tf.tensor2d(a, [numIn, options.r]), true)));
+      params.set(adapterName(name, 'B'), tf.tidy(() => tf.variable(tf.zeros([options.r, numOut]), true)));
+    }
+    return new LoraAdapters(model, options, params);
+  }
+
+  /**
+   * Adapters from PEFT tensors (names relative to the model, `model.layers.N.…lora_A.weight`,
+   * PEFT shapes [r, in] / [out, r]), attached. `source` names the file in errors.
+   */
+  static fromPeftTensors(model: LlamaModel, options: LoraOptions, tensors: Map<string, NamedTensor>, source: string): LoraAdapters {
+    const params = new Map<string, tf.Variable>();
+    try {
+      const expected = new Set<string>();
+      for (const name of loraTargets(model, options)) {
+        const [numIn, numOut] = model.params.get(name)!.shape;
+        for (const [which, shape] of [['A', [options.r, numIn]], ['B', [numOut, options.r]]] as const) {
+          const key = adapterName(name, which);
+          expected.add(key);
+          const t = tensors.get(key);
+          if (!t) throw new CheckpointError(`lora: ${source}: tensor base_model.model.${key}: missing`);
+          if (t.shape.join(',') !== shape.join(',')) {
+            throw new CheckpointError(`lora: ${source}: tensor base_model.model.${key}: shape [${t.shape}], adapter_config and base model imply [${shape}]`);
+          }
+          const data = transpose2d(t.data, shape[0], shape[1]); // → [in, r] / [r, out]
+          params.set(key, tf.tidy(() => tf.variable(tf.tensor2d(data, [shape[1], shape[0]]), true)));
+        }
+      }
+      for (const key of tensors.keys()) {
+        if (ADAPTER_KEY.test(key) && !expected.has(key)) throw new CheckpointError(`lora: ${source}: tensor base_model.model.${key}: not a target of adapter_config.json`);
+      }
+    } catch (err) {
+      for (const p of params.values()) p.dispose();
+      throw err;
+    }
+    return new LoraAdapters(model, options, params);
+  }
+
+  /** x [N, in] → x·W + s · dropout(x)·A·B [N, out] (the base product alone when disabled). */
+  private project(x: tf.Tensor2D, weight: tf.Tensor, a: tf.Variable, b: tf.Variable, index: number): tf.Tensor2D {
+    const base: tf.Tensor2D = tf.matMul(x, weight as tf.Tensor2D); // [N, out]
+    if (!this.enabled) return base;
+    return tf.tidy(() => {
+      const rate = this.options.dropout;
+      // Dropout only while a tape records (PyTorch's train mode with grad on); same seed, same mask.
+      const training = rate > 0 && tf.engine().state.gradientDepth > 0;
+      const input = training ? tf.dropout(x, rate, undefined, (this.dropoutSeed * 7919 + index * 104729) % 2147483647) : x; // [N, in]
+      const low = tf.matMul(input, a); // [N, r]
+      return tf.add(base, tf.mul(tf.matMul(low, b), this.scaling)) as tf.Tensor2D; // [N, out]
+    });
+  }
+
+  /** Runs `fn` with the adapters switched off (the base model), restoring the switch afterwards. */
+  withDisabled<T>(fn: () => T): T {
+    const was = this.enabled;
+    this.enabled = false;
+    try {
+      return fn();
+    } finally {
+      this.enabled = was;
+    }
+  }
+
+  /** Adapter tensors with PEFT's names (`base_model.model.` prefix) and shapes ([r, in], [out, r]). */
+  toPeftTensors(): Map<string, NamedTensor> {
+    const out = new Map<string, NamedTensor>();
+    for (const [key, v] of this.params) {
+      const [rows, cols] = v.shape;
+      out.set(`base_model.model.${key}`, { shape: [cols, rows], data: transpose2d(v.dataSync() as Float32Array, rows, cols) });
+    }
+    return out;
+  }
+
+  /** Adds s·A·B into each target weight (W' = W + s·(B A)ᵀ in HF's layout) and detaches the adapters. */
+  mergeIntoBase(): void {
+    for (const name of this.targets) {
+      const w = this.model.params.get(name)!;
+      const a = this.params.get(adapterName(name, 'A'))!;
+      const b = this.params.get(adapterName(name, 'B'))!;
+      tf.tidy(() => w.assign(tf.add(w, tf.mul(tf.matMul(a, b), this.scaling)) as tf.Tensor)); // [in, out]
+    }
+    this.detach();
+  }
+
+  /** Removes the overrides from the model and frees the adapter variables. */
+  detach(): void {
+    for (const name of this.targets) this.model.linearOverrides.delete(name);
+    attached.delete(this.model);
+    for (const p of this.params.values()) p.dispose();
+    this.params.clear();
+  }
+
+  /** Number of adapter parameters. */
+  numParameters(): number {
+    let n = 0;
+    for (const p of this.params.values()) n += p.size;
+    return n;
+  }
+}
+
+/** HF names of the weights `options.targetModules` selects in `model`. */
+function loraTargets(model: LlamaModel, options: Pick<LoraOptions, 'targetModules'>): string[] {
+  const names: string[] = [];
+  for (let l = 0; l < model.dims.numLayers; l++) {
+    for (const m of LORA_TARGET_MODULES) if (options.targetModules.includes(m)) names.push(targetWeightName(l, m));
+  }
+  return names;
+}
+
+/**
+ * Freezes the base for LoRA training: every model parameter `trainable = false` except a reward
+ * model's `score.weight` (a new head has to learn; PEFT's `modules_to_save: ["score"]`).
+ */
+export function freezeBaseForLora(model: LlamaModel): void {
+  for (const [name, v] of model.params) v.trainable = model.dims.isRewardModel && name === 'score.weight';
+}
