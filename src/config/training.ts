@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend.js';
 import { limit } from './limits.js';
+import { LoraOptionsSchema } from './lora.js';
 
 export interface RecipeDefaults {
   lr: number;
@@ -68,6 +69,20 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
     saveEvery: limit.interval().default(0).describe('Steps between checkpoints (checkpoint-<step>/); 0 saves only at the end.'),
     saveTotalLimit: limit.interval().default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
     evalFraction: z.number().min(0).lt(1).default(0.05).describe('Fraction of rows held out for evaluation when no eval file is given.'),
+    lora: LoraOptionsSchema.optional().describe(
+      'Train LoRA adapters on a frozen base instead of every weight (only adapters, and a reward model\'s score head, get gradients and AdamW state); out/model is then a PEFT adapter folder. Absent: full fine-tuning.',
+    ),
+    gradientCheckpointing: z
+      .boolean()
+      .default(false)
+      .describe('Recompute each decoder layer in backward instead of keeping its activations: about one extra forward pass of compute for activations of one layer instead of all.'),
+    headChunkTokens: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .default(1024)
+      .describe('Token positions whose LM-head logits exist at once during training (the [B, T, V] logits never do); 0 computes them all at once. 1024 × a 128 k vocabulary is 0.5 GB per copy.'),
   });
 }
 

@@ -79,6 +79,11 @@ export class LlamaModel {
    * activations in backward — same loss and gradients, one layer's activations at a time.
    */
   gradientCheckpointing = false;
+  /**
+   * Rows of the LM head computed at a time by the training and scoring paths (`lm-head.ts`); 0
+   * computes the logits of every position at once.
+   */
+  headChunkTokens = 0;
 
   constructor(
     readonly config: LlamaConfig,

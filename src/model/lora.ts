@@ -18,29 +18,15 @@
  * module, so a recompute (gradient checkpointing) draws the same mask.
  */
 import * as tf from '@tensorflow/tfjs';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { LORA_TARGET_MODULES, LoraOptionsSchema } from '../config/lora.js';
 import type { LinearFn, LlamaModel } from './llama.js';
 import type { NamedTensor } from './safetensors.js';
 import { CheckpointError } from './safetensors.js';
 import { transpose2d } from './weights.js';
 import { Rng } from '../util/rng.js';
 
-/** PEFT's `target_modules` names of the Llama projections. */
-export const LORA_TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-
-export const LoraOptionsSchema = z
-  .object({
-    r: z.number().int().positive().max(4096).default(16).describe('Rank r of each adapter (A is [r, in], B [out, r]); 16 is the common TRL/torchtune choice for 0.1–1 B models.'),
-    alpha: z.number().positive().default(32).describe('lora_alpha: the update is scaled by alpha / r (default 2·r, so the scale is 2 whatever r is).'),
-    dropout: z.number().min(0).lt(1).default(0).describe("lora_dropout: dropout on the adapter's input while training (PEFT's default 0)."),
-    targetModules: z
-      .array(z.enum(LORA_TARGET_MODULES))
-      .min(1)
-      .default([...LORA_TARGET_MODULES])
-      .describe('Projections that get an adapter (PEFT target_modules); default all seven ("all-linear").'),
-  })
-  .strict();
-
+export { LORA_TARGET_MODULES, LoraOptionsSchema };
 export type LoraOptionsInput = z.input<typeof LoraOptionsSchema>;
 export type LoraOptions = z.infer<typeof LoraOptionsSchema> & {
   /** rsLoRA (Kalajdzievski 2023): scale α/√r instead of α/r (read from PEFT files only). */
@@ -48,6 +34,11 @@ export type LoraOptions = z.infer<typeof LoraOptionsSchema> & {
 };
 
 const ADAPTER_KEY = /^model\.layers\.(\d+)\.(self_attn|mlp)\.([a-z_]+)\.lora_([AB])\.weight$/;
+
+/** True for an adapter variable's name (`….lora_A.weight`, `….lora_B.weight`). */
+export function isAdapterParameter(name: string): boolean {
+  return ADAPTER_KEY.test(name);
+}
 
 /** The HF weight name a target module of layer `l` adapts, e.g. `model.layers.0.self_attn.q_proj.weight`. */
 export function targetWeightName(layer: number, module: string): string {
@@ -130,6 +121,13 @@ export class LoraAdapters {
       params.set(adapterName(name, 'A'), tf.tidy(() => tf.variable(tf.tensor2d(a, [numIn, options.r]), true)));
       params.set(adapterName(name, 'B'), tf.tidy(() => tf.variable(tf.zeros([options.r, numOut]), true)));
     }
+    return new LoraAdapters(model, options, params);
+  }
+
+  /** Adapters over existing variables (a data-parallel worker's copy of the parent's), attached. */
+  static fromVariables(model: LlamaModel, options: LoraOptions, params: Map<string, tf.Variable>): LoraAdapters {
+    const expected = new Set(loraTargets(model, options).flatMap((name) => [adapterName(name, 'A'), adapterName(name, 'B')]));
+    for (const name of params.keys()) if (!expected.has(name)) throw new Error(`lora: ${name} is not an adapter of this configuration`);
     return new LoraAdapters(model, options, params);
   }
 

@@ -148,3 +148,29 @@ export function adapterFolderFiles(model: LlamaModel, adapters: LoraAdapters, ba
     [ADAPTER_WEIGHTS_NAME]: encodeSafetensors(tensors, { metadata: { format: 'pt' }, name: ADAPTER_WEIGHTS_NAME }),
   };
 }
+
+/**
+ * Copies the adapter weights (and a reward model's score head) of adapter folder `dir` into the
+ * attached `adapters` and `model` — a resume from a LoRA checkpoint. The folder must hold the same
+ * adapter layout (rank, targets).
+ */
+export function restoreAdapterWeights(model: LlamaModel, adapters: LoraAdapters, dir: string): void {
+  const { options } = readAdapterConfig(dir);
+  const same = options.r === adapters.options.r && options.targetModules.join(',') === adapters.options.targetModules.join(',');
+  if (!same) {
+    throw new CheckpointError(
+      `lora: ${dir}: adapter r ${options.r} on ${options.targetModules.join(',')} does not match this run's r ${adapters.options.r} on ${adapters.options.targetModules.join(',')}`,
+    );
+  }
+  const file = path.join(dir, ADAPTER_WEIGHTS_NAME);
+  const { tensors } = readSafetensors(file);
+  for (const [key, variable] of adapters.params) {
+    const t = tensors.get(PREFIX + key);
+    const [rows, cols] = variable.shape; // internal [in, r] / [r, out]; PEFT holds the transpose
+    if (!t || t.shape.join(',') !== [cols, rows].join(',')) throw new CheckpointError(`lora: ${file}: tensor ${PREFIX}${key}: ${t ? `shape [${t.shape}], expected [${cols},${rows}]` : 'missing'}`);
+    tf.tidy(() => variable.assign(tf.tensor2d(transpose2d(t.data, cols, rows), [rows, cols])));
+  }
+  const score = tensors.get(SCORE_TENSOR);
+  const head = model.params.get('score.weight');
+  if (head && score) tf.tidy(() => head.assign(tf.tensor2d(score.data, [model.dims.hiddenSize, 1])));
+}

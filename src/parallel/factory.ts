@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { currentBackend } from '../backend.js';
 import type { LlamaModel } from '../model/llama.js';
+import { trainingParameters } from '../model/lora.js';
 import { AdamW, type AdamWOptions } from '../train/adamw.js';
 import { LocalStepEngine, type StepEngine } from '../train/step-engine.js';
 import { type TaskDescriptor } from '../train/task.js';
@@ -54,7 +55,7 @@ export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<Step
   const optimizer = new AdamW(o.optimizer);
   if (numWorkers === 1) {
     const lossFn = await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step });
-    return new LocalStepEngine<B>(o.model.params, lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
+    return new LocalStepEngine<B>(trainingParameters(o.model), lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
   }
   return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, optimizer, maxGradNorm: o.maxGradNorm });
 }

@@ -16,7 +16,7 @@ export const CAUSAL_LM_TASK_KIND = 'causal-lm';
 
 /** Mean next-token cross-entropy over the batch's target tokens; weight = number of targets. */
 export function causalLmLoss(model: LlamaModel, batch: TokenBatch): MicroBatchLoss {
-  const logps = batchTokenLogprobs(model, batch);
+  const logps = batchTokenLogprobs(model, batch, { positions: 'targets' }); // [B, T−1], 0 off the targets
   const mask = tf.tensor2d(batch.targets, [batch.batchSize, batch.seqLen - 1]); // [B, T−1]
   const { loss } = sftLoss(logps, mask);
   return { loss, weight: batch.numTargets };

@@ -155,7 +155,7 @@ function wholeBatchNll(nllLoss: tf.Scalar, batch: DpoBatch): tf.Scalar {
 export function dpoLoss(model: LlamaModel, batch: DpoBatch, opts: DpoLossOptions): MicroBatchLoss {
   let metrics: Record<string, number> = {};
   const loss = tf.tidy(() => {
-    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens), batch, opts);
+    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens, { positions: 'targets' }), batch, opts); // every mask ⊆ targets
     metrics = { ...dpoMetrics(terms, terms, terms.nllLoss) };
     return terms.loss;
   });

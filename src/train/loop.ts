@@ -7,7 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
-import { loadPretrained, savePretrained } from '../model/pretrained.js';
+import { loadPretrained, saveAdapterFolder, savePretrained } from '../model/pretrained.js';
+import { attachedAdapters } from '../model/lora.js';
+import { restoreAdapterWeights } from '../model/peft.js';
 import type { TrainingOptions } from '../config/training.js';
 import { learningRateAt } from './schedule.js';
 import { Rng } from '../util/rng.js';
@@ -123,8 +125,10 @@ function truncateMetrics(runDir: string, step: number): void {
   fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }
 
-/** Copies a checkpoint's weights into the model's variables. */
+/** Copies a checkpoint's weights into the model's variables (with LoRA: the adapters and a score head). */
 async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
+  const adapters = attachedAdapters(model);
+  if (adapters) return restoreAdapterWeights(model, adapters, dir);
   const saved = await loadPretrained(dir);
   for (const [name, variable] of model.params) variable.assign(saved.params.get(name)!);
   saved.dispose();
@@ -139,6 +143,11 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   else ensureDir(runDir);
   const { engine } = args;
   const schedule = { lr: o.lr, warmupSteps: Math.round(o.warmupRatio * numSteps), totalSteps: numSteps, decay: o.lrDecay, minLrRatio: o.minLrRatio };
+
+  // With LoRA the checkpoints and the final model are PEFT adapter folders over this base.
+  const baseModel = args.owner?.model ?? args.tokenizerDir;
+  const adapters = attachedAdapters(model);
+  if (adapters && baseModel === undefined) throw new Error('train: a LoRA run needs its base model folder (owner.model) to write adapter folders');
 
   // 1) resume: weights, optimizer moments and step from the latest complete checkpoint
   let startStep = 0;
@@ -169,6 +178,7 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
       state: { globalStep: step, epoch: 0, samplesSeen: step * o.batchSize, rngState: new Rng(o.seed).state() },
       tokenizerDir: args.tokenizerDir,
       saveTotalLimit: o.saveTotalLimit,
+      baseModel,
     });
 
   // 2) train
@@ -201,7 +211,8 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   lastEval = runEval(numSteps) ?? lastEval;
   if (o.saveEvery > 0) await save(numSteps);
   const modelDir = path.join(runDir, FINAL_MODEL_DIR);
-  await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
+  if (adapters) saveAdapterFolder(model, adapters, modelDir, { baseModel: baseModel!, tokenizerDir: args.tokenizerDir });
+  else await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
   const seconds = (performance.now() - runStart) / 1000;
   return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
 }

@@ -26,6 +26,7 @@ import { runTrainingLoop, type TrainingLoopArgs, type TrainingResult } from '../
 import type { TaskDescriptor } from '../train/task.js';
 import { Rng } from '../util/rng.js';
 import { createTrainerEngine } from '../parallel/factory.js';
+import { configureTrainingModel } from '../train/model-setup.js';
 
 export interface RecipeSpec {
   /** The command, for errors (`sft`, `dpo`, `rm train`, `pretrain`); config errors read `<command> config: …`. */
@@ -101,12 +102,15 @@ export interface TaskTrainingArgs<B> extends Omit<TrainingLoopArgs<B>, 'engine'>
 }
 
 /**
- * Steps 3 and 4: the step engine for `task` over `model` (this thread, or `options.workers`
+ * Steps 3 and 4: the model set up for training (`configureTrainingModel`: LoRA, gradient
+ * checkpointing, chunked head), the step engine for `task` over `model` (this thread, or `options.workers`
  * data-parallel replicas), the training loop (which saves checkpoints, metrics and the final
  * model), and the engine stopped whatever happens. The model's weights stay the caller's.
  */
 export async function trainWithTask<B>(args: TaskTrainingArgs<B>): Promise<TrainingResult> {
   const { backend, task, ...loop } = args;
+  // LoRA adapters, gradient checkpointing and the chunked head, before the engine copies the model to workers
+  configureTrainingModel(args.model, args.options);
   const engine = await createTrainerEngine<B>(args.options, { backend: backend.name, model: args.model, task });
   try {
     return await runTrainingLoop<B>({ ...loop, engine });
