@@ -131,3 +131,26 @@ export function openStoreReadOnly(project: string): RunStore {
   if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first, or pass --project)`);
   return RunStore.open(file, { readonly: true });
 }
+
+/**
+ * The memory options of the post-training commands (sft, dpo, rm train), added with
+ * `.addOption` each: `--lora` and its rank and alpha, `--gradient-checkpointing`,
+ * `--head-chunk-tokens`. Other LoRA fields go through `--set lora.dropout=0.05` or the config
+ * file's `lora:` section.
+ */
+export function memoryOptions(): Option[] {
+  return [
+    new Option('--lora', 'train LoRA adapters on a frozen base (r 16, alpha 32, all seven projections); OUT/model is then a PEFT adapter folder'),
+    new Option('--lora-r <n>', 'LoRA rank (implies --lora)').argParser(intArg('--lora-r', { min: 1, max: 4096 })),
+    new Option('--lora-alpha <a>', 'LoRA alpha: updates are scaled by alpha/r (implies --lora)').argParser(floatArg('--lora-alpha', { gt: 0 })),
+    new Option('--gradient-checkpointing', 'recompute each decoder layer in backward instead of keeping its activations'),
+    new Option('--head-chunk-tokens <n>', 'positions whose LM-head logits exist at once (0: all at once; default 1024)').argParser(intArg('--head-chunk-tokens', { min: 0 })),
+  ];
+}
+
+/** The config fields of `memoryOptions`' flags (undefined where a flag is absent, so a config file's value stands). */
+export function memoryFlags(o: { lora?: boolean; loraR?: number; loraAlpha?: number; gradientCheckpointing?: boolean; headChunkTokens?: number }): Record<string, unknown> {
+  const wanted = o.lora === true || o.loraR !== undefined || o.loraAlpha !== undefined;
+  const lora = wanted ? { ...(o.loraR !== undefined ? { r: o.loraR } : {}), ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}) } : undefined;
+  return { lora, gradientCheckpointing: o.gradientCheckpointing ? true : undefined, headChunkTokens: o.headChunkTokens };
+}

@@ -7,7 +7,7 @@ import { BACKEND_NAMES } from '../backend.js';
 import { loadConfig } from '../config/load.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { dpo, DpoConfigSchema } from '../trainers/dpo.js';
-import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
+import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
 
 export function registerDpoCommands(program: Command): void {
   program
@@ -30,6 +30,11 @@ export function registerDpoCommands(program: Command): void {
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
     .addOption(overwriteOption())
+    .addOption(memoryOptions()[0])
+    .addOption(memoryOptions()[1])
+    .addOption(memoryOptions()[2])
+    .addOption(memoryOptions()[3])
+    .addOption(memoryOptions()[4])
     // no default here, so a backend set in the config file is not overridden
     .addOption(new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm').choices([...BACKEND_NAMES]))
     .addHelpText(
@@ -37,12 +42,14 @@ export function registerDpoCommands(program: Command): void {
       example(
         'tfalign dpo --config configs/llama3.yaml --model runs/sft/model --train data/prefs.jsonl --out runs/dpo',
         'tfalign dpo --model runs/sft/model --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
+        'tfalign dpo --model runs/sft/model --train data/prefs.jsonl --out runs/dpo-lora --lora --set referenceMode=resident   # reference = base, adapters off',
       ),
     )
     .action(async (o) => {
       const config = loadConfig(DpoConfigSchema, {
         file: o.config,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, beta: o.beta, nllCoefficient: o.nllCoefficient, lossType: o.lossType,
           maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize, skipInvalid: o.skipInvalid ? true : undefined,
           resume: o.resume ? true : undefined, backend: o.backend, workers: o.workers,

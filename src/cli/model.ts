@@ -1,5 +1,5 @@
 /**
- * Commands over single models: `model init`, `model average`, `pretrain`, `logprobs`, `generate`.
+ * Commands over single models: `model init`, `model average`, `model merge`, `pretrain`, `logprobs`, `generate`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { validateConfig } from '../config/load.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { averageModels, createModel } from '../model/create.js';
+import { averageModels, createModel, mergeAdapter } from '../model/create.js';
 import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
 import { ShardPool } from '../inference-pool/shard-pool.js';
@@ -93,6 +93,22 @@ export function registerModelCommands(program: Command): void {
       if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
       await averageModels(dirs, o.out, weights, { overwrite: Boolean(o.overwrite) });
       console.log(`model average: ${o.out}: average of ${dirs.length} models`);
+    });
+
+  model
+    .command('merge')
+    .description('fold a LoRA adapter (PEFT folder) into its base model: a plain Hugging Face model folder')
+    .requiredOption('--base <dir>', 'base model folder the adapter was trained on')
+    .requiredOption('--adapter <dir>', 'PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/sft/model of a LoRA run')
+    .requiredOption('--out <dir>', 'model folder to write (new, empty, or a previous model merge output)')
+    .addOption(overwriteOption())
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign model merge --base runs/base --adapter runs/sft-lora/model --out runs/sft-merged'))
+    .action(async (o) => {
+      await useBackend(o.backend);
+      const merged = await mergeAdapter(o.base, o.adapter, o.out, { overwrite: Boolean(o.overwrite) });
+      console.log(`model merge: ${o.out}: ${o.adapter} folded into ${o.base} (${merged.numParameters().toLocaleString('en-US')} parameters)`);
+      merged.dispose();
     });
 
   program

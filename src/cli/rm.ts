@@ -3,7 +3,7 @@
  * reward per {prompt, response} row).
  */
 import { Option, type Command } from 'commander';
-import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, memoryFlags, memoryOptions } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../backend.js';
@@ -58,6 +58,11 @@ export function registerRmCommands(program: Command): void {
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
     .addOption(overwriteOption())
+    .addOption(memoryOptions()[0])
+    .addOption(memoryOptions()[1])
+    .addOption(memoryOptions()[2])
+    .addOption(memoryOptions()[3])
+    .addOption(memoryOptions()[4])
     .addOption(configBackendOption())
     .addHelpText(
       'after',
@@ -71,6 +76,7 @@ export function registerRmCommands(program: Command): void {
         file: o.config,
         sets: o.set,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, strengths: o.strengths, margin: o.margin,
           centeringCoefficient: o.centeringCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
           maxSteps: o.maxSteps, epochs: o.epochs, batchSize: o.batchSize, microBatchSize: o.microBatchSize, lr: o.lr,

@@ -4,7 +4,7 @@
  * log step otherwise.
  */
 import type { Command } from 'commander';
-import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
+import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
 import { loadConfig } from '../config/load.js';
 import { SftConfigSchema, describeSftData, sft } from '../trainers/sft.js';
 
@@ -27,6 +27,11 @@ export function registerSftCommands(program: Command): void {
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
     .addOption(overwriteOption())
+    .addOption(memoryOptions()[0])
+    .addOption(memoryOptions()[1])
+    .addOption(memoryOptions()[2])
+    .addOption(memoryOptions()[3])
+    .addOption(memoryOptions()[4])
     // no default here: an absent flag must not override the config file's backend
     .addOption(backendOption().default(undefined))
     .addHelpText(
@@ -34,12 +39,14 @@ export function registerSftCommands(program: Command): void {
       example(
         'tfalign sft --config configs/sft.yaml',
         'tfalign sft --model runs/base --train data/sft.jsonl --out runs/sft --max-steps 200 --lr 1e-4 --packing --set maxLength=256',
+        'tfalign sft --model runs/base --train data/sft.jsonl --out runs/sft-lora --lora --lora-r 16 --gradient-checkpointing --lr 2e-4',
       ),
     )
     .action(async (o) => {
       const config = loadConfig(SftConfigSchema, {
         file: o.config,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize,
           packing: o.packing, skipInvalid: o.skipInvalid, resume: o.resume, backend: o.backend, workers: o.workers,
           forceWorkers: o.forceWorkers, overwrite: o.overwrite,

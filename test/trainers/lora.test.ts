@@ -20,6 +20,11 @@ import { trainRewardModel } from '../../src/trainers/reward.js';
 import { computeReferenceLogps } from '../../src/trainers/reference-logps.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import type { LlamaModel } from '../../src/model/llama.js';
+import { Command } from 'commander';
+import { vi } from 'vitest';
+import { registerModelCommands } from '../../src/cli/model.js';
+import { registerSftCommands } from '../../src/cli/sft.js';
+import { FullAttention } from '../../src/model/attention.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-lora-trainers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -211,5 +216,50 @@ describe('adapters and the step engine', () => {
     adapters.detach();
     expect(tf.memory().numTensors).toBe(before);
     model.dispose();
+  });
+});
+
+async function runCli(register: (program: Command) => void, args: string[]): Promise<void> {
+  const program = new Command('tfalign');
+  program.exitOverride();
+  register(program);
+  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+  const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+  const bar = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    await program.parseAsync(['node', 'tfalign', ...args]);
+  } finally {
+    log.mockRestore();
+    err.mockRestore();
+    bar.mockRestore();
+  }
+}
+
+describe('tfalign sft --lora and tfalign model merge', () => {
+  it('merges a trained adapter into a plain HF folder whose logits equal base + adapter within 1e-5', async () => {
+    const out = path.join(root, 'cli-sft-lora');
+    await runCli(registerSftCommands, ['sft', '--model', baseDir, '--train', sftFile, '--out', out, '--backend', 'wasm', '--workers', '1', '--batch-size', '4', '--max-steps', '2',
+      '--lr', '1e-2', '--lora-r', '8', '--lora-alpha', '4', '--gradient-checkpointing', '--head-chunk-tokens', '32', '--set', 'maxLength=64']);
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model', 'adapter_config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ r: 8, lora_alpha: 4 });
+    const mergedDir = path.join(root, 'merged');
+    await runCli(registerModelCommands, ['model', 'merge', '--base', baseDir, '--adapter', path.join(out, 'model'), '--out', mergedDir, '--backend', 'wasm']);
+    expect(fs.existsSync(path.join(mergedDir, 'config.json'))).toBe(true);
+    expect(fs.existsSync(path.join(mergedDir, 'adapter_config.json'))).toBe(false);
+    const merged = await loadPretrained(mergedDir);
+    const adapted = await loadWithAdapter(baseDir, path.join(out, 'model'));
+    const base = await loadPretrained(baseDir);
+    const ids = [[1, 40, 77, 5, 200, 13, 9, 150]];
+    const logits = (m: LlamaModel) => tf.tidy(() => m.logits(m.forward(tf.tensor2d(ids, undefined, 'int32'), new FullAttention({ batchSize: 1, seqLen: 8 }))).dataSync());
+    const [lm, la, lb] = [logits(merged), logits(adapted), logits(base)];
+    let diff = 0;
+    let moved = 0;
+    for (let i = 0; i < lm.length; i++) {
+      diff = Math.max(diff, Math.abs(lm[i] - la[i]));
+      moved = Math.max(moved, Math.abs(la[i] - lb[i]));
+    }
+    expect(diff).toBeLessThan(1e-5);
+    expect(moved).toBeGreaterThan(1e-3);
+    for (const m of [merged, adapted, base]) m.dispose();
   });
 });
