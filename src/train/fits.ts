@@ -8,6 +8,8 @@
 import * as os from 'node:os';
 import type { ModelDims } from '../model/config.js';
 import { checkWorkers, formatBytes, numCores, WASM_HEAP_BYTES } from '../config/limits.js';
+import type { LoraOptions } from '../model/lora.js';
+import { numLoraParameters } from '../model/lora.js';
 
 /** Parameters of a model from its dimensions (embeddings counted once when tied). */
 function numParameters(d: ModelDims): number {
@@ -24,6 +26,50 @@ export interface TrainingShape {
   /** Data-parallel replicas (undefined: one per core on wasm/cpu, 1 on tensorflow). */
   workers?: number;
   forceWorkers?: boolean;
+  /** LoRA: only adapters (and a score head) hold gradients and AdamW state. */
+  lora?: Pick<LoraOptions, 'r' | 'targetModules'>;
+  /** Decoder layers recomputed in backward: one layer's activations plus each layer's input. */
+  gradientCheckpointing?: boolean;
+  /** Positions whose LM-head logits exist at once (0 or absent: all). */
+  headChunkTokens?: number;
+}
+
+/** The estimated bytes of one training step per replica, by part. */
+export interface TrainingMemory {
+  /** Model weights (and frozen copies). */
+  weights: number;
+  /** Gradients and AdamW moments of the trainable parameters (all of them, or the adapters). */
+  trainableState: number;
+  /** Activations kept for backward, plus the LM head's logits. */
+  activations: number;
+  /** Trainable parameters. */
+  numTrainable: number;
+  numParameters: number;
+}
+
+/**
+ * The memory one training step needs per replica (see `checkTrainingFits`): 4 bytes per value;
+ * weights P (+ frozen copies); gradients + AdamW m, v of the trainable parameters (3 × 4 bytes
+ * each, adapters' own weights included with LoRA); activations per token per layer
+ * 10·C + 4·I + H·T (norms, projections, attention scores), all layers' — or with checkpointing
+ * each layer's input C plus one layer's — and the head's logits: 2·V per position, or 3·V per
+ * position of one chunk (logits, softmax, gradient) when the head is chunked.
+ */
+export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, opts: Pick<TrainingFitOptions, 'length' | 'sequencesPerRow' | 'frozenModels'>, numReplicas: number): TrainingMemory {
+  const rowsPerPass = shape.microBatchSize ?? shape.batchSize;
+  const rowsPerReplica = Math.ceil(rowsPerPass / numReplicas) * opts.sequencesPerRow;
+  const t = opts.length;
+  const tokens = rowsPerReplica * t;
+  const params = numParameters(dims);
+  const adapters = shape.lora ? numLoraParameters(dims, shape.lora) : 0;
+  const numTrainable = shape.lora ? adapters + (dims.isRewardModel ? dims.hiddenSize : 0) : params;
+  const weights = 4 * (params * (1 + (opts.frozenModels ?? 0)) + adapters);
+  const trainableState = 4 * 3 * numTrainable;
+  const perLayerPerToken = 10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t;
+  const layers = shape.gradientCheckpointing ? dims.numLayers * dims.hiddenSize + perLayerPerToken : dims.numLayers * perLayerPerToken;
+  const chunk = shape.headChunkTokens ?? 0;
+  const head = dims.isRewardModel ? 2 * tokens : chunk > 0 ? 3 * dims.vocabSize * Math.min(tokens, chunk) + dims.hiddenSize * tokens : 2 * dims.vocabSize * tokens;
+  return { weights, trainableState, activations: 4 * (tokens * layers + head), numTrainable, numParameters: params };
 }
 
 export interface TrainingFitOptions {
@@ -46,14 +92,10 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   checkWorkers(shape.workers, shape.forceWorkers === true, source);
   const numReplicas = shape.workers ?? (opts.backend === 'tensorflow' ? 1 : numCores());
   const rowsPerPass = shape.microBatchSize ?? shape.batchSize;
-  const rowsPerReplica = Math.ceil(rowsPerPass / numReplicas) * opts.sequencesPerRow;
   const t = opts.length;
-  const params = numParameters(dims);
-  const stateBytes = 4 * params * (4 + (opts.frozenModels ?? 0)); // weights, gradients, AdamW m and v (+ frozen copies)
-  const outputs = dims.isRewardModel ? 1 : dims.vocabSize;
-  const perToken = 2 * outputs + dims.numLayers * (10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t);
-  const activationBytes = 4 * rowsPerReplica * t * perToken;
-  const perReplica = stateBytes + activationBytes;
+  const m = estimateTrainingMemory(shape, dims, opts, numReplicas);
+  const stateBytes = m.weights + m.trainableState;
+  const perReplica = stateBytes + m.activations;
   const machine = os.totalmem();
   const wasm = opts.backend === 'wasm';
   const budgetPerReplica = wasm ? Math.min(WASM_HEAP_BYTES, machine / numReplicas) : machine / numReplicas;
@@ -61,13 +103,25 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   const holds = wasm
     ? `the wasm backend holds ${formatBytes(WASM_HEAP_BYTES)} per replica (${numReplicas} replica${numReplicas === 1 ? '' : 's'}, ${formatBytes(machine)} of memory)`
     : `this machine has ${formatBytes(machine)} for ${numReplicas} replica${numReplicas === 1 ? '' : 's'}`;
-  const needs = `needs about ${formatBytes(perReplica)} per replica (${formatBytes(stateBytes)} of weights, gradients and AdamW state, ${formatBytes(activationBytes)} of activations)`;
+  const what = shape.lora ? 'weights, adapter gradients and AdamW state' : 'weights, gradients and AdamW state';
+  const needs = `needs about ${formatBytes(perReplica)} per replica (${formatBytes(stateBytes)} of ${what}, ${formatBytes(m.activations)} of activations)`;
   if (stateBytes > budgetPerReplica) {
-    throw new Error(`${source}: model: ${params.toLocaleString('en-US')} parameters ${needs}; ${holds}; use a smaller model${wasm ? ' or the tensorflow backend' : ''}`);
+    const fixes = [
+      ...(shape.lora ? [] : [`set lora (adapters: ${formatBytes(m.weights + 4 * 3 * numLoraParameters(dims, { r: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }))} at r 16)`]),
+      ...(numReplicas > 1 ? ['fewer workers'] : []),
+      'a smaller model',
+      ...(wasm ? ['the tensorflow backend'] : []),
+    ];
+    throw new Error(`${source}: model: ${m.numParameters.toLocaleString('en-US')} parameters ${needs}; ${holds}; ${fixes.join(', or ')}`);
   }
   const field = shape.microBatchSize !== undefined ? 'microBatchSize' : 'batchSize';
+  const fixes = [
+    `lower ${field}${field === 'batchSize' ? ' (or set microBatchSize to accumulate gradients over smaller passes)' : ''}`,
+    ...(shape.gradientCheckpointing ? [] : ['set gradientCheckpointing: true']),
+    ...((shape.headChunkTokens ?? 0) > 0 || dims.isRewardModel ? [] : ['set headChunkTokens (e.g. 1024)']),
+    `lower ${opts.lengthField}`,
+  ];
   throw new Error(
-    `${source}: ${field}: one pass of ${rowsPerPass.toLocaleString('en-US')} rows × ${opts.lengthField} ${t.toLocaleString('en-US')} tokens ${needs}; ${holds}; ` +
-      `lower ${field} or ${opts.lengthField}${field === 'batchSize' ? ', or set microBatchSize to accumulate gradients over smaller passes' : ''}`,
+    `${source}: ${field}: one pass of ${rowsPerPass.toLocaleString('en-US')} rows × ${opts.lengthField} ${t.toLocaleString('en-US')} tokens ${needs}; ${holds}; ${fixes.join(', or ')}`,
   );
 }

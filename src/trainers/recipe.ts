@@ -63,7 +63,7 @@ export interface RecipeSetup {
 }
 
 /** Steps 1 and 2a of every recipe: checks before anything is read or written, the backend, the tokenizer and the pad id. */
-export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'microBatchSize' | 'workers' | 'forceWorkers'> & { model: string; backend: BackendName }, spec: RecipeSpec): Promise<RecipeSetup> {
+export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'microBatchSize' | 'workers' | 'forceWorkers' | 'lora' | 'gradientCheckpointing' | 'headChunkTokens'> & { model: string; backend: BackendName }, spec: RecipeSpec): Promise<RecipeSetup> {
   const dims = modelDims(loadModelConfig(config.model));
   if (spec.model === 'causal-lm' && dims.isRewardModel) throw new Error(`${spec.command}: ${config.model} is a reward model; ${spec.method} needs a causal LM`);
   const backend = await initBackend(config.backend);
