@@ -36,7 +36,9 @@ export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch, opts: {
     const slots = b * (t - 1);
     const picked: number[] = [];
     for (let i = 0; i < slots; i++) if (batch.targets[i] !== 0) picked.push(i);
-    if (picked.length === 0) return tf.zeros([b, t - 1]) as tf.Tensor2D;
+    // No target (a fully masked micro-batch): zeros that still depend on the weights, so a gradient
+    // tape sees the loss connected to them (a zero gradient, as the plain path gives).
+    if (picked.length === 0) return tf.mul(tf.sum(predicting, -1), 0) as tf.Tensor2D; // [B, T−1]
     const rows = tf.gather(tf.reshape(predicting, [slots, c]), tf.tensor1d(picked, 'int32')) as tf.Tensor2D; // [M, C]
     const labels = tf.tensor1d(Int32Array.from(picked, (i) => batch.labels[i]), 'int32'); // [M]
     const logps = labelLogprobs(model, rows, labels, model.headChunkTokens); // [M]

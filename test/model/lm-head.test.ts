@@ -111,4 +111,15 @@ describe('chunked LM head', () => {
     for (const [name, g] of plain.grads) expect(maxAbsDiff(chunked.grads.get(name)!, g), name).toBeLessThan(1e-5);
     model.dispose();
   });
+
+  it('a micro-batch without targets gives loss 0 and zero gradients (it stays connected to the weights)', () => {
+    const model = initModel(parseLlamaConfig({ ...raw, tie_word_embeddings: true }), 6);
+    const masked = padRows([{ ids: [1, 5, 9, 12], targetMask: [0, 0, 0, 0] }], 0);
+    const { loss, grads } = computeGradients(model.params, () => causalLmLoss(model, masked).loss);
+    expect(Math.abs(loss)).toBe(0);
+    expect(grads.size).toBeGreaterThan(0);
+    for (const g of grads.values()) expect(Math.max(...g.dataSync().map(Math.abs))).toBe(0);
+    disposeGrads(grads);
+    model.dispose();
+  });
 });
