@@ -263,3 +263,16 @@ describe('tfalign sft --lora and tfalign model merge', () => {
     for (const m of [merged, adapted, base]) m.dispose();
   });
 });
+
+describe('LoRA per stage in a run config', () => {
+  it('reads a lora section (with defaults) for the sft and dpo stages and leaves the reward model full', async () => {
+    const { readRunConfig } = await import('../../src/rounds/runner.js');
+    const file = path.join(process.cwd(), 'test', 'rounds', 'fixtures', 'tiny-run.yaml');
+    const config = readRunConfig(file, ['sft.lora.r=8', 'dpo.lora.alpha=64', 'dpo.gradientCheckpointing=true']);
+    expect(config.sft.lora).toEqual({ r: 8, alpha: 32, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+    expect(config.dpo.lora).toMatchObject({ r: 16, alpha: 64 });
+    expect(config.dpo.gradientCheckpointing).toBe(true);
+    expect(config.rewardModel.lora).toBeUndefined();
+    expect(() => readRunConfig(file, ['sft.lora.targetModules=["qkv"]'])).toThrow(/tiny-run\.yaml: sft\.lora\.targetModules\.0: Invalid enum value/);
+  });
+});
