@@ -107,7 +107,7 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   const needs = `needs about ${formatBytes(perReplica)} per replica (${formatBytes(stateBytes)} of ${what}, ${formatBytes(m.activations)} of activations)`;
   if (stateBytes > budgetPerReplica) {
     const fixes = [
-      ...(shape.lora ? [] : [`set lora (adapters: ${formatBytes(m.weights + 4 * 3 * numLoraParameters(dims, { r: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }))} at r 16)`]),
+      ...(shape.lora ? [] : [`set lora (weights + adapter state: ${formatBytes(m.weights + 16 * numLoraParameters(dims, { r: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }))} at r 16)`]),
       ...(numReplicas > 1 ? ['fewer workers'] : []),
       'a smaller model',
       ...(wasm ? ['the tensorflow backend'] : []),

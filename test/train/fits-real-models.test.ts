@@ -32,7 +32,7 @@ describe('real model configs', () => {
   it('smollm2-360m: full fine-tuning is refused as the model (naming lora); LoRA + checkpointing + chunked head fits, for SFT and DPO', () => {
     const d = dimsOf('smollm2-360m');
     expect(() => checkTrainingFits({ batchSize: 8, microBatchSize: 1, workers: 1 }, d, sft, 'sft config')).toThrow(
-      /^sft config: model: 361,821,120 parameters needs about [\d.]+ GiB per replica .* the wasm backend holds 4\.0 GiB per replica .*; set lora \(adapters: [\d.]+ GiB at r 16\)/,
+      /^sft config: model: 361,821,120 parameters needs about [\d.]+ GiB per replica .* the wasm backend holds 4\.0 GiB per replica .*; set lora \(weights \+ adapter state: [\d.]+ GiB at r 16\)/,
     );
     const memory = { batchSize: 8, microBatchSize: 1, workers: 1, lora: lora16, gradientCheckpointing: true, headChunkTokens: 1024 };
     expect(() => checkTrainingFits(memory, d, sft, 'sft config')).not.toThrow();
