@@ -41,7 +41,7 @@ import { Rng } from '../src/util/rng.js';
 type Case =
   | { bench: 'train'; objective: 'sft' | 'dpo'; config: string; mode: 'lora' | 'full'; seqLen: number; numSteps: number }
   | { bench: 'sample'; config: string; k: number; numPrompts: number; promptLen: number; maxNewTokens: number }
-  | { bench: 'head'; vocab: number; chunk: number; numRows: number; seqLen: number };
+  | { bench: 'head'; vocab: number; chunk: number; numRows: number; seqLen: number; frozenEmbedding: boolean };
 
 const ids = (rng: Rng, n: number, vocab: number) => Array.from({ length: n }, () => 1 + rng.nextInt(vocab - 1));
 
@@ -145,16 +145,24 @@ async function headCase(c: Extract<Case, { bench: 'head' }>): Promise<Record<str
   const config = parseLlamaConfig({ vocab_size: c.vocab, hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 1, num_attention_heads: 9, num_key_value_heads: 3, max_position_embeddings: 2048, tie_word_embeddings: true }, 'head bench');
   const model = initModel(config, 0);
   model.headChunkTokens = c.chunk;
+  // frozen: the embedding (= tied head) gets no gradient, as under LoRA; the layer still trains
+  if (c.frozenEmbedding) model.params.get('model.embed_tokens.weight')!.trainable = false;
   const rng = new Rng(5);
   const batch = padRows(Array.from({ length: c.numRows }, () => ({ ids: ids(rng, c.seqLen, c.vocab), targetMask: Array.from({ length: c.seqLen }, () => 1) })), 0);
   const heapBefore = wasmHeapMb();
   const start = performance.now();
-  const { loss, grads } = computeGradients(model.params, () => causalLmLoss(model, batch).loss);
+  let loss = 0;
+  // tf.profile's peakBytes: the most tensor memory alive at once during the step
+  const profile = await tf.profile(() => {
+    const out = computeGradients(model.params, () => causalLmLoss(model, batch).loss);
+    loss = out.loss;
+    disposeGrads(out.grads);
+  });
   const seconds = (performance.now() - start) / 1000;
-  disposeGrads(grads);
   const positions = c.numRows * (c.seqLen - 1);
   return {
-    bench: 'head', vocab: c.vocab, head_chunk_tokens: c.chunk, positions, loss: Number(loss.toFixed(4)), step_s: Number(seconds.toFixed(2)),
+    bench: 'head', vocab: c.vocab, head_chunk_tokens: c.chunk, embedding: c.frozenEmbedding ? 'frozen (LoRA)' : 'trained', positions,
+    peak_tensor_mb: Math.round(profile.peakBytes / 2 ** 20), loss: Number(loss.toFixed(4)), step_s: Number(seconds.toFixed(2)),
     full_logits_mb: Math.round((4 * positions * c.vocab) / 2 ** 20), embedding_mb: Math.round((4 * c.vocab * 576) / 2 ** 20),
     wasm_heap_before_step_mb: heapBefore, ...common(),
   };
@@ -187,7 +195,9 @@ async function main(): Promise<void> {
     }
   }
   for (const vocab of quick ? [512, 2048] : [8192, 32768, 128256]) {
-    for (const chunk of [0, 256]) cases.push({ bench: 'head', vocab, chunk, numRows: 2, seqLen: quick ? 64 : 512 });
+    for (const frozenEmbedding of [true, false]) {
+      for (const chunk of [0, 256]) cases.push({ bench: 'head', vocab, chunk, numRows: 2, seqLen: quick ? 64 : 512, frozenEmbedding });
+    }
   }
   for (const config of models) cases.push({ bench: 'sample', config, k: 8, numPrompts: 1, promptLen: quick ? 16 : 64, maxNewTokens: quick ? 8 : 32 });
   const self = fileURLToPath(import.meta.url);
