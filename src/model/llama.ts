@@ -177,6 +177,7 @@ export class LlamaModel {
           const state = tf.engine().state as unknown as { activeTape: unknown };
           const outerTape = state.activeTape;
           try {
+            // tf.grads keeps only the gradients; the recomputed activations are freed here, not at the end of backward
             return tf.grads((xIn: tf.Tensor) => this.decoderLayer(l, xIn as tf.Tensor2D, ctx, savedCos as tf.Tensor4D, savedSin as tf.Tensor4D))([savedX, ...vars], dy);
           } finally {
             state.activeTape = outerTape;

@@ -37,7 +37,9 @@ function chunkLogprobs(hidden: tf.Tensor2D, labels: tf.Tensor1D, weight: tf.Vari
     save([h, labels]);
     return {
       value: plainLogprobs(h, labels, weight as tf.Tensor2D, transposed), // [n]
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      // tidy: the engine calls gradFunc outside any per-op scope, so without it every chunk's
+      // [n, V] intermediates would live until the whole backward pass ends.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
         const [savedH, savedLabels] = saved as [tf.Tensor2D, tf.Tensor1D];
         const w = weight as tf.Tensor2D;
         const z = headLogits(savedH, w, transposed); // [n, V]
@@ -48,7 +50,7 @@ function chunkLogprobs(hidden: tf.Tensor2D, labels: tf.Tensor1D, weight: tf.Vari
         if (!trainHead) return [dh];
         const dw = transposed ? tf.matMul(g, savedH, true, false) : tf.matMul(savedH, g, true, false); // [V, C] or [C, V]
         return [dh, dw];
-      },
+      }),
     };
   });
   return (trainHead ? op(hidden, weight) : op(hidden)) as tf.Tensor1D;
