@@ -98,7 +98,7 @@ for (const seed of seeds) {
     const child = spawnSync(process.execPath, [path.join(root, 'bin/tfalign.js'), 'run', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
     if (child.status !== 0) throw new Error(`${name}: tfalign run exited ${child.status}: ${child.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     fs.writeFileSync(path.join(outRoot, `${name}.log`), child.stderr);
-    baseModel ??= path.join(new RunLayout(project, name).baseDir, 'pretrain', 'model');
+    baseModel ??= path.join(new RunLayout(project, name).baseDir, 'pretrain');
     const result: RunResult = { variant, seed, ...readResult(project, name), seconds: (performance.now() - started) / 1000 };
     results.push(result);
     console.log(JSON.stringify({ bench: 'ablation', ...result }));

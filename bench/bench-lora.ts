@@ -30,8 +30,9 @@ import { checkTrainingFits } from '../src/train/fits.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
 import { computeGradients, disposeGrads } from '../src/train/grad-accumulator.js';
-import { causalLmLoss } from '../src/tasks/causal-lm.js';
-import { collatePairs, dpoLoss, type DpoBatch } from '../src/tasks/dpo.js';
+import { causalLmLoss, causalLmUnits } from '../src/tasks/causal-lm.js';
+import { normalizedLoss } from '../src/train/objective.js';
+import { collatePairs, dpoLoss, dpoUnits, type DpoBatch } from '../src/tasks/dpo.js';
 import { computeReferenceLogps } from '../src/trainers/reference-logps.js';
 import { padRows, type TokenBatch } from '../data/collate.js';
 import { DPO_LOSSES } from '../losses/index.js';
@@ -84,14 +85,14 @@ async function trainCase(c: Extract<Case, { bench: 'train' }>): Promise<Record<s
   let tokensPerStep: number;
   if (c.objective === 'sft') {
     const batch: TokenBatch = padRows([{ ids: ids(rng, c.seqLen, config.vocab_size), targetMask: Array.from({ length: c.seqLen }, (_, i) => (i < promptLen ? 0 : 1)) }], 0);
-    const engine = new LocalStepEngine<TokenBatch>(params, (b) => causalLmLoss(model, b), optimizer, { maxGradNorm: 1 });
+    const engine = new LocalStepEngine<TokenBatch>(params, { loss: (b) => causalLmLoss(model, b), unitsOf: causalLmUnits }, optimizer, { maxGradNorm: 1 });
     step = async () => void (await engine.step([batch], 1e-5));
     tokensPerStep = batch.numRealTokens;
   } else {
     const pairs = [{ promptIds: ids(rng, promptLen, config.vocab_size), chosenIds: ids(rng, c.seqLen - promptLen, config.vocab_size), rejectedIds: ids(rng, c.seqLen - promptLen, config.vocab_size) }];
     const lossOpts = { loss: DPO_LOSSES.sigmoid, beta: 0.1, labelSmoothing: 0, nllCoefficient: 0.2, formattingTokenIds: [] };
     const refOpts = { batchSize: 2, padId: 0, formattingTokenIds: [] };
-    const engine = new LocalStepEngine<DpoBatch>(params, (b) => dpoLoss(model, b, lossOpts), optimizer, { maxGradNorm: 1 });
+    const engine = new LocalStepEngine<DpoBatch>(params, { loss: (b) => dpoLoss(model, b, lossOpts), unitsOf: dpoUnits }, optimizer, { maxGradNorm: 1 });
     const adapters = attachedAdapters(model);
     step = async () => {
       // LoRA: the reference is the same weights with the adapters off, scored every step (TRL with a PEFT policy);
@@ -154,7 +155,7 @@ async function headCase(c: Extract<Case, { bench: 'head' }>): Promise<Record<str
   let loss = 0;
   // tf.profile's peakBytes: the most tensor memory alive at once during the step
   const profile = await tf.profile(() => {
-    const out = computeGradients(model.params, () => causalLmLoss(model, batch).loss);
+    const out = computeGradients(model.params, () => normalizedLoss(causalLmLoss(model, batch).sums, causalLmUnits(batch)));
     loss = out.loss;
     disposeGrads(out.grads);
   });

@@ -11,7 +11,8 @@
  * `none` costs O(length) forwards per token: it runs on a reduced workload (see `--none-*`, and
  * the `note` field), so its tokens/s is indicative only (shorter sequences flatter it).
  *
- * One JSON object per line on stdout, per case and mode: tokens/s, wall seconds, peak KV bytes,
+ * One JSON object per line on stdout, per case and mode: tokens/s, wall seconds, tokens per
+ * CPU-second of this process (the figure to compare on a shared machine), peak KV bytes,
  * the ideal KV bytes for the same running sequences (each prompt once plus each sample's own
  * stored tokens), and ratios against `dense`. Issue targets: paged peak KV within 10% of ideal;
  * paged ≥ 2× dense tokens/s at 256-token prompts, more at 1,024.
@@ -136,8 +137,12 @@ for (const benchCase of selectedCases) {
     if (denseNumSamples !== undefined) runRequests = runRequests.map((r) => ({ ...r, numSamples: denseNumSamples }));
     const runDecoding = reduced ? { ...decoding, maxNewTokens: Math.min(decoding.maxNewTokens, noneMaxNewTokens) } : decoding;
     const engine = new SamplingEngine({ model, kvCache: mode });
+    const cpuBefore = process.cpuUsage();
     const { stats } = engine.generate(runRequests, runDecoding);
-    const extra: Record<string, unknown> = { max_new_tokens: runDecoding.maxNewTokens };
+    const cpu = process.cpuUsage(cpuBefore);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    // CPU time of this process (all its threads) during the call: comparable on a shared machine where wall time is not.
+    const extra: Record<string, unknown> = { max_new_tokens: runDecoding.maxNewTokens, cpu_s: Number(cpuSeconds.toFixed(2)), tokens_per_cpu_s: Number((stats.numGeneratedTokens / cpuSeconds).toFixed(1)) };
     if (mode === 'paged') Object.assign(extra, { num_blocks: stats.numBlocks, block_size: engine.options.blockSize, max_num_seqs: engine.options.maxNumSeqs });
     if (reduced) extra.note = `reduced workload: ${runRequests.length} prompt(s), ${runDecoding.maxNewTokens} new tokens (tokens/s not comparable: shorter sequences)`;
     if (denseNumSamples !== undefined) {

@@ -16,8 +16,8 @@ import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel, toRewardModel } from '../src/model/weights.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
-import { collatePreferences, rewardModelLoss, type PreferenceBatch } from '../src/tasks/reward-model.js';
-import { collatePairs, dpoLoss, type DpoBatch } from '../src/tasks/dpo.js';
+import { collatePreferences, rewardModelLoss, rewardModelUnits, type PreferenceBatch } from '../src/tasks/reward-model.js';
+import { collatePairs, dpoLoss, dpoUnits, type DpoBatch } from '../src/tasks/dpo.js';
 import { computeReferenceLogps } from '../src/trainers/reference-logps.js';
 import { DPO_LOSSES } from '../losses/index.js';
 import { Rng } from '../src/util/rng.js';
@@ -58,7 +58,7 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
       pairs.map((p) => ({ promptIds: p.promptIds, responses: [p.chosenIds, p.rejectedIds], hasEdited: false, strength: 'better' as const })),
       0,
     );
-    const engine = new LocalStepEngine<PreferenceBatch>(model.params, (b) => rewardModelLoss(model, b, { margin: false, centeringCoefficient: 0 }), new AdamW({ lr: 1e-5 }), { maxGradNorm: 1 });
+    const engine = new LocalStepEngine<PreferenceBatch>(model.params, { loss: (b) => rewardModelLoss(model, b, { margin: false, centeringCoefficient: 0 }), unitsOf: rewardModelUnits }, new AdamW({ lr: 1e-5 }), { maxGradNorm: 1 });
     step = async () => void (await engine.step([batch], 1e-5));
     tokensPerStep = batch.sequences.numRealTokens;
   } else {
@@ -75,7 +75,7 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
       const ref = computeReferenceLogps(model, pairs, { batchSize: c.numPairs, padId: 0, formattingTokenIds: [] });
       batch = collatePairs(pairs, ref, 0);
     }
-    const engine = new LocalStepEngine<DpoBatch>(model.params, (b) => dpoLoss(model, b, lossOpts), new AdamW({ lr: 1e-5 }), { maxGradNorm: 1 });
+    const engine = new LocalStepEngine<DpoBatch>(model.params, { loss: (b) => dpoLoss(model, b, lossOpts), unitsOf: dpoUnits }, new AdamW({ lr: 1e-5 }), { maxGradNorm: 1 });
     step = async () => {
       if (reference) {
         // TRL without precompute: the reference scores every batch.
@@ -88,8 +88,11 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
   }
   await step(); // warm-up
   const start = performance.now();
+  const cpuStart = process.cpuUsage();
   for (let i = 0; i < c.numSteps; i++) await step();
   const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuStart);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6; // this process's CPU time: comparable when other jobs share the cores
   return {
     bench: c.bench,
     ...(c.referenceMode ? { reference: c.referenceMode } : {}),
@@ -99,6 +102,7 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
     sequence_tokens: c.promptLen + c.responseLen,
     steps_per_s: c.numSteps / seconds,
     tokens_per_s: (tokensPerStep * c.numSteps) / seconds,
+    tokens_per_cpu_s: (tokensPerStep * c.numSteps) / cpuSeconds,
     peak_rss_mb: process.resourceUsage().maxRSS / 1024,
     rss_growth_mb: (process.memoryUsage().rss - rssBefore) / 2 ** 20,
     num_tensors: tf.memory().numTensors,

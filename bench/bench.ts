@@ -5,13 +5,18 @@
  *   generate   generation tokens/s (dense KV cache, one prompt, K samples)
  *
  * Then, unless --only is given, the other bench files in turn (their lines follow):
+ *   bench-vs-torch.ts  training side by side with PyTorch (bench/torch_llama.py) when `torch` is
+ *                      importable: same architecture, batch, steps and threads, alternating runs,
+ *                      tokens/s, tokens per CPU-second and the ratio; without torch it says so and
+ *                      prints tfalign's figures alone
  *   bench-trainers.ts  reward-model and DPO steps/s; peak RSS with a precomputed vs resident reference
  *   bench-workers.ts   training tokens/s with 1 worker and with every core, and the scaling ratio
  *   bench-curation.ts  rows/s of MinHash dedup and semantic dedup on 10,000 rows
  * (`npm run bench:sample` measures the paged KV cache separately: it takes minutes.)
  *
  * Flags: --quick (tiny.json, few steps: a smoke run in seconds), --backends wasm,cpu,
- * --only train|generate. Each case runs in a fresh child process so backends do not share memory.
+ * --only train|generate|vs-torch. Each case runs in a fresh child process so backends do not
+ * share memory. `npm run bench -- --only vs-torch` is the side-by-side mode alone.
  */
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -92,6 +97,10 @@ async function main(): Promise<void> {
     }
   }
   const self = fileURLToPath(import.meta.url);
+  if (args.only === 'vs-torch') {
+    runBenchFile('bench/bench-vs-torch.ts', args.quick);
+    return;
+  }
   for (const c of cases) {
     const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     if (child.status !== 0) {
@@ -101,10 +110,13 @@ async function main(): Promise<void> {
     process.stdout.write(child.stdout);
   }
   if (args.only) return;
-  for (const file of ['bench/bench-trainers.ts', 'bench/bench-workers.ts', 'bench/bench-curation.ts']) {
-    const child = spawnSync(process.execPath, ['bin/run-ts.js', file, ...(args.quick ? ['--quick'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    process.stdout.write(child.status === 0 ? child.stdout : JSON.stringify({ bench: file, error: `exit ${child.status}` }) + '\n');
-  }
+  for (const file of ['bench/bench-vs-torch.ts', 'bench/bench-trainers.ts', 'bench/bench-workers.ts', 'bench/bench-curation.ts']) runBenchFile(file, args.quick);
+}
+
+/** Runs another bench file in a child process and passes its JSON lines through. */
+function runBenchFile(file: string, quick: boolean): void {
+  const child = spawnSync(process.execPath, ['bin/run-ts.js', file, ...(quick ? ['--quick'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  process.stdout.write(child.status === 0 ? child.stdout : JSON.stringify({ bench: file, error: `exit ${child.status}` }) + '\n');
 }
 
 await main();

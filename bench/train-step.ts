@@ -8,7 +8,7 @@ import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
 import { AdamW } from '../src/train/adamw.js';
 import { LocalStepEngine } from '../src/train/step-engine.js';
-import { causalLmLoss } from '../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../src/tasks/causal-lm.js';
 import { padRows, type TokenBatch } from '../data/collate.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -32,7 +32,7 @@ export function randomBatch(vocabSize: number, batchSize: number, seqLen: number
 export async function benchTrainStep(o: TrainBenchOptions): Promise<Record<string, number | string>> {
   const config = parseLlamaConfig(readJsonFile(o.configFile), o.configFile);
   const model = initModel(config, 0);
-  const engine = new LocalStepEngine<TokenBatch>(model.params, (b) => causalLmLoss(model, b), new AdamW({ lr: 1e-4 }), { maxGradNorm: 1 });
+  const engine = new LocalStepEngine<TokenBatch>(model.params, { loss: (b) => causalLmLoss(model, b), unitsOf: causalLmUnits }, new AdamW({ lr: 1e-4 }), { maxGradNorm: 1 });
   const batch = randomBatch(config.vocab_size, o.batchSize, o.seqLen, 1);
   for (let i = 0; i < o.numWarmupSteps; i++) await engine.step([batch], 1e-4);
   const start = performance.now();

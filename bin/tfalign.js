@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The tfalign command line. Sources are TypeScript, loaded through tsx (no build step needed).
+// The command line from the TypeScript sources, through tsx (development and the tests: no build
+// step, never a stale dist/). The installed package's `tfalign` is the compiled
+// dist/src/cli/bin.js (`npm run build`), which needs no loader.
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../src/cli/main.ts');
-await main(process.argv);
+await import('../src/cli/bin.ts');

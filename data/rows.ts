@@ -15,7 +15,7 @@
  */
 import { z } from 'zod';
 import { unionErrorMap } from '../src/util/errors.js';
-import { PREFERENCE_STRENGTHS, type PreferenceStrength } from '../losses/reward.js';
+import { PREFERENCE_STRENGTHS, type PreferenceStrength } from '../losses/preference-strengths.js';
 
 export const ROLES = ['system', 'user', 'assistant'] as const;
 export type Role = (typeof ROLES)[number];

@@ -8,12 +8,16 @@
  * and reports the implicit rewards r_w = β(log πθ(y_w|x) − log π_ref(y_w|x)), r_l likewise
  * (Rafailov et al. 2023, §5). The log-probs are the masked sums from `sequenceLogps` (Llama 3
  * masks header and end-of-turn tokens out of both; see `formattingTokenMask`). The rewards are
- * for logging; trainers differentiate `mean(losses)` only.
+ * for logging; trainers differentiate the per-pair losses only (their mean over the global batch:
+ * each micro-batch's sum, divided by the step's pair count — `src/tasks/dpo.ts`).
  *
  * Each variant is its own function; `DPO_LOSSES` maps the TRL `loss_type` names to them so a
  * trainer picks one by name without branching on it.
  */
 import * as tf from '@tensorflow/tfjs';
+import { DPO_LOSS_TYPES, type DpoLossType } from './dpo-loss-types.js';
+
+export { DPO_LOSS_TYPES, type DpoLossType };
 
 /** Sequence log-probs of a batch of pairs, each [B]. */
 export interface PreferenceLogps {
@@ -21,6 +25,13 @@ export interface PreferenceLogps {
   policyRejectedLogps: tf.Tensor1D;
   refChosenLogps: tf.Tensor1D;
   refRejectedLogps: tf.Tensor1D;
+  /**
+   * [B] how many tokens each chosen sequence log-prob sums over (the same mask for policy and
+   * reference). Needed by the length-normalised `ipo` loss only.
+   */
+  chosenNumTokens?: tf.Tensor1D;
+  /** [B] the same for the rejected sequences. */
+  rejectedNumTokens?: tf.Tensor1D;
 }
 
 export interface PreferenceLossOptions {
@@ -40,7 +51,7 @@ export interface PreferenceLossResult {
 }
 
 export interface PreferenceLoss {
-  name: 'sigmoid' | 'ipo' | 'hinge';
+  name: DpoLossType;
   /** Needs reference log-probs (all DPO variants do). */
   needsReference: true;
   compute(inputs: PreferenceLogps, opts: PreferenceLossOptions): PreferenceLossResult;
@@ -68,16 +79,45 @@ export function dpoSigmoidLoss(inputs: PreferenceLogps, opts: PreferenceLossOpti
 }
 
 /**
- * IPO (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human
- * Preferences", eq. 17): L = (h − 1/(2β))², regressing h onto 1/(2β) instead of pushing it to ∞.
+ * IPO as TRL computes it (`loss_type="ipo"`): Azar et al. 2023 ("A General Theoretical Paradigm
+ * to Understand Learning from Human Preferences", eq. 17), L = (h̄ − 1/(2β))², on
+ * length-normalised log-probs — every sequence log-prob (policy and reference) is divided by the
+ * number of tokens it sums over (`chosenNumTokens`, `rejectedNumTokens`) before the log-ratios:
  *
- * Departure from TRL: TRL divides each sequence log-prob by its token count for IPO; we use the
- * summed log-probs as given, so h (and a good β) scale with response length. Pass per-token means
- * (`sequenceLogps` divided by the token count) to get TRL's behaviour.
+ *   h̄ = (log πθ(y_w|x) − log π_ref(y_w|x)) / |y_w| − (log πθ(y_l|x) − log π_ref(y_l|x)) / |y_l|
+ *
+ * The IPO authors confirmed this per-token average is what their experiments used; it keeps h̄,
+ * and so a good β, independent of response length. The implicit rewards are β times the
+ * normalised log-ratios, as in TRL. A sequence with no tokens counts as one (its sum is 0).
  */
 export function dpoIpoLoss(inputs: PreferenceLogps, opts: PreferenceLossOptions): PreferenceLossResult {
   const beta = checkedBeta(opts);
   rejectSmoothing('ipo', opts);
+  const { chosenNumTokens, rejectedNumTokens } = inputs;
+  if (!chosenNumTokens || !rejectedNumTokens) throw new Error('losses/dpo.ts: the ipo loss needs chosenNumTokens and rejectedNumTokens (use ipo_sum for summed log-probs)');
+  assertPairShapes(inputs);
+  return tf.tidy(() => {
+    const perChosen = tf.maximum(chosenNumTokens, 1); // [B]
+    const perRejected = tf.maximum(rejectedNumTokens, 1); // [B]
+    const normalised: PreferenceLogps = {
+      policyChosenLogps: tf.div(inputs.policyChosenLogps, perChosen), // [B]
+      refChosenLogps: tf.div(inputs.refChosenLogps, perChosen), // [B]
+      policyRejectedLogps: tf.div(inputs.policyRejectedLogps, perRejected), // [B]
+      refRejectedLogps: tf.div(inputs.refRejectedLogps, perRejected), // [B]
+    };
+    const { losses, chosenRewards, rejectedRewards } = withLogRatios(normalised, beta, (h) => tf.square(tf.sub(h, 1 / (2 * beta))));
+    return { losses, chosenRewards, rejectedRewards };
+  });
+}
+
+/**
+ * IPO on summed sequence log-probs (`loss_type: ipo_sum`): Azar et al. 2023, eq. 17 as written,
+ * L = (h − 1/(2β))² with h the log-ratio difference of the sums. Departs from TRL's `ipo`: h (and
+ * a good β) grow with response length. tfalign's `ipo` before it followed TRL.
+ */
+export function dpoIpoSumLoss(inputs: PreferenceLogps, opts: PreferenceLossOptions): PreferenceLossResult {
+  const beta = checkedBeta(opts);
+  rejectSmoothing('ipo_sum', opts);
   return withLogRatios(inputs, beta, (h) => tf.square(tf.sub(h, 1 / (2 * beta))));
 }
 
@@ -93,9 +133,10 @@ export function dpoHingeLoss(inputs: PreferenceLogps, opts: PreferenceLossOption
 }
 
 /** The preference losses by TRL `loss_type` name. */
-export const DPO_LOSSES: Readonly<Record<PreferenceLoss['name'], PreferenceLoss>> = Object.freeze({
+export const DPO_LOSSES: Readonly<Record<DpoLossType, PreferenceLoss>> = Object.freeze({
   sigmoid: { name: 'sigmoid', needsReference: true, compute: dpoSigmoidLoss },
   ipo: { name: 'ipo', needsReference: true, compute: dpoIpoLoss },
+  ipo_sum: { name: 'ipo_sum', needsReference: true, compute: dpoIpoSumLoss },
   hinge: { name: 'hinge', needsReference: true, compute: dpoHingeLoss },
 });
 

@@ -93,6 +93,23 @@ export function sequenceLogps(tokenLogps: tf.Tensor2D, mask: tf.Tensor2D): tf.Te
 }
 
 /**
+ * Token negative log-likelihood summed over the masked tokens of the whole batch:
+ *
+ *   S = − Σ_{b,t} mask[b, t] · logp[b, t]
+ *
+ * The numerator of the token-mean cross-entropy (`sftLoss`, `chosenNllLoss`). A trainer that
+ * accumulates micro-batches divides the sum by the GLOBAL batch's Σ mask once, so the result is
+ * the mean over every token of the step however the batch was cut.
+ *
+ * @param tokenLogps [B, T] from `tokenLogprobs`.
+ * @param mask [B, T] float32, 1 on the tokens that count, 0 elsewhere.
+ */
+export function tokenNllSum(tokenLogps: tf.Tensor2D, mask: tf.Tensor2D): tf.Scalar {
+  assertSameShape('tokenNllSum', tokenLogps, mask);
+  return tf.tidy(() => tf.neg(tf.sum(tf.mul(tokenLogps, mask))) as tf.Scalar);
+}
+
+/**
  * Mean of `values` over the positions where `mask` is non-zero, across the whole tensor:
  * Σ mask·values / Σ mask. An all-zero mask gives 0 (not NaN) and a zero gradient.
  *

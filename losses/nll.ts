@@ -14,6 +14,10 @@
  * average over the batch; like TRL's `rpo_alpha`, we average over all chosen tokens of the batch
  * at once (the two agree when responses have equal length). Which tokens count is the caller's
  * mask: the chosen response mask, with or without the formatting tokens of `formattingTokenMask`.
+ *
+ * These are the one-batch forms. Training (`src/tasks/dpo.ts`) takes the two numerators per
+ * micro-batch — Σ_b L_DPO(b) and α · `tokenNllSum` — and the step engine divides them by the
+ * step's global pair and chosen-token counts, so the means run over the whole step's batch.
  */
 import * as tf from '@tensorflow/tfjs';
 import { maskedMean } from './logprobs.js';

@@ -18,10 +18,9 @@
  * per-example loss gives the same mean.
  */
 import * as tf from '@tensorflow/tfjs';
+import { PREFERENCE_STRENGTHS, type PreferenceStrength } from './preference-strengths.js';
 
-/** The four annotator strengths of Llama 2/3 preference data, strongest first. */
-export const PREFERENCE_STRENGTHS = ['significantly_better', 'better', 'slightly_better', 'marginally_better'] as const;
-export type PreferenceStrength = (typeof PREFERENCE_STRENGTHS)[number];
+export { PREFERENCE_STRENGTHS, type PreferenceStrength };
 
 /**
  * Llama 2's discrete margins m(r) for the Bradley–Terry loss, the "margin small" variant

@@ -9,7 +9,8 @@
  * cross-entropy with ignore_index = −100 — so long responses weigh more than short ones.
  *
  * Gradient accumulation: the mean is over this micro-batch's tokens. To reproduce one large batch,
- * weigh each micro-batch's loss by `numTokens / totalTokens` before summing.
+ * sum the numerators (`tokenNllSum`) and divide by the whole batch's token count once — what the
+ * training tasks and the step engine do.
  */
 import * as tf from '@tensorflow/tfjs';
 import { maskedMean } from './logprobs.js';

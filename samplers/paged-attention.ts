@@ -22,7 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { type AttentionContext, MASK_BIAS, scaledDotProductAttention } from '../src/model/attention.js';
-import type { KVCacheManager } from './kv/block-table.js';
+import type { KVCacheManager } from './kv/cache-manager.js';
 import type { PagedKVStorage } from './kv/kv-storage.js';
 
 /** The block tables and the pools they index; the engine owns both. */

@@ -11,9 +11,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import { registerWasmKernels } from './kernels/wasm-kernels.js';
+import { BACKEND_NAMES, type BackendName } from './util/backend-names.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+export { BACKEND_NAMES, type BackendName };
 
 export interface BackendInfo {
   /** The tfjs backend name that now runs (`tensorflow`, `wasm` or `cpu`). */
@@ -22,6 +22,8 @@ export interface BackendInfo {
   provider: string;
   /** Why each candidate tried before it was passed over. */
   skipped: string[];
+  /** wasm only: which kernel runs matrix products, e.g. `matmul: native AVX-512`, or why XNNPACK does. */
+  matMul?: string;
 }
 
 let current: BackendInfo | undefined;
@@ -31,10 +33,10 @@ export function currentBackend(): BackendInfo | undefined {
   return current;
 }
 
-/** The line printed on stderr, e.g. `backend: wasm (tfjs-node-gpu not installed, tfjs-node not installed)`. */
+/** The line printed on stderr, e.g. `backend: wasm (tfjs-node-gpu not installed, tfjs-node not installed); matmul: native AVX2`. */
 export function describeBackend(info: BackendInfo): string {
   const why = info.skipped.length > 0 ? ` (${info.skipped.join(', ')})` : '';
-  return `backend: ${info.name}${why}`;
+  return `backend: ${info.name}${why}${info.matMul ? `; ${info.matMul}` : ''}`;
 }
 
 const require = createRequire(import.meta.url);
@@ -74,10 +76,11 @@ function silenceCpuBanner(): void {
   if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
 }
 
-async function useWasm(): Promise<void> {
+/** Initialises wasm and the project's kernels; returns the matrix-product line. */
+async function useWasm(): Promise<string | undefined> {
   await import('@tensorflow/tfjs-backend-wasm');
   if (!(await tf.setBackend('wasm'))) throw new Error('backend: the wasm backend failed to initialise');
-  registerWasmKernels();
+  return registerWasmKernels()?.description;
 }
 
 /**
@@ -104,8 +107,8 @@ export async function initBackend(name: BackendName = 'auto', opts: { quiet?: bo
     }
   }
   if (!info && (name === 'auto' || name === 'wasm')) {
-    await useWasm();
-    info = { name: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', skipped };
+    const matMul = await useWasm();
+    info = { name: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', skipped, matMul };
   }
   if (!info) {
     if (!(await tf.setBackend('cpu'))) throw new Error('backend: the cpu backend failed to initialise');

@@ -19,7 +19,16 @@ export { loadAdapter, readAdapterConfig, isAdapterFolder, restoreAdapterWeights,
 export { labelLogprobs } from './model/lm-head.js';
 export { configureTrainingModel } from './train/model-setup.js';
 export { checkTrainingFits, estimateTrainingMemory, type TrainingMemory } from './train/fits.js';
-export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor } from './model/safetensors.js';
+export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor, type ByteTensor } from './model/safetensors.js';
+
+// Quantized inference (INT8 absmax, FP8 E4M3 row-wise)
+export { QuantizationOptionsSchema, QUANT_SCHEMES, PROJECTIONS, selectQuantizedWeights, type QuantizationOptions, type QuantizationOptionsInput } from './model/quantization/options.js';
+export { quantizeModel, initQuantizedModel, quantizationOf, dequantizedTwin, weightBytes, type ModelQuantization, type WeightBytes } from './model/quantization/quantize-model.js';
+export { quantizeFolder } from './model/quantization/quantize-folder.js';
+export { encodeE4M3, decodeE4M3, roundToE4M3, E4M3_MAX } from './model/quantization/e4m3.js';
+export { quantizeInt8Absmax, quantizeFp8Rowwise, dequantizeInt8, dequantizeFp8 } from './model/quantization/absmax.js';
+export { runQuantizationEval, compareScores, type QuantizationEvalResult } from './pipelines/quantization-eval.js';
+export { ksStatistic, ksPValue } from './eval/statistics.js';
 
 // Tokenizers and chat format
 export { Tokenizer } from './tokenizer/tokenizer.js';
@@ -34,7 +43,8 @@ export { computeGradients, GradientAccumulator } from './train/grad-accumulator.
 export { averageWeights } from './model/average.js';
 export { Rng } from './util/rng.js';
 export { runTrainingLoop, type TrainingResult, type LogRecord } from './train/loop.js';
-export { LocalStepEngine, type StepEngine, type LossFn, type MicroBatchLoss } from './train/step-engine.js';
+export { LocalStepEngine, type StepEngine, type StepResult } from './train/step-engine.js';
+export { evaluateObjective, normalizedLoss, type LossFn, type MicroBatchObjective, type MetricSum, type Objective, type UnitCounts, type UnitsFn } from './train/objective.js';
 export { trainingOptionsSchema, type TrainingOptions } from './config/training.js';
 export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
 
@@ -42,7 +52,7 @@ export { loadConfig as loadConfigFile, validateConfig } from './config/load.js';
 export { pretrain, PretrainConfigSchema, type PretrainConfigInput } from './trainers/pretrain.js';
 export { sft, SftConfigSchema, type SftConfigInput } from './trainers/sft.js';
 export { responseLogprobs } from './inference/token-logprobs.js';
-export { causalLmLoss } from './tasks/causal-lm.js';
+export { causalLmLoss, causalLmUnits } from './tasks/causal-lm.js';
 export { trainRewardModel, RewardConfigSchema, type RewardConfigInput } from './trainers/reward.js';
 export { scoreResponses, scoreTokenIds } from './inference/reward-scoring.js';
 export { dpo, DpoConfigSchema, type DpoConfigInput } from './trainers/dpo.js';

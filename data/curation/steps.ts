@@ -202,7 +202,7 @@ export async function scoreFile(opts: ScoreFileOptions): Promise<CurationReport>
   const { file: input, rows, numInvalid } = await readRows(opts);
   const values = rows.map((r) => r.value);
   const scoring = { batchSize: opts.batchSize ?? 8, chat: opts.chat, describeRow: (i: number) => `${input}:${rows[i]!.line}` };
-  if (!opts.rewardModel.model.dims.isRewardModel) throw new Error('data score: the reward model is a causal LM; give a reward model (rm train\'s OUT/model)');
+  if (!opts.rewardModel.model.dims.isRewardModel) throw new Error('data score: the reward model is a causal LM; give a reward model (rm train\'s OUT)');
   const rewards = rewardQualityScores(opts.rewardModel.model, opts.rewardModel.tokenizer, values, scoring);
   const judgeScores = opts.judge ? judgeQualityScores(opts.judge, values, scoring.describeRow) : undefined;
   const difficulty = opts.difficultyModel ? difficultyScores(opts.difficultyModel.model, opts.difficultyModel.tokenizer, values, scoring) : undefined;

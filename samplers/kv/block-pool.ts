@@ -14,7 +14,7 @@
  * keeping and goes to the head, where it is reused before any cached block is evicted (vLLM
  * appends those at the tail too; this only spares cached blocks).
  *
- * The pool knows nothing of tokens or sequences; `KVCacheManager` (block-table.ts) builds on it.
+ * The pool knows nothing of tokens or sequences; `KVCacheManager` (cache-manager.ts) builds on it.
  */
 
 export interface BlockPoolOptions {
@@ -104,19 +104,6 @@ export class BlockPool {
   refCount(blockId: number): number {
     this.checkBlockId(blockId, 'refCount');
     return this.refCounts[blockId]!;
-  }
-
-  /** The hash the block is cached under, or null. */
-  blockHash(blockId: number): string | null {
-    this.checkBlockId(blockId, 'blockHash');
-    return this.blockHashes[blockId]!;
-  }
-
-  /** The free queue from head (next to be allocated) to tail (freed most recently). O(numFree). */
-  freeBlockIds(): number[] {
-    const ids: number[] = [];
-    for (let b = this.next[this.head]!; b !== this.tail; b = this.next[b]!) ids.push(b);
-    return ids;
   }
 
   /**
@@ -235,44 +222,6 @@ export class BlockPool {
   resetPrefixCache(): void {
     for (const blockId of this.cachedBlocks.values()) this.blockHashes[blockId] = null;
     this.cachedBlocks.clear();
-  }
-
-  /**
-   * Asserts the pool's invariants; throws on the first violation.
-   * 1. The free queue's links are consistent in both directions, with no block twice.
-   * 2. A block is in the free queue iff its refCount is 0; no refCount is negative.
-   * 3. `numFreeBlocks` equals the queue's length.
-   * 4. The hash map and the per-block hashes agree both ways.
-   */
-  checkInvariants(): void {
-    const fail = (what: string): never => {
-      throw new Error(`samplers/kv/block-pool: invariant violated: ${what}`);
-    };
-    const inQueue = new Uint8Array(this.numBlocks);
-    let queueLength = 0;
-    let before = this.head;
-    for (let b = this.next[this.head]!; b !== this.tail; b = this.next[b]!) {
-      if (b < 0 || b >= this.numBlocks) fail(`free queue links to ${b}, not a block id`);
-      if (inQueue[b]) fail(`block ${b} appears twice in the free queue`);
-      if (this.prev[b] !== before) fail(`block ${b}: prev link ${this.prev[b]} != ${before}`);
-      inQueue[b] = 1;
-      queueLength++;
-      before = b;
-    }
-    if (this.prev[this.tail] !== before) fail(`tail's prev link ${this.prev[this.tail]} != ${before}`);
-    if (queueLength !== this.freeCount) fail(`numFreeBlocks ${this.freeCount} != free-queue length ${queueLength}`);
-    for (let b = 0; b < this.numBlocks; b++) {
-      const count = this.refCounts[b]!;
-      if (count < 0) fail(`block ${b} has refCount ${count}`);
-      if (inQueue[b] && count !== 0) fail(`block ${b} is in the free queue with refCount ${count}`);
-      if (!inQueue[b] && count === 0) fail(`block ${b} has refCount 0 but is not in the free queue (leaked)`);
-      if (!inQueue[b] && (this.prev[b] !== NOT_LINKED || this.next[b] !== NOT_LINKED)) fail(`block ${b} is in use but still linked`);
-      const hash = this.blockHashes[b];
-      if (hash !== null && this.cachedBlocks.get(hash) !== b) fail(`block ${b} carries a hash that does not map back to it`);
-    }
-    for (const [hash, b] of this.cachedBlocks) {
-      if (this.blockHashes[b] !== hash) fail(`cached hash maps to block ${b}, which carries ${this.blockHashes[b]}`);
-    }
   }
 
   private checkBlockId(blockId: number, where: string): void {

@@ -9,7 +9,7 @@
  * Plain Float32Arrays, not tfjs tensors: the pool is mutated in place every step, which tensors
  * (immutable) cannot do without reallocating it.
  */
-import type { BlockCopy } from './block-table.js';
+import type { BlockCopy } from './cache-manager.js';
 
 /** Slot id that marks a padded token: `write` skips it (vLLM's PAD_SLOT_ID). */
 export const PAD_SLOT_ID = -1;
@@ -58,11 +58,6 @@ export class PagedKVStorage {
     const poolLength = this.numBlocks * this.blockStride; // [numBlocks, blockSize, numKvHeads, headDim]
     this.keyPools = Array.from({ length: this.numLayers }, () => new Float32Array(poolLength));
     this.valuePools = Array.from({ length: this.numLayers }, () => new Float32Array(poolLength));
-  }
-
-  /** Bytes held by all pools (keys and values, every layer). */
-  get bytesAllocated(): number {
-    return this.bytesInUse(this.numBlocks);
   }
 
   /** Bytes that `numUsedBlocks` blocks occupy across all layers, keys and values. */
@@ -138,33 +133,6 @@ export class PagedKVStorage {
         valuePool.copyWithin(dst * this.blockStride, src * this.blockStride, (src + 1) * this.blockStride);
       }
     }
-  }
-
-  /**
-   * The first `numTokens` tokens' K/V of a sequence, contiguous: keys and values each
-   * [numTokens, numKvHeads, headDim] flat. For reference attention and tests; a paged attention
-   * kernel reads the pools through the block table instead of copying.
-   */
-  gather(layer: number, blockTable: readonly number[], numTokens: number): { keys: Float32Array; values: Float32Array } {
-    this.checkLayer(layer, 'gather');
-    if (!Number.isInteger(numTokens) || numTokens < 0 || numTokens > blockTable.length * this.blockSize) {
-      throw new Error(`samplers/kv/kv-storage: gather: layer ${layer}: numTokens = ${numTokens} does not fit ${blockTable.length} blocks of ${this.blockSize}`);
-    }
-    const keyPool = this.keyPools[layer]!;
-    const valuePool = this.valuePools[layer]!;
-    const keys = new Float32Array(numTokens * this.tokenStride); // [numTokens, numKvHeads, headDim]
-    const values = new Float32Array(numTokens * this.tokenStride); // [numTokens, numKvHeads, headDim]
-    const numBlocksRead = Math.ceil(numTokens / this.blockSize);
-    for (let i = 0; i < numBlocksRead; i++) {
-      const blockId = blockTable[i]!;
-      this.checkBlockId(blockId, 'gather');
-      const numTokensInBlock = Math.min(this.blockSize, numTokens - i * this.blockSize);
-      const source = blockId * this.blockStride;
-      const sourceEnd = source + numTokensInBlock * this.tokenStride;
-      keys.set(keyPool.subarray(source, sourceEnd), i * this.blockStride);
-      values.set(valuePool.subarray(source, sourceEnd), i * this.blockStride);
-    }
-    return { keys, values };
   }
 
   private checkLayer(layer: number, where: string): void {

@@ -51,21 +51,3 @@ export function hashBlock(parentHash: ParentHash, tokenIds: readonly number[]): 
   hash.update(tokenBytes);
   return hash.digest('hex');
 }
-
-/**
- * The hash chain of every full block of `tokenIds`: element i names tokens
- * [0, (i + 1) · blockSize). A trailing partial block has no hash (its KV is still growing).
- */
-export function hashFullBlocks(tokenIds: readonly number[], blockSize: number, parentHash: ParentHash = null): string[] {
-  if (!Number.isInteger(blockSize) || blockSize < 1) {
-    throw new Error(`samplers/kv/prefix-hash: blockSize = ${blockSize} must be a positive integer`);
-  }
-  const numFullBlocks = Math.floor(tokenIds.length / blockSize);
-  const hashes: string[] = [];
-  let parent = parentHash;
-  for (let i = 0; i < numFullBlocks; i++) {
-    parent = hashBlock(parent, tokenIds.slice(i * blockSize, (i + 1) * blockSize));
-    hashes.push(parent);
-  }
-  return hashes;
-}

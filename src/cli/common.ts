@@ -5,7 +5,7 @@
  */
 import { Option } from 'commander';
 import * as fs from 'node:fs';
-import { BACKEND_NAMES, initBackend, type BackendName } from '../backend.js';
+import { BACKEND_NAMES, type BackendName } from '../util/backend-names.js';
 import { RunStore, defaultStorePath } from '../store/store.js';
 import { readRunLock } from '../store/lock.js';
 import { checkWorkers, MAX_WORKERS } from '../config/limits.js';
@@ -17,6 +17,7 @@ export function backendOption(): Option {
 }
 
 export async function useBackend(name: string | undefined): Promise<void> {
+  const { initBackend } = await import('../backend.js'); // tfjs loads here, not when --help runs
   await initBackend((name ?? 'auto') as BackendName);
 }
 
@@ -140,7 +141,7 @@ export function openStoreReadOnly(project: string): RunStore {
  */
 export function memoryOptions(): Option[] {
   return [
-    new Option('--lora', 'train LoRA adapters on a frozen base (r 16, alpha 32, all seven projections); OUT/model is then a PEFT adapter folder'),
+    new Option('--lora', 'train LoRA adapters on a frozen base (r 16, alpha 32, all seven projections); OUT is then a PEFT adapter folder'),
     new Option('--lora-r <n>', 'LoRA rank (implies --lora)').argParser(intArg('--lora-r', { min: 1, max: 4096 })),
     new Option('--lora-alpha <a>', 'LoRA alpha: updates are scaled by alpha/r (implies --lora)').argParser(floatArg('--lora-alpha', { gt: 0 })),
     new Option('--gradient-checkpointing', 'recompute each decoder layer in backward instead of keeping its activations'),

@@ -7,13 +7,9 @@
 import type { Command } from 'commander';
 import { backendOption, example, floatArg, intArg, progress, useBackend } from './common.js';
 import { loadConfig } from '../config/load.js';
-import { loadPretrained } from '../model/pretrained.js';
 import type { LlamaModel } from '../model/llama.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { loadJudge } from '../rounds/judge-loader.js';
-import { CleaningOptionsSchema } from '../../data/curation/rules.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { DEDUP_FIELDS } from '../../data/curation/row-text.js';
-import { cleanFile, dedupFile, formatReport, readCurationRows, scoreFile } from '../../data/curation/steps.js';
 import { DataError } from '../util/errors.js';
 
 /** Calls `report` about every 5% of the work (and at the end), so that a log gets ~20 lines, not one per batch. */
@@ -30,6 +26,8 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 
 /** Loads a model folder and its tokenizer; the message names the flag. */
 async function loadModelFolder(flag: string, dir: string): Promise<{ model: LlamaModel; tokenizer: Tokenizer }> {
+  const { loadPretrained } = await import('../model/pretrained.js');
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
   const model = await loadPretrained(dir).catch((err: Error) => {
     throw new Error(`${flag}: ${err.message.split('\n')[0]}`);
   });
@@ -58,10 +56,13 @@ export function registerDataCommands(program: Command): void {
       'after',
       example(
         'tfalign data clean --input runs/rs/sft.jsonl --out runs/rs/sft.clean.jsonl --rejects runs/rs/sft.rejects.jsonl',
-        'tfalign data clean --input sft.jsonl --out clean.jsonl --set truncated.textOnly=keep --set tooLong.maxTokens=1024 --tokenizer runs/base/model',
+        'tfalign data clean --input sft.jsonl --out clean.jsonl --set truncated.textOnly=keep --set tooLong.maxTokens=1024 --tokenizer runs/base',
       ),
     )
     .action(async (o) => {
+      const { Tokenizer } = await import('../tokenizer/tokenizer.js');
+      const { CleaningOptionsSchema } = await import('../../data/curation/rules.js');
+      const { cleanFile, formatReport } = await import('../../data/curation/steps.js');
       const options = loadConfig(CleaningOptionsSchema, { file: o.config, sets: o.set });
       let countTokens: ((text: string) => number) | undefined;
       if (o.tokenizer !== undefined) {
@@ -100,10 +101,11 @@ export function registerDataCommands(program: Command): void {
       'after',
       example(
         'tfalign data dedup --input sft.jsonl --out sft.dedup.jsonl --near --threshold 0.8',
-        'tfalign data dedup --input scored.jsonl --out final.jsonl --near --semantic --model runs/round1/sft/model --clusters 64 --similarity 0.95 --topics 8',
+        'tfalign data dedup --input scored.jsonl --out final.jsonl --near --semantic --model runs/round1/sft/run --clusters 64 --similarity 0.95 --topics 8',
       ),
     )
     .action(async (o) => {
+      const { dedupFile, formatReport, readCurationRows } = await import('../../data/curation/steps.js');
       if (o.semantic && o.model === undefined) throw new Error('data dedup: --semantic needs --model DIR (the checkpoint that embeds rows)');
       if (!o.semantic && o.model !== undefined) throw new Error('data dedup: --model is used only with --semantic');
       const input = await readCurationRows(o.input, o.skipInvalid ?? false);
@@ -142,7 +144,7 @@ export function registerDataCommands(program: Command): void {
     .description('score rows with a reward model (quality), optionally a judge and a policy (difficulty: mean token NLL); keep the reward top fraction OR the rows the judge rates highly')
     .requiredOption('--input <file>', 'JSONL of SFT or preference rows (a preference row is scored on chosen)')
     .requiredOption('--out <file>', 'JSONL of the kept rows with quality, judge_score and difficulty fields added, written atomically')
-    .requiredOption('--reward-model <dir>', 'reward model folder (rm train\'s OUT/model)')
+    .requiredOption('--reward-model <dir>', 'reward model folder (rm train\'s OUT)')
     .option('--rejects <file>', 'JSONL of the removed rows, scores included: {line, rule, detail, row}')
     .option('--top-fraction <f>', 'fraction of rows kept by reward (default 0.25: Llama 3\'s top quartile; 1 keeps all and only scores)', floatArg('--top-fraction', { min: 0, max: 1 }))
     .option('--judge <module>', 'module whose default export has score(prompt, response) in [0, 1], OR-ed with the reward selection; it is code run in this process with your permissions: name only modules you trust')
@@ -156,11 +158,13 @@ export function registerDataCommands(program: Command): void {
     .addHelpText(
       'after',
       example(
-        'tfalign data score --input sft.clean.jsonl --out sft.scored.jsonl --reward-model runs/rm/model --difficulty-model runs/sft/model',
-        'tfalign data score --input sft.jsonl --out top.jsonl --reward-model runs/rm/model --judge data/synthetic/judge.ts --judge-threshold 0.9 --rejects low.jsonl',
+        'tfalign data score --input sft.clean.jsonl --out sft.scored.jsonl --reward-model runs/rm --difficulty-model runs/sft',
+        'tfalign data score --input sft.jsonl --out top.jsonl --reward-model runs/rm --judge data/synthetic/judge.ts --judge-threshold 0.9 --rejects low.jsonl',
       ),
     )
     .action(async (o) => {
+      const { loadJudge } = await import('../rounds/judge-loader.js');
+      const { formatReport, readCurationRows, scoreFile } = await import('../../data/curation/steps.js');
       const input = await readCurationRows(o.input, o.skipInvalid ?? false);
       if (input.rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
       const judge = o.judge === undefined ? undefined : await loadJudge(o.judge, {}, 'data score --judge');
@@ -168,7 +172,7 @@ export function registerDataCommands(program: Command): void {
       const rewardModel = await loadModelFolder('--reward-model', o.rewardModel);
       let difficultyModel: { model: LlamaModel; tokenizer: Tokenizer } | undefined;
       try {
-        if (!rewardModel.model.dims.isRewardModel) throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (rm train's OUT/model)`);
+        if (!rewardModel.model.dims.isRewardModel) throw new Error(`--reward-model: ${o.rewardModel} is a causal LM; give a reward model (rm train's OUT)`);
         if (o.difficultyModel !== undefined) {
           difficultyModel = await loadModelFolder('--difficulty-model', o.difficultyModel);
           if (difficultyModel.model.dims.isRewardModel) throw new Error(`--difficulty-model: ${o.difficultyModel} is a reward model; give a causal LM (the policy)`);

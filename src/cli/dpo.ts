@@ -3,10 +3,9 @@
  * `--set key=value` overrides both; the merged config is validated before anything runs.
  */
 import { Option, type Command } from 'commander';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
-import { DPO_LOSSES } from '../../losses/dpo.js';
-import { dpo, DpoConfigSchema } from '../trainers/dpo.js';
+import { DPO_LOSS_TYPES } from '../../losses/dpo-loss-types.js';
 import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
 
 export function registerDpoCommands(program: Command): void {
@@ -18,10 +17,10 @@ export function registerDpoCommands(program: Command): void {
     .option('--model <dir>', 'SFT model folder: the policy starts here and it is the reference')
     .option('--train <file>', 'preference JSONL {prompt, chosen, rejected, edited?, strength?}')
     .option('--eval <file>', 'held-out preference JSONL (default: evalFraction of --train)')
-    .option('--out <dir>', 'run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--out <dir>', 'run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--beta <b>', 'β, the KL strength (default 0.1)', floatArg('--beta'))
     .option('--nll-coefficient <a>', 'α, weight of the NLL term on chosen responses (default 0.2; 0 = plain DPO)', floatArg('--nll-coefficient'))
-    .addOption(new Option('--loss-type <name>', 'preference loss (default sigmoid)').choices(Object.keys(DPO_LOSSES)))
+    .addOption(new Option('--loss-type <name>', 'preference loss (default sigmoid): sigmoid (DPO), ipo (TRL\'s IPO: log-probs divided by response length), ipo_sum (IPO on summed log-probs), hinge (SLiC)').choices([...DPO_LOSS_TYPES]))
     .option('--max-steps <n>', 'optimizer steps (default: epochs over the pairs)', intArg('--max-steps', { min: 1 }))
     .option('--lr <lr>', 'peak learning rate (default 1e-5)', floatArg('--lr'))
     .option('--batch-size <n>', 'pairs per optimizer step (default 8)', intArg('--batch-size', { min: 1 }))
@@ -40,12 +39,13 @@ export function registerDpoCommands(program: Command): void {
     .addHelpText(
       'after',
       example(
-        'tfalign dpo --config configs/llama3.yaml --model runs/sft/model --train data/prefs.jsonl --out runs/dpo',
-        'tfalign dpo --model runs/sft/model --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
-        'tfalign dpo --model runs/sft/model --train data/prefs.jsonl --out runs/dpo-lora --lora --set referenceMode=resident   # reference = base, adapters off',
+        'tfalign dpo --config configs/llama3.yaml --model runs/sft --train data/prefs.jsonl --out runs/dpo',
+        'tfalign dpo --model runs/sft --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
+        'tfalign dpo --model runs/sft --train data/prefs.jsonl --out runs/dpo-lora --lora --set referenceMode=resident   # reference = base, adapters off',
       ),
     )
     .action(async (o) => {
+      const { dpo, DpoConfigSchema } = await import('../trainers/dpo.js');
       const config = loadConfig(DpoConfigSchema, {
         file: o.config,
         flags: {

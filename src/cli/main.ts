@@ -16,6 +16,8 @@ import { registerReportCommands } from './report.js';
 import { registerAnnotateCommands } from './annotate.js';
 import { registerDataCommands } from './data.js';
 import { registerSampleCommands } from './sample.js';
+import { registerQuantizeCommands } from './quantize.js';
+import { registerEvalCommands } from './eval.js';
 
 export function buildProgram(): Command {
   const program = new Command('tfalign')
@@ -28,6 +30,8 @@ export function buildProgram(): Command {
   registerRmCommands(program);
   registerDpoCommands(program);
   registerSampleCommands(program);
+  registerQuantizeCommands(program);
+  registerEvalCommands(program);
   registerRunCommands(program);
   registerReportCommands(program);
   registerAnnotateCommands(program);

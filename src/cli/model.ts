@@ -7,36 +7,20 @@ import type { Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { validateConfig } from '../config/load.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { averageModels, createModel, mergeAdapter } from '../model/create.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
-import { ShardPool } from '../inference-pool/shard-pool.js';
-import { pretrain } from '../trainers/pretrain.js';
-import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
-import { applyChatTemplate } from '../tokenizer/chat-template.js';
+import type { PromptResponseIds } from '../inference/token-logprobs.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { TokenRowSchema } from '../../data/rows.js';
 import { DataError } from '../util/errors.js';
-import { generate } from '../../samplers/generate.js';
 import { DecodingOptionsSchema } from '../../samplers/decoding.js';
-import { KV_CACHE_KINDS, SamplingEngine } from '../../samplers/engine.js';
+import { KV_CACHE_KINDS } from '../../samplers/sampling-io.js';
 
 /** The tokenizer of a model folder, or undefined when it has none (commands given token ids still work). */
 async function optionalTokenizer(dir: string): Promise<Tokenizer | undefined> {
-  return fs.existsSync(path.join(dir, 'tokenizer.json')) ? Tokenizer.fromFolder(dir) : undefined;
-}
-
-/**
- * Prompt ids: the chat template with the generation prompt, or [BOS] + text. Special-token strings
- * in the prompt are plain text unless `parseSpecialTokens`.
- */
-export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean, parseSpecialTokens = false): number[] {
-  if (chat) {
-    const rendered = applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true });
-    return parseSpecialTokens ? tok.encode(rendered, { parseSpecialTokens: true }) : tok.encodeTemplate(rendered, [prompt]);
-  }
-  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt, { parseSpecialTokens })];
+  if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return undefined;
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
+  return Tokenizer.fromFolder(dir);
 }
 
 /** `--parse-special-tokens`: special-token strings in the given text become control tokens. */
@@ -61,6 +45,8 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign model init --config configs/models/tiny.json --tokenizer runs/tok --out runs/base'))
     .action(async (o) => {
+      const { createModel } = await import('../model/create.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed, overwrite: Boolean(o.overwrite) });
       console.log(`model init: ${o.out}: ${m.numParameters().toLocaleString('en-US')} parameters, vocab ${m.dims.vocabSize}, ${m.dims.numLayers} layers`);
@@ -71,7 +57,7 @@ export function registerModelCommands(program: Command): void {
     .command('info')
     .description('print a model folder\'s architecture and parameter count')
     .argument('<dir>', 'model folder')
-    .addHelpText('after', example('tfalign model info runs/quickstart/base/pretrain/model'))
+    .addHelpText('after', example('tfalign model info runs/quickstart/base/pretrain'))
     .action(async (dir: string) => {
       const { loadConfig } = await import('../model/pretrained.js');
       const config = loadConfig(dir);
@@ -86,8 +72,10 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <list>', 'comma-separated coefficients (normalised); default uniform')
     .addOption(overwriteOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign model average runs/sft-a/model runs/sft-b/model --out runs/sft-avg'))
+    .addHelpText('after', example('tfalign model average runs/sft-a runs/sft-b --out runs/sft-avg'))
     .action(async (dirs: string[], o) => {
+      const { averageModels } = await import('../model/create.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const weights = o.weights ? String(o.weights).split(',').map((w, i) => floatArg(`--weights[${i}]`, { min: 0 })(w)) : undefined;
       if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
@@ -99,12 +87,13 @@ export function registerModelCommands(program: Command): void {
     .command('merge')
     .description('fold a LoRA adapter (PEFT folder) into its base model: a plain Hugging Face model folder')
     .requiredOption('--base <dir>', 'base model folder the adapter was trained on')
-    .requiredOption('--adapter <dir>', 'PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. runs/sft/model of a LoRA run')
+    .requiredOption('--adapter <dir>', 'PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. the --out folder of a LoRA run')
     .requiredOption('--out <dir>', 'model folder to write (new, empty, or a previous model merge output)')
     .addOption(overwriteOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign model merge --base runs/base --adapter runs/sft-lora/model --out runs/sft-merged'))
+    .addHelpText('after', example('tfalign model merge --base runs/base --adapter runs/sft-lora --out runs/sft-merged'))
     .action(async (o) => {
+      const { mergeAdapter } = await import('../model/create.js');
       await useBackend(o.backend);
       const merged = await mergeAdapter(o.base, o.adapter, o.out, { overwrite: Boolean(o.overwrite) });
       console.log(`model merge: ${o.out}: ${o.adapter} folded into ${o.base} (${merged.numParameters().toLocaleString('en-US')} parameters)`);
@@ -116,7 +105,7 @@ export function registerModelCommands(program: Command): void {
     .description('next-token training on a text corpus (a from-scratch model becomes a base model)')
     .requiredOption('--model <dir>', 'model folder to start from')
     .requiredOption('--corpus <file>', 'text file (documents separated by blank lines) or JSONL with a text field')
-    .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .requiredOption('--out <dir>', 'run folder: checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--max-steps <n>', 'optimizer steps (default: one epoch)', intArg('--max-steps', { min: 1, max: MAX_STEPS }))
     .option('--epochs <n>', 'passes over the corpus', floatArg('--epochs', { min: 0 }))
     .option('--batch-size <n>', 'rows per optimizer step', intArg('--batch-size', { min: 1 }))
@@ -136,6 +125,7 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign pretrain --model runs/base --corpus data/corpus.txt --out runs/pretrain --max-steps 200 --batch-size 8 --seq-len 128'))
     .action(async (o) => {
+      const { pretrain } = await import('../trainers/pretrain.js');
       let bar: ReturnType<typeof progress> | undefined;
       const result = await pretrain(
         {
@@ -174,6 +164,12 @@ export function registerModelCommands(program: Command): void {
     .addOption(backendOption())
     .addHelpText('after', example('tfalign logprobs --model runs/base --input rows.jsonl --output scores.jsonl'))
     .action(async (o) => {
+      const { encodePrompt } = await import('../tokenizer/chat-template.js');
+      const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
+      const { ShardPool } = await import('../inference-pool/shard-pool.js');
+      const { pretrain } = await import('../trainers/pretrain.js');
+      const { responseLogprobs } = await import('../inference/token-logprobs.js');
+      const { generate } = await import('../../samplers/generate.js');
       checkWorkersFlag('logprobs', o.workers, o.forceWorkers);
       await useBackend(o.backend);
       const { rows } = await readJsonl(o.input, TokenRowSchema);
@@ -248,8 +244,12 @@ export function registerModelCommands(program: Command): void {
     .option('--kv-cache <kind>', 'paged (prompt computed once, shared by the samples), dense (per-sample cache, the prompt stored n times) or none (recompute every step)', 'paged')
     .option('--json', 'print one JSON object per sample')
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign generate --model runs/pretrain/model --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
+    .addHelpText('after', example('tfalign generate --model runs/pretrain --prompt "Once upon a time" -n 4 --temperature 0.8 --top-p 0.95'))
     .action(async (o) => {
+      const { encodePrompt } = await import('../tokenizer/chat-template.js');
+      const { loadPretrained } = await import('../model/pretrained.js');
+      const { generate } = await import('../../samplers/generate.js');
+      const { SamplingEngine } = await import('../../samplers/engine.js');
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new Error('generate: give exactly one of --prompt or --prompt-ids');
       if (!(KV_CACHE_KINDS as readonly string[]).includes(o.kvCache)) throw new Error(`--kv-cache: expected ${KV_CACHE_KINDS.join(', ')}, got "${o.kvCache}"`);
       await useBackend(o.backend);

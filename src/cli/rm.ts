@@ -6,14 +6,9 @@ import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, memoryFlags, memoryOptions } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
-import { describePreferenceData, RewardConfigSchema, trainRewardModel } from '../trainers/reward.js';
-import { scoreResponses } from '../inference/reward-scoring.js';
-import { loadConfig as loadModelConfig, loadPretrained } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
-import { ShardPool } from '../inference-pool/shard-pool.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { ScoreRowSchema } from '../../data/rows.js';
 
@@ -36,7 +31,7 @@ export function registerRmCommands(program: Command): void {
     .option('--model <dir>', 'causal LM to add a score head to, or a reward model to continue')
     .option('--train <file>', 'JSONL preference rows {prompt, chosen, rejected, edited?, strength?}')
     .option('--eval <file>', 'JSONL preference rows for evaluation (default: hold out evalFraction of --train)')
-    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--strengths <list>', 'comma-separated strengths trained on (default significantly_better,better)', (v: string) => v.split(',').map((s) => s.trim()))
     .option('--margin', 'Llama 2\'s per-strength margin (off in Llama 3)')
     .option('--centering-coefficient <c>', 'reward centering c·(r_c + r_r)²', floatArg('--centering-coefficient', { min: 0 }))
@@ -68,10 +63,11 @@ export function registerRmCommands(program: Command): void {
       'after',
       example(
         'tfalign rm train --config configs/rm.yaml --set maxSteps=200',
-        'tfalign rm train --model runs/sft/model --train data/prefs.jsonl --out runs/rm --lr 1e-5 --batch-size 8',
+        'tfalign rm train --model runs/sft --train data/prefs.jsonl --out runs/rm --lr 1e-5 --batch-size 8',
       ),
     )
     .action(async (o) => {
+      const { describePreferenceData, RewardConfigSchema, trainRewardModel } = await import('../trainers/reward.js');
       const config = loadConfig(RewardConfigSchema, {
         file: o.config,
         sets: o.set,
@@ -116,14 +112,18 @@ export function registerRmCommands(program: Command): void {
     .option('--workers <n>', 'worker threads sharing the rows, each with its own model copy (default 1, at most the cores); same scores, same order', workersArg(), 1)
     .addOption(forceWorkersOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign rm score --model runs/rm/model --input samples.jsonl --output scored.jsonl --batch-size 16'))
+    .addHelpText('after', example('tfalign rm score --model runs/rm --input samples.jsonl --output scored.jsonl --batch-size 16'))
     .action(async (o) => {
+      const { Tokenizer } = await import('../tokenizer/tokenizer.js');
+      const { scoreResponses } = await import('../inference/reward-scoring.js');
+      const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
+      const { ShardPool } = await import('../inference-pool/shard-pool.js');
       checkWorkersFlag('rm score', o.workers, o.forceWorkers);
       // Read and validate every row before loading the model: a bad row fails fast, nothing written.
       const { rows } = await readJsonl(o.input, ScoreRowSchema.passthrough());
       if (rows.length === 0) throw new DataError(o.input, undefined, undefined, 'no rows to score');
       await useBackend(o.backend);
-      if (!modelDims(loadModelConfig(o.model)).isRewardModel) throw new Error(`rm score: ${o.model} is a causal LM; give a reward model (rm train's OUT/model)`);
+      if (!modelDims(loadModelConfig(o.model)).isRewardModel) throw new Error(`rm score: ${o.model} is a causal LM; give a reward model (rm train's OUT)`);
       const inputs = rows.map((r) => r.value);
       const options = { batchSize: o.batchSize, chat: o.chat, parseSpecialTokens: Boolean(o.parseSpecialTokens) };
       const describeRow = (i: number) => `${o.input}:${rows[i].line}`;

@@ -3,16 +3,14 @@
  * stage), `status` (rounds and stages with key metrics; read-only, works while a run holds the
  * lock), `export` (a round's policy or reward model as an HF folder), and `quickstart`.
  */
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { example, intArg, openStoreReadOnly, overwriteOption, progress, staleRunNote } from './common.js';
-import { EXPORT_KINDS, exportRound } from '../rounds/export.js';
-import { AlignmentRun, readRunConfig, type RunEvents } from '../rounds/runner.js';
+import type { AlignmentRun, RunEvents } from '../rounds/runner.js';
 import { ROUND_STAGES, roundStages } from '../store/stages.js';
 import { RunLayout } from '../rounds/layout.js';
 import { RunStore } from '../store/store.js';
 import type { RoundSummary } from '../store/records.js';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from '../util/package-root.js';
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -119,6 +117,7 @@ function stagesPerRound(store: RunStore, name: string): number {
 }
 
 async function runWithConfig(file: string, sets: string[], force: boolean, selection: Parameters<AlignmentRun['run']>[0]): Promise<AlignmentRun> {
+  const { AlignmentRun, readRunConfig } = await import('../rounds/runner.js');
   const config = readRunConfig(file, sets);
   const run = await AlignmentRun.open(config, { force, source: file });
   try {
@@ -144,7 +143,7 @@ export const JUDGE_TRUST_NOTE =
   'permissions (files, network, environment). It is code, not data: name only modules you trust. It is loaded\n' +
   "after the run's lock is held, and never by status, report, export or annotate.\n";
 
-export const QUICKSTART_CONFIG = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'configs', 'quickstart.yaml');
+export const QUICKSTART_CONFIG = packageFile('configs', 'quickstart.yaml');
 
 export function registerRunCommands(program: Command): void {
   program
@@ -216,6 +215,7 @@ export function registerRunCommands(program: Command): void {
     .addOption(overwriteOption())
     .addHelpText('after', example('tfalign export --project runs --run quickstart --round 3 --out models/aligned'))
     .action(async (o) => {
+      const { EXPORT_KINDS, exportRound } = await import('../rounds/export.js');
       if (!(EXPORT_KINDS as readonly string[]).includes(o.what)) throw new Error(`--what: expected policy or reward-model, got "${o.what}"`);
       if (o.dtype !== 'F32' && o.dtype !== 'BF16') throw new Error(`--dtype: expected F32 or BF16, got "${o.dtype}"`);
       const store = openStoreReadOnly(o.project);

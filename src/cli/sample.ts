@@ -19,14 +19,12 @@ import { Option, type Command } from 'commander';
 import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
 import { claimOutputFolder, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
-import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/sampling-io.js';
 import { PAIR_STRATEGIES, type PairStrategy } from '../../samplers/rejection.js';
-import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
 
 interface SampleCommandOptions {
   policy: string;
@@ -55,11 +53,14 @@ interface SampleCommandOptions {
 
 /** A folder's tokenizer, with a one-line error naming the flag when it has none. */
 async function folderTokenizer(dir: string, flag: string): Promise<Tokenizer> {
+  const { Tokenizer } = await import('../tokenizer/tokenizer.js');
   if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new Error(`${flag}: ${dir} has no tokenizer.json`);
   return Tokenizer.fromFolder(dir);
 }
 
 export async function runSample(o: SampleCommandOptions): Promise<void> {
+  const { loadConfig: loadModelConfig } = await import('../model/pretrained.js');
+  const { runRejectionSampling } = await import('../pipelines/rejection-sampling.js');
   checkWorkersFlag('sample', o.workers, o.forceWorkers);
   // Before any model loads: --out must be new, empty or a previous sample output.
   claimOutputFolder(o.out, { command: 'sample', overwrite: o.overwrite, flag: '--out' });
@@ -136,6 +137,6 @@ export function registerSampleCommands(program: Command): void {
     .addOption(forceWorkersOption())
     .addOption(overwriteOption())
     .addOption(backendOption())
-    .addHelpText('after', example('tfalign sample --policy runs/sft/model --reward-model runs/rm/model --prompts data/prompts.jsonl -k 16 --out runs/rs'))
+    .addHelpText('after', example('tfalign sample --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl -k 16 --out runs/rs'))
     .action(async (o: SampleCommandOptions) => runSample(o));
 }

@@ -6,7 +6,6 @@
 import type { Command } from 'commander';
 import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
 import { loadConfig } from '../config/load.js';
-import { SftConfigSchema, describeSftData, sft } from '../trainers/sft.js';
 
 export function registerSftCommands(program: Command): void {
   program
@@ -17,7 +16,7 @@ export function registerSftCommands(program: Command): void {
     .option('--model <dir>', 'model folder to fine-tune (with tokenizer files)')
     .option('--train <file>', 'JSONL of {"prompt","response"} or {"messages"} rows')
     .option('--eval <file>', 'JSONL of held-out rows (default: hold out evalFraction of --train)')
-    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, final model in OUT/model')
+    .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl, the final model in OUT itself (loadable as OUT)')
     .option('--max-steps <n>', 'optimizer steps (default: epochs over the rows)', intArg('--max-steps', { min: 1 }))
     .option('--lr <lr>', 'peak learning rate (default 1e-5)', floatArg('--lr', { min: 0 }))
     .option('--batch-size <n>', 'rows (packed sequences with --packing) per optimizer step', intArg('--batch-size', { min: 1 }))
@@ -43,6 +42,7 @@ export function registerSftCommands(program: Command): void {
       ),
     )
     .action(async (o) => {
+      const { SftConfigSchema, describeSftData, sft } = await import('../trainers/sft.js');
       const config = loadConfig(SftConfigSchema, {
         file: o.config,
         flags: {

@@ -3,8 +3,6 @@
  * text with a tokenizer folder (for debugging token boundaries).
  */
 import type { Command } from 'commander';
-import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../tokenizer/bpe-trainer.js';
-import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { example, intArg, overwriteOption } from './common.js';
 import { claimOutputFolder } from '../util/atomic.js';
 import { MAX_VOCAB_SIZE } from '../config/limits.js';
@@ -24,6 +22,7 @@ export function registerTokenizerCommands(program: Command): void {
     .addOption(overwriteOption())
     .addHelpText('after', example('tfalign tokenizer train --corpus data/corpus.txt --vocab-size 4096 --out models/tok'))
     .action(async (options: { corpus: string; vocabSize: number; out: string; minFrequency: number; modelMaxLength: number; overwrite?: boolean }) => {
+      const { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } = await import('../tokenizer/bpe-trainer.js');
       const { vocabSize, minFrequency, modelMaxLength } = options;
       // Before the training: a folder this command may not write is refused at once.
       claimOutputFolder(options.out, { command: 'tokenizer train', overwrite: options.overwrite, flag: '--out' });
@@ -52,6 +51,7 @@ export function registerTokenizerCommands(program: Command): void {
     .option('--parse-special-tokens', 'match special-token strings in the text (<|eot_id|>) as their single ids', false)
     .addHelpText('after', example('tfalign tokenizer encode --tokenizer models/tok --text "<|start_header_id|>user<|end_header_id|>" --parse-special-tokens'))
     .action(async (options: { tokenizer: string; text: string; addSpecialTokens: boolean; parseSpecialTokens: boolean }) => {
+      const { Tokenizer } = await import('../tokenizer/tokenizer.js');
       const tok = await Tokenizer.fromFolder(options.tokenizer);
       console.log(JSON.stringify(tok.encode(options.text, { addSpecialTokens: options.addSpecialTokens, parseSpecialTokens: options.parseSpecialTokens })));
     });

@@ -8,7 +8,11 @@
  * and a field added to a schema later is known automatically. Objects a schema marks
  * `.passthrough()` (free-form records) keep their extra keys.
  */
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
+
+// `yaml` loads when a config file is read, not with the command line: it is a third of `tfalign --help`'s start-up.
+const require = createRequire(import.meta.url);
+const parseYaml = (text: string): unknown => (require('yaml') as typeof import('yaml')).parse(text);
 import { z } from 'zod';
 import { jsonErrorReason } from '../util/errors.js';
 import { readUtf8File } from '../util/utf8.js';

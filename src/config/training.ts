@@ -4,7 +4,7 @@
  * Llama 3, a larger one for pretraining) live in that trainer's schema and nowhere else.
  */
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from './limits.js';
 import { LoraOptionsSchema } from './lora.js';
 
@@ -70,7 +70,7 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
     saveTotalLimit: limit.interval().default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
     evalFraction: z.number().min(0).lt(1).default(0.05).describe('Fraction of rows held out for evaluation when no eval file is given.'),
     lora: LoraOptionsSchema.optional().describe(
-      'Train LoRA adapters on a frozen base instead of every weight (only adapters, and a reward model\'s score head, get gradients and AdamW state); out/model is then a PEFT adapter folder. Absent: full fine-tuning.',
+      'Train LoRA adapters on a frozen base instead of every weight (only adapters, and a reward model\'s score head, get gradients and AdamW state); the final model in out (and each checkpoint) is then a PEFT adapter folder. Absent: full fine-tuning.',
     ),
     gradientCheckpointing: z
       .boolean()

@@ -126,3 +126,45 @@ export function pearson(a: readonly number[], b: readonly number[]): number {
 export function spearman(a: readonly number[], b: readonly number[]): number {
   return pearson(averageRanks(a), averageRanks(b));
 }
+
+/**
+ * Two-sample Kolmogorov–Smirnov statistic D = sup_x |F_a(x) − F_b(x)| of the empirical
+ * distribution functions (Smirnov 1939): 0 for identical samples, 1 for samples that do not
+ * overlap. Ties across the samples are stepped over together, as `scipy.stats.ks_2samp` does.
+ */
+export function ksStatistic(a: readonly number[], b: readonly number[]): number {
+  if (a.length === 0 || b.length === 0) return NaN;
+  const sa = [...a].sort((x, y) => x - y);
+  const sb = [...b].sort((x, y) => x - y);
+  let i = 0;
+  let j = 0;
+  let d = 0;
+  while (i < sa.length && j < sb.length) {
+    const x = Math.min(sa[i]!, sb[j]!);
+    while (i < sa.length && sa[i] === x) i++;
+    while (j < sb.length && sb[j] === x) j++;
+    d = Math.max(d, Math.abs(i / sa.length - j / sb.length));
+  }
+  return d;
+}
+
+/**
+ * Asymptotic p-value of a two-sample KS statistic `d` for sample sizes n and m: the Kolmogorov
+ * distribution's tail Q(λ) = 2 Σ_{k≥1} (−1)^{k−1} e^{−2k²λ²} at λ = (√N + 0.12 + 0.11/√N)·d,
+ * N = nm/(n+m) (Stephens' small-sample correction, as in Numerical Recipes' `probks`).
+ */
+export function ksPValue(d: number, n: number, m: number): number {
+  if (!(n > 0 && m > 0) || Number.isNaN(d)) return NaN;
+  const en = Math.sqrt((n * m) / (n + m));
+  const lambda = (en + 0.12 + 0.11 / en) * d;
+  if (lambda < 1e-3) return 1;
+  let sum = 0;
+  let sign = 1;
+  for (let k = 1; k <= 100; k++) {
+    const term = sign * Math.exp(-2 * k * k * lambda * lambda);
+    sum += term;
+    if (Math.abs(term) < 1e-12 * Math.abs(sum)) break;
+    sign = -sign;
+  }
+  return Math.min(1, Math.max(0, 2 * sum));
+}

@@ -65,7 +65,7 @@ export class ShardPool {
     if (!Number.isInteger(n) || n < 1) throw new Error(`shard-pool: numWorkers must be an integer ≥ 1, got ${n}`);
     const backend = options.backend ?? runningBackend();
     const workerData = Array.from({ length: n }, (_, index): ShardWorkerInit => ({ index, backend }));
-    const group = await WorkerGroup.start<ShardRequest>(new URL('./shard-worker-bootstrap.js', import.meta.url), workerData, {
+    const group = await WorkerGroup.start<ShardRequest>(new URL('./shard-worker.js', import.meta.url), workerData, {
       labelOf: (index) => `shard worker ${index}`,
       labelReplyErrors: false,
     });

@@ -14,37 +14,98 @@
  *        operands' wasm memory (a view is a tensor id registered at an offset, never malloc'd).
  *    Registering a kernel again under the same name replaces it; `getKernel` fetched before
  *    that gives the original, which remains the path for broadcasting patterns we do not route.
+ * 3. `GatherV2` of float32 rows copies them within the heap (row-gather.ts).
+ * 4. When the native addon is available (native-addon.ts), `BatchMatMul` (native-matmul.ts),
+ *    `Exp` (native-exp.ts), `Sum` (native-sum.ts) and the block copies `Concat`, `Slice`,
+ *    `SplitV` (native-copy.ts) run there instead (AVX2/AVX-512, multi-threaded, on the
+ *    same heap memory); the XNNPACK route of 2 and wasm's own kernels are the fallback, and
+ *    `setMatMulPath` switches between the two sets (tests compare them).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
-
-/** The parts of tfjs-backend-wasm's BackendWasm we use (not exported as a type by the package). */
-interface WasmBackendLike {
-  wasm: {
-    cwrap: (name: string, ret: null, args: string[]) => (...args: unknown[]) => void;
-    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
-  };
-  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
-  dataIdNextNumber: number;
-  makeOutput(shape: number[], dtype: tf.DataType): TensorInfo;
-  disposeData(dataId: object): void;
-  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
+import type { WasmBackendLike } from './wasm-backend.js';
+import { loadNativeAddon, type NativeAddon } from './native-addon.js';
+import { makeNativeBatchMatMul } from './native-matmul.js';
+import { makeNativeExp } from './native-exp.js';
+import { makeNativeSum } from './native-sum.js';
+import { makeRowGather } from './row-gather.js';
+import { makeNativeConcat, makeNativeSlice, makeNativeSplitV } from './native-copy.js';
 
 let registered = false;
 
-/** Registers the project's wasm kernels once; call after the wasm backend is initialised. */
-export function registerWasmKernels(): void {
-  if (registered) return;
+/** Which kernel runs `BatchMatMul` on wasm, and why not the native one when it does not. */
+export interface MatMulStatus {
+  path: 'native' | 'xnnpack';
+  /** One line for the backend notice, e.g. `matmul: native AVX-512` or why XNNPACK runs. */
+  description: string;
+}
+
+/** The kernels each path registers (same kernel names in both), and the native path's status line. */
+let matMulConfigs: { xnnpack: KernelConfig[]; native?: KernelConfig[]; nativeLine: string } | undefined;
+let matMulStatusNow: MatMulStatus | undefined;
+
+/**
+ * Registers the project's wasm kernels once; call after the wasm backend is initialised. Returns
+ * which matrix-product path runs (native when the addon loads, else XNNPACK).
+ */
+export function registerWasmKernels(): MatMulStatus | undefined {
+  if (registered) return matMulStatusNow;
   registered = true;
-  const quiet = tf.env().getBool('IS_TEST') ? undefined : silenceKernelWarnings();
-  try {
+  withQuietRegistration(() => {
     tf.registerKernel(unsortedSegmentSumConfig);
     tf.registerKernel(identityConfig);
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (transpose) tf.registerKernel(makeFastTranspose(transpose.kernelFunc));
+    const gather = tf.getKernel('GatherV2', 'wasm');
+    if (gather) tf.registerKernel(makeRowGather(gather.kernelFunc));
     const original = tf.getKernel('BatchMatMul', 'wasm');
-    if (original) tf.registerKernel(makeFastBatchMatMul(original.kernelFunc));
+    if (!original) return;
+    // Kernels with a native version: wasm's own is the fallback (and what the 'xnnpack' path keeps).
+    const natives: [string, (addon: NativeAddon, original: KernelFunc) => KernelConfig][] = [
+      ['Exp', makeNativeExp], ['Sum', makeNativeSum], ['Concat', makeNativeConcat], ['Slice', makeNativeSlice], ['SplitV', makeNativeSplitV],
+    ];
+    const originals = natives.map(([name]) => tf.getKernel(name, 'wasm')!);
+    const native = loadNativeAddon();
+    const addon = native.addon;
+    matMulConfigs = {
+      xnnpack: [makeFastBatchMatMul(original.kernelFunc), ...originals],
+      native: addon ? [makeNativeBatchMatMul(addon, original.kernelFunc), ...natives.map(([, make], i) => make(addon, originals[i].kernelFunc))] : undefined,
+      nativeLine: native.addon ? `matmul: native ${native.isaName}` : `matmul: ${native.reason}`,
+    };
+  });
+  if (matMulConfigs) setMatMulPath(matMulConfigs.native ? 'native' : 'xnnpack');
+  return matMulStatusNow;
+}
+
+/**
+ * Switches wasm's `BatchMatMul`, `Exp`, `Sum` and the block copies between
+ * the native kernels and the wasm backend's own (XNNPACK for products); asking for `native` when
+ * the addon is unavailable throws with the reason. Returns the status now.
+ */
+export function setMatMulPath(path: 'native' | 'xnnpack'): MatMulStatus {
+  if (!matMulConfigs) throw new Error('kernels: setMatMulPath before the wasm backend was initialised (initBackend("wasm"))');
+  const configs = matMulConfigs;
+  if (path === 'native' && !configs.native) throw new Error(`kernels: ${configs.nativeLine}`);
+  for (const config of path === 'native' ? configs.native! : configs.xnnpack) {
+    tf.unregisterKernel(config.kernelName, 'wasm'); // then registering again does not warn
+    tf.registerKernel(config);
+  }
+  matMulStatusNow = {
+    path,
+    description: path === 'native' ? configs.nativeLine : configs.native ? 'matmul: XNNPACK (native path switched off)' : configs.nativeLine,
+  };
+  return matMulStatusNow;
+}
+
+/** The matrix-product path of wasm now (undefined before the wasm backend is initialised). */
+export function matMulStatus(): MatMulStatus | undefined {
+  return matMulStatusNow;
+}
+
+function withQuietRegistration(body: () => void): void {
+  const quiet = tf.env().getBool('IS_TEST') ? undefined : silenceKernelWarnings();
+  try {
+    body();
   } finally {
     quiet?.();
   }

@@ -20,6 +20,7 @@ import {
   readSafetensors,
   readSafetensorsHeader,
   writeSafetensors,
+  type ByteTensor,
   type NamedTensor,
   type SafetensorsDtype,
   type SafetensorsWriteDtype,
@@ -46,6 +47,8 @@ export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
 export interface SaveFolderContents {
   /** Tensors by HF name, HF shape, row-major float32 values. */
   tensors: Map<string, NamedTensor>;
+  /** 8-bit tensors (quantized weights) by HF name, written as their bytes whatever `dtype` says. */
+  byteTensors?: Map<string, ByteTensor>;
   /** The HF `config.json` object; `torch_dtype` is set to match `dtype`. */
   config: object;
   /** Stored element type: `F32` (default) or `BF16` (round to nearest even; half the bytes). */
@@ -138,11 +141,12 @@ export function assertFiniteTensors(tensors: ReadonlyMap<string, NamedTensor>, f
 /**
  * Loads every tensor of an HF checkpoint folder: `model.safetensors` when present (as
  * transformers prefers it), else the shards listed in `model.safetensors.index.json`.
- * Returned data is float32; `dtypes` records each tensor's stored type.
+ * Returned data is float32; `dtypes` records each tensor's stored type; 8-bit tensors (I8,
+ * F8_E4M3, of quantized checkpoints) come back as bytes in `byteTensors`.
  */
 export async function loadTensorsFromFolder(
   dir: string,
-): Promise<{ tensors: Map<string, NamedTensor>; dtypes: Map<string, SafetensorsDtype> }> {
+): Promise<{ tensors: Map<string, NamedTensor>; byteTensors: Map<string, ByteTensor>; dtypes: Map<string, SafetensorsDtype> }> {
   const stat = fs.statSync(dir, { throwIfNoEntry: false });
   if (!stat) {
     const leftovers = findInterruptedSaves(dir);
@@ -153,12 +157,13 @@ export async function loadTensorsFromFolder(
 
   const singlePath = path.join(dir, SAFE_WEIGHTS_NAME);
   if (isFile(singlePath)) {
-    const { tensors, dtypes } = readSafetensors(singlePath);
+    const { tensors, byteTensors, dtypes } = readSafetensors(singlePath);
     assertFiniteTensors(tensors, singlePath);
-    return { tensors, dtypes };
+    return { tensors, byteTensors, dtypes };
   }
   if (isFile(path.join(dir, SAFE_WEIGHTS_INDEX_NAME))) {
     const tensors = new Map<string, NamedTensor>();
+    const byteTensors = new Map<string, ByteTensor>();
     const dtypes = new Map<string, SafetensorsDtype>();
     for (const [shard, names] of readShardIndex(dir)) {
       const shardPath = path.join(dir, shard);
@@ -170,9 +175,10 @@ export async function loadTensorsFromFolder(
       const shardContents = readSafetensors(shardPath, { names });
       assertFiniteTensors(shardContents.tensors, shardPath);
       for (const [name, tensor] of shardContents.tensors) tensors.set(name, tensor);
+      for (const [name, tensor] of shardContents.byteTensors) byteTensors.set(name, tensor);
       for (const [name, dtype] of shardContents.dtypes) dtypes.set(name, dtype);
     }
-    return { tensors, dtypes };
+    return { tensors, byteTensors, dtypes };
   }
   if (isFile(path.join(dir, 'pytorch_model.bin')) || isFile(path.join(dir, 'pytorch_model.bin.index.json'))) {
     fail(
@@ -270,6 +276,10 @@ function validateContents(dir: string, contents: SaveFolderContents): void {
       fail(dir, `tensor ${name}: data has ${data.length} values but shape [${shape.join(', ')}] needs ${numElements(shape)}`);
     }
   }
+  for (const [name, { shape, bytes }] of contents.byteTensors ?? []) {
+    if (contents.tensors.has(name)) fail(dir, `tensor ${name}: given both as float32 and as bytes`);
+    if (!(bytes instanceof Uint8Array) || bytes.length !== numElements(shape)) fail(dir, `tensor ${name}: bytes do not match shape [${shape.join(', ')}]`);
+  }
   for (const relativePath of Object.keys(contents.files ?? {})) {
     const normalized = path.normalize(relativePath);
     if (path.isAbsolute(relativePath) || normalized === '..' || normalized.startsWith(`..${path.sep}`) || normalized === '.' || relativePath === '') {
@@ -289,8 +299,9 @@ function writeContents(target: string, contents: SaveFolderContents): void {
   writeFileSynced(path.join(target, CONFIG_NAME), `${JSON.stringify(config, null, 2)}\n`);
 
   const bytesPerValue = DTYPE_BYTES[dtype];
-  const bytesOf = (name: string) => contents.tensors.get(name)!.data.length * bytesPerValue;
-  const names = [...contents.tensors.keys()].sort();
+  const byteTensors = contents.byteTensors ?? new Map<string, ByteTensor>();
+  const bytesOf = (name: string) => byteTensors.get(name)?.bytes.length ?? contents.tensors.get(name)!.data.length * bytesPerValue;
+  const names = [...contents.tensors.keys(), ...byteTensors.keys()].sort();
   const totalBytes = names.reduce((sum, name) => sum + bytesOf(name), 0);
   const maxShardBytes = contents.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   const shards = totalBytes > maxShardBytes ? planShards(names, bytesOf, maxShardBytes) : [names];
@@ -299,9 +310,10 @@ function writeContents(target: string, contents: SaveFolderContents): void {
   const weightMap: Record<string, string> = {};
   shards.forEach((shardNames, i) => {
     const fileName = shards.length === 1 ? SAFE_WEIGHTS_NAME : shardFileName(i, shards.length);
-    const shardTensors = new Map(shardNames.map((name) => [name, contents.tensors.get(name)!] as const));
+    const shardTensors = new Map(shardNames.filter((name) => !byteTensors.has(name)).map((name) => [name, contents.tensors.get(name)!] as const));
+    const shardBytes = new Map(shardNames.filter((name) => byteTensors.has(name)).map((name) => [name, byteTensors.get(name)!] as const));
     const filePath = path.join(target, fileName);
-    writeSafetensors(filePath, shardTensors, { dtype, metadata });
+    writeSafetensors(filePath, shardTensors, { dtype, metadata, byteTensors: shardBytes });
     fsyncPath(filePath, false);
     for (const name of shardNames) weightMap[name] = fileName;
   });
@@ -327,6 +339,8 @@ export interface SaveFolderOptions {
   overwrite?: boolean;
   /** How the user named the folder in messages, e.g. `--out`. */
   flag?: string;
+  /** More fields for the folder's `.tfalign-output.json` (a trainer's run folder keeps its starting model's hash there). */
+  markerExtra?: Record<string, unknown>;
 }
 
 /**
@@ -344,6 +358,7 @@ export async function saveFolder(dir: string, contents: SaveFolderContents, opti
     command: options.command ?? 'checkpoint',
     overwrite: options.overwrite,
     flag: options.flag,
+    extra: options.markerExtra,
   });
 }
 

@@ -72,7 +72,7 @@ export class LlamaModel {
   readonly dims: ModelDims;
   private readonly invFreq: Float64Array;
   /** Projections computed by something other than `x·W` (see {@link LinearFn}). */
-  readonly linearOverrides = new Map<string, LinearFn>();
+  readonly linearOverrides: Map<string, LinearFn>;
   /**
    * Gradient checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"):
    * while a gradient tape records, each decoder layer keeps only its input and recomputes its
@@ -89,11 +89,15 @@ export class LlamaModel {
     readonly config: LlamaConfig,
     /** Parameters by HF name, linear weights [in, out]. */
     readonly params: Map<string, tf.Variable>,
+    /** Initial projection overrides; a weight with one may be absent from `params` (8-bit weights held outside tfjs). */
+    linearOverrides: Map<string, LinearFn> = new Map(),
   ) {
     this.dims = modelDims(config);
     this.invFreq = ropeInverseFrequencies(config, this.dims.headDim);
+    this.linearOverrides = linearOverrides;
     for (const spec of parameterSpecs(config)) {
       const p = params.get(spec.name);
+      if (!p && linearOverrides.has(spec.name)) continue;
       if (!p) throw new Error(`model: missing parameter ${spec.name}`);
       if (p.shape.join(',') !== spec.shape.join(',')) {
         throw new Error(`model: parameter ${spec.name} has shape [${p.shape}], expected [${spec.shape}]`);

@@ -1,9 +1,10 @@
 /**
  * A model as a Hugging Face folder: `config.json`, `model.safetensors` (or shards + index),
  * tokenizer files and `generation_config.json`. `loadPretrained` reads any Llama-family folder
- * (F32/F16/BF16, tied or not, sharded or not); `savePretrained` writes one that transformers
- * loads unchanged, under the output-folder policy of `src/util/atomic.ts` (a new folder appears
- * complete or not at all; an existing one is written into only when the command owns it).
+ * (F32/F16/BF16, tied or not, sharded or not; or quantized: FBGEMM FP8 / compressed-tensors INT8,
+ * see quantization/hf-format.ts); `savePretrained` writes one that transformers loads unchanged,
+ * under the output-folder policy of `src/util/atomic.ts` (a new folder appears complete or not at
+ * all; an existing one is written into only when the command owns it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,6 +16,8 @@ import { CheckpointError } from './safetensors.js';
 import { adapterBaseModel, adapterFolderFiles, isAdapterFolder, loadAdapter, readAdapterConfig } from './peft.js';
 import { attachedAdapters, type LoraAdapters } from './lora.js';
 import { writeOutputFolder } from '../util/atomic.js';
+import { quantizedHfContents, quantizedModelFromHf } from './quantization/hf-format.js';
+import { quantizationOf } from './quantization/quantize-model.js';
 
 /**
  * Reads and validates `DIR/config.json`; errors name the file and every bad field. For a PEFT
@@ -43,7 +46,15 @@ export async function loadPretrained(dir: string): Promise<LlamaModel> {
     return model;
   }
   const config = loadConfig(dir);
-  const { tensors } = await loadTensorsFromFolder(dir);
+  const { tensors, byteTensors } = await loadTensorsFromFolder(dir);
+  if (config.quantization_config !== undefined && config.quantization_config !== null) {
+    // 8-bit weights stay 8-bit in memory, dequantized per layer in the forward pass.
+    return quantizedModelFromHf(config, tensors, byteTensors, dir);
+  }
+  if (byteTensors.size > 0) {
+    const [name, t] = [...byteTensors][0]!;
+    throw new CheckpointError(`checkpoint: ${dir}: tensor ${name} is ${t.dtype}, but config.json has no quantization_config`);
+  }
   return new LlamaModel(config, fromHfTensors(config, tensors, dir));
 }
 
@@ -76,13 +87,18 @@ export async function savePretrained(model: LlamaModel, dir: string, opts: SaveO
   if (!model.dims.isRewardModel && !('generation_config.json' in files)) {
     files['generation_config.json'] = JSON.stringify(generationConfig(model.config), null, 2) + '\n';
   }
+  // A quantized model keeps its 8-bit weights (FBGEMM FP8 / compressed-tensors layout, see quantization/hf-format.ts).
+  const quantized = quantizationOf(model) ? quantizedHfContents(model) : undefined;
+  // Scales (and the float parts) of a quantized model are float32: BF16 scales would move every dequantized weight.
+  if (quantized && opts.dtype === 'BF16') throw new Error(`save: ${dir}: a quantized model is saved with float32 scales and parts; BF16 is not available for it`);
   await saveFolder(dir, {
-    tensors: toHfTensors(model),
-    config: { ...model.config },
+    tensors: quantized?.tensors ?? toHfTensors(model),
+    byteTensors: quantized?.byteTensors,
+    config: quantized?.config ?? { ...model.config },
     dtype: opts.dtype,
     maxShardBytes: opts.maxShardBytes,
     files,
-  }, { command: opts.command, overwrite: opts.overwrite, flag: opts.flag });
+  }, { command: opts.command, overwrite: opts.overwrite, flag: opts.flag, markerExtra: opts.markerExtra });
 }
 
 /**
@@ -128,6 +144,6 @@ export function saveAdapterFolder(model: LlamaModel, adapters: LoraAdapters, dir
         fs.writeFileSync(path.join(staging, name), contents);
       }
     },
-    { command: opts.command ?? 'checkpoint', overwrite: opts.overwrite, flag: opts.flag },
+    { command: opts.command ?? 'checkpoint', overwrite: opts.overwrite, flag: opts.flag, extra: opts.markerExtra },
   );
 }

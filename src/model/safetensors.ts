@@ -9,7 +9,9 @@
  *
  * Reading opens the file once, parses and validates the whole header, then reads each tensor's
  * byte range with `fs.readSync` at its offset, so a 1-GB checkpoint never sits in memory twice.
- * F16 and BF16 are widened to F32 on read (tfjs trains in float32).
+ * F16 and BF16 are widened to F32 on read (tfjs trains in float32). The 8-bit types of quantized
+ * checkpoints (I8, F8_E4M3) are kept as their bytes (`ByteTensor`): widening them would give back
+ * the 4× memory quantization saves.
  *
  * Every error is a `CheckpointError` with one line naming the file and, where one is at fault,
  * the tensor: `safetensors: /path/model.safetensors: tensor model.norm.weight: data_offsets [0, 12]
@@ -18,8 +20,18 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 
-/** Element types this module reads. F16 and BF16 are converted to float32 on read. */
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
+/** Element types this module reads. F16 and BF16 are converted to float32 on read; I8 and F8_E4M3 are kept as bytes. */
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | ByteDtype;
+
+/** 8-bit element types, read and written as raw bytes: signed integers, and FP8 E4M3 codes. */
+export type ByteDtype = 'I8' | 'F8_E4M3';
+
+/** One 8-bit tensor by value: HF shape and its row-major bytes (`bytes.length === prod(shape)`). */
+export interface ByteTensor {
+  dtype: ByteDtype;
+  shape: number[];
+  bytes: Uint8Array;
+}
 
 /** Element types this module writes. */
 export type SafetensorsWriteDtype = 'F32' | 'BF16';
@@ -56,7 +68,11 @@ export class CheckpointError extends Error {
 }
 
 /** Bytes per element of each supported dtype. */
-export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { F32: 4, F16: 2, BF16: 2 };
+export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { F32: 4, F16: 2, BF16: 2, I8: 1, F8_E4M3: 1 };
+
+function isByteDtype(dtype: SafetensorsDtype): dtype is ByteDtype {
+  return dtype === 'I8' || dtype === 'F8_E4M3';
+}
 
 const METADATA_KEY = '__metadata__';
 /** HF's reader refuses headers above 100 MB; a larger length field means a corrupt file. */
@@ -115,7 +131,7 @@ function parseEntry(path: string, name: string, raw: unknown, dataBytes: number)
   const entry = raw as Record<string, unknown>;
   const dtype = entry.dtype;
   if (typeof dtype !== 'string') fail(path, `${where}: dtype is missing or not a string`);
-  if (!(dtype in DTYPE_BYTES)) fail(path, `${where}: unsupported dtype ${dtype} (supported: F32, F16, BF16)`);
+  if (!(dtype in DTYPE_BYTES)) fail(path, `${where}: unsupported dtype ${dtype} (supported: F32, F16, BF16, I8, F8_E4M3)`);
   const shape = entry.shape;
   if (!isValidShape(shape)) {
     fail(path, `${where}: shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
@@ -273,12 +289,18 @@ function readTensorData(path: string, fd: number, header: SafetensorsHeader, inf
 
 /**
  * Reads a safetensors file. With `names`, only those tensors are read (each must exist);
- * otherwise all. Returned data is float32 whatever the stored dtype; `dtypes` says what it was.
+ * otherwise all. `tensors` holds float32 data whatever the stored float dtype (`dtypes` says what
+ * it was); 8-bit tensors (I8, F8_E4M3) come back as bytes in `byteTensors` instead.
  */
 export function readSafetensors(
   path: string,
   opts: { names?: Set<string> } = {},
-): { tensors: Map<string, NamedTensor>; dtypes: Map<string, SafetensorsDtype>; metadata: Record<string, string> } {
+): {
+  tensors: Map<string, NamedTensor>;
+  byteTensors: Map<string, ByteTensor>;
+  dtypes: Map<string, SafetensorsDtype>;
+  metadata: Record<string, string>;
+} {
   assertLittleEndianHost(path);
   const fd = openForRead(path);
   try {
@@ -289,13 +311,20 @@ export function readSafetensors(
       }
     }
     const tensors = new Map<string, NamedTensor>();
+    const byteTensors = new Map<string, ByteTensor>();
     const dtypes = new Map<string, SafetensorsDtype>();
     for (const [name, info] of header.tensors) {
       if (opts.names && !opts.names.has(name)) continue;
-      tensors.set(name, { shape: [...info.shape], data: readTensorData(path, fd, header, info) });
+      if (isByteDtype(info.dtype)) {
+        const bytes = new Uint8Array(numElements(info.shape));
+        readFully(path, fd, bytes, header.dataStart + info.dataOffsets[0]);
+        byteTensors.set(name, { dtype: info.dtype, shape: [...info.shape], bytes });
+      } else {
+        tensors.set(name, { shape: [...info.shape], data: readTensorData(path, fd, header, info) });
+      }
       dtypes.set(name, info.dtype);
     }
-    return { tensors, dtypes, metadata: header.metadata };
+    return { tensors, byteTensors, dtypes, metadata: header.metadata };
   } finally {
     fs.closeSync(fd);
   }
@@ -324,6 +353,7 @@ export function float32ToBf16(values: Float32Array): Uint16Array {
 function buildHeader(
   names: string[],
   tensors: Map<string, NamedTensor>,
+  byteTensors: Map<string, ByteTensor>,
   dtype: SafetensorsWriteDtype,
   metadata: Record<string, string> | undefined,
 ): Buffer {
@@ -331,9 +361,11 @@ function buildHeader(
   if (metadata && Object.keys(metadata).length > 0) header[METADATA_KEY] = metadata;
   let offset = 0;
   for (const name of names) {
-    const tensor = tensors.get(name)!;
-    const numBytes = tensor.data.length * DTYPE_BYTES[dtype];
-    header[name] = { dtype, shape: tensor.shape, data_offsets: [offset, offset + numBytes] };
+    const byteTensor = byteTensors.get(name);
+    const entryDtype = byteTensor ? byteTensor.dtype : dtype;
+    const shape = byteTensor ? byteTensor.shape : tensors.get(name)!.shape;
+    const numBytes = numElements(shape) * DTYPE_BYTES[entryDtype];
+    header[name] = { dtype: entryDtype, shape, data_offsets: [offset, offset + numBytes] };
     offset += numBytes;
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -345,16 +377,28 @@ function buildHeader(
 function prepareWrite(
   where: string,
   tensors: Map<string, NamedTensor>,
-  opts: { dtype?: SafetensorsWriteDtype; metadata?: Record<string, string> },
-): { names: string[]; dtype: SafetensorsWriteDtype; lengthField: Buffer; header: Buffer } {
+  opts: WriteOptions,
+): { names: string[]; dtype: SafetensorsWriteDtype; byteTensors: Map<string, ByteTensor>; lengthField: Buffer; header: Buffer } {
   assertLittleEndianHost(where);
   const dtype = opts.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') fail(where, `cannot write dtype ${String(dtype)} (supported: F32, BF16)`);
   for (const [key, value] of Object.entries(opts.metadata ?? {})) {
     if (typeof value !== 'string') fail(where, `${METADATA_KEY}.${key} is ${JSON.stringify(value)}, not a string`);
   }
-  const names = [...tensors.keys()].sort();
+  const byteTensors = opts.byteTensors ?? new Map<string, ByteTensor>();
+  for (const [name, { dtype: byteDtype, shape, bytes }] of byteTensors) {
+    if (tensors.has(name)) fail(where, `tensor ${name}: given both as float32 and as ${byteDtype} bytes`);
+    if (name === METADATA_KEY) fail(where, `tensor name ${METADATA_KEY} is reserved`);
+    if (byteDtype !== 'I8' && byteDtype !== 'F8_E4M3') fail(where, `tensor ${name}: cannot write dtype ${String(byteDtype)} as bytes (supported: I8, F8_E4M3)`);
+    if (!isValidShape(shape)) fail(where, `tensor ${name}: shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
+    if (!(bytes instanceof Uint8Array)) fail(where, `tensor ${name}: bytes is not a Uint8Array`);
+    if (bytes.length !== numElements(shape)) {
+      fail(where, `tensor ${name}: ${bytes.length} bytes but shape ${formatShape(shape)} of ${byteDtype} needs ${numElements(shape)}`);
+    }
+  }
+  const names = [...tensors.keys(), ...byteTensors.keys()].sort();
   for (const name of names) {
+    if (byteTensors.has(name)) continue;
     if (name === METADATA_KEY) fail(where, `tensor name ${METADATA_KEY} is reserved`);
     const { shape, data } = tensors.get(name)!;
     if (!isValidShape(shape)) fail(where, `tensor ${name}: shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
@@ -363,27 +407,38 @@ function prepareWrite(
       fail(where, `tensor ${name}: data has ${data.length} values but shape ${formatShape(shape)} needs ${numElements(shape)}`);
     }
   }
-  const header = buildHeader(names, tensors, dtype, opts.metadata);
+  const header = buildHeader(names, tensors, byteTensors, dtype, opts.metadata);
   const lengthField = Buffer.alloc(8);
   lengthField.writeBigUInt64LE(BigInt(header.length), 0);
-  return { names, dtype, lengthField, header };
+  return { names, dtype, byteTensors, lengthField, header };
+}
+
+/** Options of `writeSafetensors` / `encodeSafetensors`. */
+export interface WriteOptions {
+  /** Stored type of the float32 `tensors`: F32 (default) or BF16. */
+  dtype?: SafetensorsWriteDtype;
+  metadata?: Record<string, string>;
+  /** 8-bit tensors written as their bytes (quantized weights), next to the float ones; names must differ. */
+  byteTensors?: Map<string, ByteTensor>;
+}
+
+/** The stored bytes of one tensor (float32 data encoded as `dtype`, or an 8-bit tensor's own bytes). */
+function tensorBytes(name: string, tensors: Map<string, NamedTensor>, byteTensors: Map<string, ByteTensor>, dtype: SafetensorsWriteDtype): Uint8Array {
+  const byteTensor = byteTensors.get(name);
+  if (byteTensor) return byteTensor.bytes;
+  const data = tensors.get(name)!.data;
+  const encoded = dtype === 'F32' ? data : float32ToBf16(data);
+  return new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength);
 }
 
 /**
  * The bytes of a safetensors file holding `tensors`, for writing inside a larger atomic save
  * (optimizer state next to the weights). Same layout and validation as `writeSafetensors`.
  */
-export function encodeSafetensors(
-  tensors: Map<string, NamedTensor>,
-  opts: { dtype?: SafetensorsWriteDtype; metadata?: Record<string, string>; name?: string } = {},
-): Buffer {
-  const { names, dtype, lengthField, header } = prepareWrite(opts.name ?? 'safetensors buffer', tensors, opts);
+export function encodeSafetensors(tensors: Map<string, NamedTensor>, opts: WriteOptions & { name?: string } = {}): Buffer {
+  const { names, dtype, byteTensors, lengthField, header } = prepareWrite(opts.name ?? 'safetensors buffer', tensors, opts);
   const parts: Uint8Array[] = [lengthField, header];
-  for (const name of names) {
-    const data = tensors.get(name)!.data;
-    const encoded = dtype === 'F32' ? data : float32ToBf16(data);
-    parts.push(new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
-  }
+  for (const name of names) parts.push(tensorBytes(name, tensors, byteTensors, dtype));
   return Buffer.concat(parts);
 }
 
@@ -392,22 +447,14 @@ export function encodeSafetensors(
  * (default F32; BF16 rounds to nearest even). Everything is validated before the file is opened;
  * if writing fails part-way, the partial file is removed.
  */
-export function writeSafetensors(
-  path: string,
-  tensors: Map<string, NamedTensor>,
-  opts: { dtype?: SafetensorsWriteDtype; metadata?: Record<string, string> } = {},
-): void {
-  const { names, dtype, lengthField, header } = prepareWrite(path, tensors, opts);
+export function writeSafetensors(path: string, tensors: Map<string, NamedTensor>, opts: WriteOptions = {}): void {
+  const { names, dtype, byteTensors, lengthField, header } = prepareWrite(path, tensors, opts);
   const fd = fs.openSync(path, 'w');
   let written = false;
   try {
     writeFully(fd, lengthField);
     writeFully(fd, header);
-    for (const name of names) {
-      const data = tensors.get(name)!.data;
-      const encoded = dtype === 'F32' ? data : float32ToBf16(data);
-      writeFully(fd, new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
-    }
+    for (const name of names) writeFully(fd, tensorBytes(name, tensors, byteTensors, dtype));
     written = true;
   } finally {
     fs.closeSync(fd);

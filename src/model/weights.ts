@@ -60,11 +60,13 @@ export function initModel(config: LlamaConfig, seed = 0): LlamaModel {
 /**
  * Builds variables from HF tensors. Errors name the source and tensor for a missing tensor or a
  * wrong shape; unexpected tensors (e.g. `rotary_emb.inv_freq` of old checkpoints) are ignored.
+ * Names in `skip` are not built (8-bit weights a quantized checkpoint holds as bytes).
  */
-export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, source: string): Map<string, tf.Variable> {
+export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTensor>, source: string, skip: ReadonlySet<string> = new Set()): Map<string, tf.Variable> {
   const params = new Map<string, tf.Variable>();
   try {
     for (const spec of parameterSpecs(config)) {
+      if (skip.has(spec.name)) continue;
       const t = tensors.get(spec.name);
       if (!t) throw new CheckpointError(`checkpoint: ${source}: tensor ${spec.name}: missing`);
       const expected = hfShape(spec);
@@ -85,7 +87,9 @@ export function fromHfTensors(config: LlamaConfig, tensors: Map<string, NamedTen
 export function toHfTensors(model: LlamaModel): Map<string, NamedTensor> {
   const out = new Map<string, NamedTensor>();
   for (const spec of parameterSpecs(model.config)) {
-    const values = model.params.get(spec.name)!.dataSync() as Float32Array;
+    const param = model.params.get(spec.name);
+    if (!param) throw new Error(`model: ${spec.name} has no float weight (a quantized model?); use savePretrained, or the full-precision model`);
+    const values = param.dataSync() as Float32Array;
     const shape = hfShape(spec);
     out.set(spec.name, {
       shape,
@@ -108,6 +112,10 @@ export function toRewardModel(causal: LlamaModel, seed = 0): LlamaModel {
   const params = new Map<string, tf.Variable>();
   for (const spec of parameterSpecs(config)) {
     const existing = causal.params.get(spec.name);
+    if (!existing && causal.linearOverrides.has(spec.name)) {
+      for (const p of params.values()) p.dispose();
+      throw new Error(`toRewardModel: ${spec.name} has no float weight (a quantized model?); start the reward model from the full-precision one`);
+    }
     const values = existing ? (existing.dataSync() as Float32Array) : initValues(spec, new Rng(seed), 0.02);
     params.set(spec.name, makeVariable(values, spec));
   }

@@ -4,12 +4,14 @@
  * Every replica r (0 = the parent thread, 1…N−1 the workers) owns a *slot*: a Float32Array view
  * of the shared buffer, laid out as `flattenGrads` lays gradients out (trainable parameters in
  * sorted-name order, each row-major). One step:
- *   1) each replica writes its local Σᵢ wᵢ gᵢ into its slot (`writeSlot`);
+ *   1) each replica writes the sum of its micro-batches' gradients into its slot (`writeSlot`);
+ *      each is the gradient of a contribution already normalised by the global batch's unit
+ *      counts (`src/train/objective.ts`), so the reduction is a plain sum;
  *   2) each replica reduces its own contiguous range of elements (`partitionRange`) over all
- *      slots into slot 0: ḡ[k] = (s₀[k] + s₁[k] + … + s_{N−1}[k]) / Σ w — the slots are summed in
+ *      slots into slot 0: g[k] = s₀[k] + s₁[k] + … + s_{N−1}[k] — the slots are summed in
  *      replica order in float64 and rounded once, so the result does not depend on which thread
  *      reduces which range (a reduce-scatter whose "gather" is free: the memory is shared);
- *   3) every replica reads the same ḡ from slot 0 (`readReduced`), clips and applies it.
+ *   3) every replica reads the same g from slot 0 (`readReduced`), clips and applies it.
  * Element k of slot 0 is read and written only by the replica whose range holds k, so the
  * in-place reduction needs no extra buffer. Messages only say "go" and "done"; no gradient is
  * ever copied through a message.
@@ -101,23 +103,22 @@ export function partitionRange(numElements: number, numParts: number, part: numb
 }
 
 /**
- * slots[0][k] ← (slots[0][k] + … + slots[N−1][k]) / divisor for k in [start, end): summed in
- * slot order as float64, rounded to float32 once.
+ * slots[0][k] ← slots[0][k] + … + slots[N−1][k] for k in [start, end): summed in slot order as
+ * float64, rounded to float32 once.
  */
-export function reduceSlotRange(slots: Float32Array[], start: number, end: number, divisor: number): void {
-  if (!(divisor > 0) || !Number.isFinite(divisor)) throw new Error(`allreduce: divisor must be a finite number > 0, got ${divisor}`);
+export function reduceSlotRange(slots: Float32Array[], start: number, end: number): void {
   const [first, ...rest] = slots;
   if (start < 0 || end > first.length || start > end) throw new Error(`allreduce: range [${start}, ${end}) is outside a slot of ${first.length}`);
   if (rest.length === 1) {
     // The common two-replica case without the inner loop.
     const second = rest[0];
-    for (let k = start; k < end; k++) first[k] = (first[k] + second[k]) / divisor;
+    for (let k = start; k < end; k++) first[k] = first[k] + second[k];
     return;
   }
   for (let k = start; k < end; k++) {
     let sum = first[k];
     for (const slot of rest) sum += slot[k];
-    first[k] = sum / divisor;
+    first[k] = sum;
   }
 }
 

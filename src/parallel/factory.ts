@@ -10,7 +10,7 @@ import { trainingParameters } from '../model/lora.js';
 import { AdamW, type AdamWOptions } from '../train/adamw.js';
 import { LocalStepEngine, type StepEngine } from '../train/step-engine.js';
 import { type TaskDescriptor } from '../train/task.js';
-import { buildTaskLoss } from '../tasks/index.js';
+import { buildTaskLoss, resolveTask } from '../tasks/index.js';
 import { WorkerStepEngine } from './worker-engine.js';
 import type { TrainingOptions } from '../config/training.js';
 
@@ -54,8 +54,9 @@ export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<Step
   if (!Number.isInteger(numWorkers) || numWorkers < 1) throw new Error(`workers: numWorkers must be an integer ≥ 1, got ${numWorkers}`);
   const optimizer = new AdamW(o.optimizer);
   if (numWorkers === 1) {
-    const lossFn = await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step });
-    return new LocalStepEngine<B>(trainingParameters(o.model), lossFn, optimizer, { maxGradNorm: o.maxGradNorm });
+    const loss = await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step });
+    const task = await resolveTask<B>(o.task);
+    return new LocalStepEngine<B>(trainingParameters(o.model), { loss, unitsOf: task.unitsOf.bind(task) }, optimizer, { maxGradNorm: o.maxGradNorm });
   }
   return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, optimizer, maxGradNorm: o.maxGradNorm });
 }

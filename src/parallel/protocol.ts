@@ -12,6 +12,7 @@ import type { LoraOptions } from '../model/lora.js';
 import type { AdamWParamState } from '../train/adamw.js';
 import type { TaskDescriptor } from '../train/task.js';
 import type { ShardResult } from './replica.js';
+import type { UnitCounts } from '../train/step-engine.js';
 
 /** `workerData` of every worker. */
 export interface WorkerInit {
@@ -44,8 +45,8 @@ export interface ParamValue {
 
 export type WorkerRequest =
   | { type: 'sync'; params: ParamValue[]; optimizerStep: number; optimizerStates: [string, AdamWParamState][] }
-  | { type: 'compute'; step: number; microBatches: unknown[] }
-  | { type: 'reduce'; start: number; end: number; divisor: number }
+  | { type: 'compute'; step: number; microBatches: unknown[]; totals: UnitCounts }
+  | { type: 'reduce'; start: number; end: number }
   | { type: 'apply'; lr: number; present: number[] }
   | { type: 'read-state' };
 

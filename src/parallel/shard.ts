@@ -10,8 +10,9 @@
  *      4 rows each);
  *   3) otherwise: contiguous blocks of ⌈m/N⌉ or ⌊m/N⌋ whole micro-batches (uneven).
  * Rows are balanced rather than loss weights: a padded row costs the same whatever its number
- * of target tokens. The result does not change the step's maths — the reduction divides the
- * sum of every replica's Σ wᵢ gᵢ by the global Σ wᵢ — only which thread computes what.
+ * of target tokens. The result does not change the step's maths — every micro-batch (or part) is
+ * normalised by the global batch's unit counts and the reduction sums their gradients — only
+ * which thread computes what.
  */
 
 /** The micro-batches of each of `numReplicas` replicas (some may be empty when there is too little data). */

@@ -1,7 +1,7 @@
 /**
  * Data-parallel training on one machine (the seed's §4.1): N replicas of the model each compute
  * the gradients of their share of the global batch, the gradients are summed through a
- * `SharedArrayBuffer` and averaged, and every replica applies the same clipped AdamW update, so
+ * `SharedArrayBuffer`, and every replica applies the same clipped AdamW update, so
  * the replicas stay bit-identical and the run matches one replica on the whole batch up to float
  * rounding.
  *
@@ -11,11 +11,13 @@
  * While the parent computes, its event loop is blocked; worker replies wait in the queue.
  *
  * One step, three message rounds (messages say "go" and "done", never carry tensors):
- *   1) compute: shards (`shard.ts`) go out; each replica accumulates Σᵢ wᵢ gᵢ over its
- *      micro-batches into its slot and reports Σ wᵢ, losses and metrics;
- *   2) reduce:  each replica averages its range of elements over all slots into slot 0,
- *      dividing by the global Σ wᵢ (`allreduce.ts`);
- *   3) apply:   each replica clips and applies ḡ from slot 0; the pre-clip norms must agree
+ *   1) compute: the parent counts the global batch's units U_u with the task's `unitsOf` (before
+ *      any split) and sends them with the shards (`shard.ts`); each replica sums the gradients of
+ *      its micro-batches' contributions Σ_u sums[u] / U_u into its slot and reports their loss
+ *      values and metric sums — the normalisation is done once, by the engine, not by each loss;
+ *   2) reduce:  each replica sums its range of elements over all slots into slot 0
+ *      (`allreduce.ts`; a plain sum: the contributions are already normalised);
+ *   3) apply:   each replica clips and applies g from slot 0; the pre-clip norms must agree
  *      exactly (a cheap check that the replicas did not diverge).
  *
  * The replicas copy the parent's weights and optimizer state at the first step (so a resume
@@ -30,7 +32,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
 import { attachedAdapters, trainingParameters } from '../model/lora.js';
 import type { AdamW, AdamWParamState } from '../train/adamw.js';
-import { combineMetrics, type LossFn, type StepEngine, type StepResult } from '../train/step-engine.js';
+import { combineRecords, stepUnits, withUnits, type LossFn, type StepEngine, type StepResult, type UnitsFn } from '../train/step-engine.js';
 import { createSlotBuffer, layoutOfParams, partitionRange, reduceSlotRange, slotViews, type GradientLayout } from './allreduce.js';
 import { applyReduced, computeShard, type ShardResult } from './replica.js';
 import { shardMicroBatches } from './shard.js';
@@ -69,6 +71,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
   private readonly slots: Float32Array[];
   private readonly group: WorkerGroup<WorkerRequest>;
   private readonly lossFn: LossFn<B>;
+  private readonly unitsOf: UnitsFn<B>;
   private readonly splitBatch?: (batch: B, numParts: number) => B[];
   private readonly maxGradNorm: number;
   private needsSync = true;
@@ -79,6 +82,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     slotBuffer: SharedArrayBuffer;
     group: WorkerGroup<WorkerRequest>;
     lossFn: LossFn<B>;
+    unitsOf: UnitsFn<B>;
     splitBatch?: (batch: B, numParts: number) => B[];
   }) {
     const o = parts.options;
@@ -89,6 +93,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     this.slots = slotViews(parts.slotBuffer, o.numWorkers, parts.layout.numElements);
     this.group = parts.group;
     this.lossFn = parts.lossFn;
+    this.unitsOf = parts.unitsOf;
     this.splitBatch = parts.splitBatch;
     this.maxGradNorm = o.maxGradNorm;
   }
@@ -123,11 +128,11 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       slots: slotBuffer,
     };
     const workerData = Array.from({ length: n - 1 }, (_, i): WorkerInit => ({ ...init, replica: i + 1 }));
-    const group = await WorkerGroup.start<WorkerRequest>(new URL('./worker-bootstrap.js', import.meta.url), workerData, {
+    const group = await WorkerGroup.start<WorkerRequest>(new URL('./worker.js', import.meta.url), workerData, {
       labelOf: (i) => `worker ${i + 1}`,
       labelReplyErrors: true,
     });
-    return new WorkerStepEngine<B>({ options, layout, slotBuffer, group, lossFn, splitBatch: task.splitBatch?.bind(task) });
+    return new WorkerStepEngine<B>({ options, layout, slotBuffer, group, lossFn, unitsOf: task.unitsOf.bind(task), splitBatch: task.splitBatch?.bind(task) });
   }
 
   /** Number of worker threads still running (0 after `close()` or a failure). */
@@ -160,19 +165,18 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     return this.guarded(async () => {
       if (this.needsSync) await this.syncReplicas();
       const step = this.optimizer.step;
-      const shards = shardMicroBatches(microBatches, this.numReplicas, this.splitBatch);
+      const totals = stepUnits(microBatches, this.unitsOf);
+      const shards = shardMicroBatches(microBatches, this.numReplicas, this.splitBatch).map((shard) => withUnits(shard, this.unitsOf));
 
       // 1) compute: the workers in parallel with the parent's own share
-      const computing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'compute', step, microBatches: shards[i + 1] })));
-      const local = computeShard(this.params, this.lossFn, shards[0], this.layout, this.slots[0]);
+      const computing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'compute', step, microBatches: shards[i + 1], totals })));
+      const local = computeShard(this.params, this.lossFn, shards[0], totals, this.layout, this.slots[0]);
       const shardResults: ShardResult[] = [local, ...(await computing)];
-      const weight = shardResults.reduce((a, r) => a + r.weight, 0);
-      if (weight === 0) throw new Error('train: a step had no loss units (every micro-batch was fully masked)');
 
-      // 2) reduce: replica r averages its range of every slot into slot 0
+      // 2) reduce: replica r sums its range of every slot into slot 0
       const range = (r: number) => partitionRange(this.layout.numElements, this.numReplicas, r);
-      const reducing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'reduce', start: range(i + 1)[0], end: range(i + 1)[1], divisor: weight })));
-      reduceSlotRange(this.slots, ...range(0), weight);
+      const reducing = allOrFirstError(this.group.channels.map((w, i) => ask(w, { type: 'reduce', start: range(i + 1)[0], end: range(i + 1)[1] })));
+      reduceSlotRange(this.slots, ...range(0));
       await reducing;
 
       // 3) apply: the same clipped update everywhere
@@ -186,9 +190,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       });
       if (!Number.isFinite(gradNorm)) throw new Error(`train: gradient norm is ${gradNorm}; the loss diverged (lower the learning rate)`);
 
-      const records = shardResults.flatMap((r) => r.records);
-      const loss = records.reduce((a, r) => a + r.loss * r.weight, 0) / weight;
-      return { loss, metrics: combineMetrics(records), gradNorm, weight };
+      return { ...combineRecords(shardResults.flatMap((r) => r.records), totals), gradNorm, units: totals };
     });
   }
 

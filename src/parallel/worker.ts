@@ -1,7 +1,7 @@
 /**
  * A data-parallel worker thread: one model replica on its own backend, driven by
- * `WorkerStepEngine` through the requests of `protocol.ts`. Started by `worker-bootstrap.js`,
- * which registers the TypeScript loader first (Node 20 workers do not inherit the parent's).
+ * `WorkerStepEngine` through the requests of `protocol.ts`. Compiled, the thread runs this
+ * module directly; from the sources, through `src/threads/ts-worker-bootstrap.js` (worker-entry.ts).
  *
  * Requests are answered by `serveRequests` (`request-loop.ts`): a request that throws answers
  * `{ok: false, message, stack}` and the parent stops the run with that error. Errors outside a
@@ -70,10 +70,10 @@ async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerReque
     case 'compute': {
       const m = replicaModel();
       currentStep = request.step;
-      return computeShard(trainingParameters(m), lossFn!, request.microBatches, layout, slots[init.replica]);
+      return computeShard(trainingParameters(m), lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
     }
     case 'reduce':
-      reduceSlotRange(slots, request.start, request.end, request.divisor);
+      reduceSlotRange(slots, request.start, request.end);
       return null;
     case 'apply':
       return { gradNorm: applyReduced(trainingParameters(replicaModel()), optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };

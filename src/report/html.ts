@@ -419,7 +419,7 @@ function allMetricsSection(report: RunReport): string {
   return `<section id="all-metrics"><h2>All end-of-stage values</h2><table class="metrics">${header}${rows.join('')}</table></section>`;
 }
 
-const STYLE = `
+export const STYLE = `
 :root { color-scheme: light; --ink: #1d2329; --muted: #5b6670; --line: #d8dde2; --bg: #ffffff; --band: #f4f6f8; }
 * { box-sizing: border-box; }
 body { margin: 0 auto; max-width: 1320px; padding: 24px 28px 48px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }

@@ -4,8 +4,9 @@
  * (minus the fields the round fills in: model, data files, output folder), so each default lives
  * in exactly one place.
  */
+import { QuantizationOptionsSchema } from '../model/quantization/options.js';
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../backend.js';
+import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from '../config/limits.js';
 import { RewardConfigSchema } from '../trainers/reward.js';
 import { SftConfigSchema } from '../trainers/sft.js';
@@ -59,6 +60,9 @@ const SamplingSchema = z
       .enum(['reward-model', 'random'])
       .default('reward-model')
       .describe('Which sample of each prompt is kept: the reward model\'s best (the recipe) or a uniformly random one (an ablation that shows what the reward model buys).'),
+    quantization: QuantizationOptionsSchema.optional().describe(
+      'Sample from an 8-bit copy of the policy (Llama 3 served inference in FP8): the stage quantizes the round\'s best policy into its folder (policy-quantized/) and samples from that; the reward model stays full precision. Absent: full precision.',
+    ),
   })
   .strict();
 

@@ -25,8 +25,7 @@ import type { LogRecord } from '../train/loop.js';
 import { RunLayout } from './layout.js';
 import { loadJudge, type Judge } from './judge-loader.js';
 import { writePromptSets } from './prompts.js';
-import { buildBaseModel } from './base-model.js';
-import { STAGES, stagesOf, type StageContext, type StageOutput } from './stages.js';
+import { BASE_MODEL_ARTIFACT, STAGES, stagesOf, type StageContext, type StageOutput } from './stages.js';
 export const BASE_STAGE = 'build_base' as const;
 
 export interface RunEvents {
@@ -73,7 +72,7 @@ export class AlignmentRun {
     /** The config file, for the commands error messages suggest. */
     private readonly source: string | undefined,
   ) {
-    // Absolute, so that every path a stage writes down (best_policy.txt, artifacts) survives a change of directory.
+    // Absolute, so that every path a stage records (artifacts, the chosen policy) survives a change of directory.
     this.layout = new RunLayout(path.resolve(config.project), config.name);
   }
 
@@ -135,6 +134,7 @@ export class AlignmentRun {
       }
       await writePromptSets(config, { train: this.layout.trainPrompts, heldout: this.layout.heldoutPrompts });
       const basePolicy = await this.ensureBase(events);
+      // From here on the base model is what round 0 chose.
       const rounds = selection.round !== undefined ? [selection.round] : Array.from({ length: config.rounds }, (_, i) => i + 1);
       const stageNames = stagesOf(config);
       if (selection.stage !== undefined && !stageNames.includes(selection.stage)) {
@@ -151,11 +151,9 @@ export class AlignmentRun {
             }
             continue;
           }
-          await this.runStage(round, stage, basePolicy, events);
+          await this.runStage(round, stage, { basePolicy, bestPolicy: this.bestPolicyAfter(round - 1, basePolicy) }, events);
         }
-        if (stageNames.every((stage) => store.stageStatus(config.name, round, stage) === 'done')) {
-          store.completeRound(config.name, round, this.bestPolicyAfter(round, basePolicy));
-        }
+        if (stageNames.every((stage) => store.stageStatus(config.name, round, stage) === 'done')) store.completeRound(config.name, round);
       }
       const finished = store.firstUnfinishedStage(config.name, config.rounds, stageNames) === null;
       store.setRunStatus(config.name, finished ? 'done' : 'created');
@@ -178,42 +176,16 @@ export class AlignmentRun {
     }
   }
 
-  /** The base model: given, or built from scratch once (round 0). */
+  /** The base model: given, or built from scratch once by round 0's build_base stage. */
   private async ensureBase(events: RunEvents): Promise<string> {
-    const { config, store } = this;
+    const { config } = this;
     if (config.base.model) return config.base.model;
-    const dir = this.layout.baseDir;
-    const modelDir = path.join(dir, 'pretrain', 'model');
-    if (store.stageStatus(config.name, 0, BASE_STAGE) === 'done') {
-      events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'skipped' });
-      return modelDir;
-    }
-    fs.rmSync(dir, { recursive: true, force: true });
-    events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'start' });
-    const started = performance.now();
-    store.startStage(config.name, 0, BASE_STAGE);
-    try {
-      const trainMetrics: { step: number; name: string; value: number }[] = [];
-      const result = await buildBaseModel(config.base.fromScratch!, dir, {
-        seed: config.seed,
-        backend: config.backend,
-        onLog: (r) => {
-          trainMetrics.push(...trainRecordMetrics('pretrain', r));
-          events.onTrainLog?.(0, BASE_STAGE, r);
-        },
-      });
-      store.completeStage(config.name, 0, BASE_STAGE, [artifact('checkpoint', 'base-model', result.modelDir)], [...trainMetrics, ...metricRows(result.metrics)]);
-      store.completeRound(config.name, 0, result.modelDir);
-    } catch (err) {
-      store.failStage(config.name, 0, BASE_STAGE, (err as Error).message);
-      throw err;
-    }
-    events.onStage?.({ round: 0, stage: BASE_STAGE, status: 'done', seconds: (performance.now() - started) / 1000 });
-    return modelDir;
+    await this.runStage(0, BASE_STAGE, { basePolicy: '', bestPolicy: '' }, events);
+    return this.recordedArtifactPath(0, BASE_STAGE, BASE_MODEL_ARTIFACT)!;
   }
 
   /** Where the store says a done stage put its artifact `name` (stages find each other's outputs only this way). */
-  private recordedArtifactPath(round: number, stage: RoundStageName, name: string): string | undefined {
+  private recordedArtifactPath(round: number, stage: StageName, name: string): string | undefined {
     if (this.store.stageStatus(this.config.name, round, stage) !== 'done') return undefined;
     return this.store.artifacts(this.config.name, { round, stage }).find((a) => a.name === name)?.path;
   }
@@ -267,21 +239,17 @@ export class AlignmentRun {
     }
   }
 
-  /** The best policy after `round` (what its evaluate stage chose), or the base before round 1. */
+  /** The best policy after `round` (what its evaluate stage chose; the store is its one record), or the base before round 1. */
   bestPolicyAfter(round: number, basePolicy: string): string {
-    // A finished round's choice is in the store (relative to the project, so it survives a move of
-    // the project or a change of directory); a round still running has only its evaluate file.
-    const recorded = new Map(this.store.rounds(this.config.name).filter((r) => r.status === 'done').map((r) => [r.roundIndex, r.bestPolicyPath]));
-    for (let r = round; r >= 1; r--) {
-      const inStore = recorded.get(r);
-      if (inStore !== undefined && inStore !== null) return inStore;
-      const file = path.join(this.layout.stageDir(r, 'evaluate'), 'best_policy.txt');
-      if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
-    }
-    return basePolicy;
+    return (round >= 1 ? this.store.bestPolicyAfter(this.config.name, round) : null) ?? basePolicy;
   }
 
-  private async runStage(round: number, stage: RoundStageName, basePolicy: string, events: RunEvents): Promise<void> {
+  /**
+   * One stage's lifecycle, the same for every stage: skipped when done; else its folder emptied,
+   * marked running, run, and marked done in the transaction that records its artifacts, metrics
+   * and (evaluate, build_base) the policy it chose — or marked failed with its error.
+   */
+  private async runStage(round: number, stage: StageName, policies: { basePolicy: string; bestPolicy: string }, events: RunEvents): Promise<void> {
     const { config, store } = this;
     if (store.stageStatus(config.name, round, stage) === 'done') {
       events.onStage?.({ round, stage, status: 'skipped' });
@@ -299,8 +267,7 @@ export class AlignmentRun {
       layout: this.layout,
       round,
       judge: this.judge,
-      basePolicy,
-      bestPolicy: this.bestPolicyAfter(round - 1, basePolicy),
+      ...policies,
       outDir,
       artifactPath: (r, s, name) => this.recordedArtifactPath(r, s, name),
       log: (line) => events.onLine?.(line),
@@ -326,7 +293,9 @@ export class AlignmentRun {
         config.name, round, stage,
         output.artifacts.map((a) => artifact(a.kind, a.name, a.path, a.numRows)),
         [...trainMetrics, ...metricRows(output.metrics)],
+        output.bestPolicy !== undefined ? { bestPolicyPath: output.bestPolicy } : {},
       );
+      if (round === 0) store.completeRound(config.name, 0);
     } catch (err) {
       store.failStage(config.name, round, stage, (err as Error).message);
       throw err;

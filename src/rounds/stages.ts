@@ -1,7 +1,8 @@
 /**
- * The six stages of a round (Llama 3 §4.1), each a function from the round's context to its
- * files and metrics. Stages read earlier stages' outputs only through the run layout, so any
- * stage can be rerun on its own once the ones before it are done.
+ * The six stages of a round (Llama 3 §4.1), and round 0's build_base, each a function from the
+ * round's context to its files, metrics and (evaluate, build_base) the policy it chose. Stages
+ * find earlier stages' outputs only through the store's artifact records (`ctx.artifactPath`),
+ * so any stage can be rerun on its own once the ones before it are done.
  *
  *   1. collect_preferences  two samples per prompt from the best policy so far, compared by the judge
  *   2. train_reward_model   Bradley–Terry/ranking RM on all preferences so far
@@ -10,7 +11,6 @@
  *   5. dpo                  DPO from the SFT model on the latest preferences
  *   6. evaluate             held-out judge score, RM score, win rates; picks the best policy
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadPretrained } from '../model/pretrained.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -18,6 +18,7 @@ import { Rng } from '../util/rng.js';
 import { trainRewardModel } from '../trainers/reward.js';
 import { scoreResponses } from '../inference/reward-scoring.js';
 import { runRejectionSampling } from '../pipelines/rejection-sampling.js';
+import { quantizeFolder, type QuantizeFolderResult } from '../model/quantization/quantize-folder.js';
 import { sft } from '../trainers/sft.js';
 import { dpo } from '../trainers/dpo.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
@@ -26,7 +27,8 @@ import { samplePolicy } from '../../samplers/policy-sampler.js';
 import type { RunConfig } from './run-config.js';
 import type { LogRecord } from '../train/loop.js';
 import type { RunLayout } from './layout.js';
-import { roundStages, type RoundStageName } from '../store/stages.js';
+import { roundStages, type RoundStageName, type StageName } from '../store/stages.js';
+import { buildBaseModel } from './base-model.js';
 import { cleanFile, dedupFile } from '../../data/curation/steps.js';
 import type { Judge } from './judge-loader.js';
 import { promptsOfRound, promptText, readPrompts } from './prompts.js';
@@ -46,9 +48,9 @@ export interface StageContext {
   round: number;
   /** The judge module, when the config names one (required for `preferences.source: judge`). */
   judge?: Judge;
-  /** The base model folder. */
+  /** The base model folder (empty in round 0, whose build_base makes it). */
   basePolicy: string;
-  /** The best policy before this round (the base model in round 1). */
+  /** The best policy before this round (the base model in round 1; empty in round 0). */
   bestPolicy: string;
   /** This stage's (empty) output folder. */
   outDir: string;
@@ -76,7 +78,7 @@ export interface StageOutput {
   metrics: Record<string, number>;
   samples?: { prompt: string; promptId: string; index: number; text: string; reward: number; numTokens: number; finishReason: string; selected: boolean }[];
   preferences?: PreferenceRow[];
-  /** The policy chosen for the next round (evaluate only). */
+  /** The policy chosen for the next round (evaluate; build_base's base model), recorded in the store with the stage. */
   bestPolicy?: string;
 }
 
@@ -284,9 +286,16 @@ export async function trainRewardModelStage(ctx: StageContext): Promise<StageOut
 export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
   const s = ctx.config.sampling;
   const prompts = promptsOfRound(await readPrompts(ctx.layout.trainPrompts), ctx.round, s.promptsPerRound, ctx.config.preferences.promptsPerRound);
+  // 0) sampling.quantization: serve the policy from an 8-bit copy, made in this stage's folder
+  let policyDir = ctx.bestPolicy;
+  let quantized: QuantizeFolderResult | undefined;
+  if (s.quantization) {
+    policyDir = path.join(ctx.outDir, 'policy-quantized');
+    quantized = await quantizeFolder({ model: ctx.bestPolicy, out: policyDir, options: s.quantization });
+  }
   // sample → score → select → write pairs: the step `tfalign sample` runs, with sampling.workers threads
   const { scored, rows, selected, stats, files } = await runRejectionSampling({
-    policyDir: ctx.bestPolicy,
+    policyDir,
     rewardModelDir: requireArtifact(ctx, ctx.round, 'train_reward_model', 'reward-model'),
     prompts,
     sampling: { numSamples: s.k, seed: stageSeed(ctx, 3), decoding: decodingOf(s), engine: s.engine },
@@ -308,6 +317,9 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
     'sample/tokens_per_s': stats.tokensPerSecond,
     'sample/num_pairs': rows.summary.numPairs,
     'sample/num_prompts': scored.length,
+    ...(quantized
+      ? { 'sample/quantized_projections': quantized.quantized.length, 'sample/policy_weight_bytes': quantized.bytes.totalBytes, 'sample/policy_float_weight_bytes': quantized.bytes.floatBytes + quantized.bytes.quantizedAsFloatBytes }
+      : {}),
   };
   let judgeLine = '';
   if (ctx.judge) {
@@ -330,7 +342,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
       (q.rewardHacking ? `\n  warning: reward hacking: the selection raised the reward model's score by ${q.rmGain.toFixed(3)} while the judge's score fell by ${(-q.judgeGain.estimate).toFixed(3)}` : '');
   }
   ctx.log(
-    `rejection_sample: ${scored.length} prompts × ${s.k}, ${s.selection === 'random' ? 'random selection' : 'reward-model selection'}: reward mean ${rmMean.toFixed(3)} → kept ${rmBest.toFixed(3)}` +
+    `rejection_sample: ${scored.length} prompts × ${s.k}${s.quantization ? ` from a ${s.quantization.scheme} policy (${quantized!.quantized.length} projections)` : ''}, ${s.selection === 'random' ? 'random selection' : 'reward-model selection'}: reward mean ${rmMean.toFixed(3)} → kept ${rmBest.toFixed(3)}` +
       judgeLine +
       ` (${stats.tokensPerSecond.toFixed(0)} tokens/s)`,
   );
@@ -404,7 +416,22 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
   for (const r of rounds) rows.push(...(await readPreferences(requireArtifact(ctx, r, 'collect_preferences', 'preferences'))));
   const train = path.join(ctx.outDir, 'train.jsonl');
   await writeJsonlAtomic(train, rows);
-  const result = await dpo({ ...trainer, model: sftModel, train, out: path.join(ctx.outDir, 'run'), backend: ctx.config.backend, seed: ctx.config.seed + ctx.round }, { onLog: ctx.onTrainLog });
+  // Held out: the fixed set every round's RM is measured on (hundreds of pairs with noise-free
+  // labels, never trained on), so DPO's implicit reward is judged on the same pairs as the RM;
+  // without one (imported preferences), `evalFraction` of the training pairs.
+  const evalFile = ctx.artifactPath(1, 'collect_preferences', RM_EVAL_ARTIFACT);
+  const result = await dpo(
+    {
+      ...trainer,
+      ...(evalFile !== undefined ? { eval: evalFile, evalFraction: 0 } : {}),
+      model: sftModel,
+      train,
+      out: path.join(ctx.outDir, 'run'),
+      backend: ctx.config.backend,
+      seed: ctx.config.seed + ctx.round,
+    },
+    { onLog: ctx.onTrainLog },
+  );
   const e: Record<string, number | string> = result.lastEval ?? {};
   const metrics = {
     'dpo/rewards_accuracies': Number(e['rewards/accuracies']),
@@ -413,7 +440,9 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
     'dpo/num_pairs': rows.length,
     'dpo/num_eval_pairs': Number(e['num_pairs'] ?? NaN),
   };
-  ctx.log(`dpo: ${rows.length} pairs, held-out rewards/accuracies ${metrics['dpo/rewards_accuracies'].toFixed(3)}, margins ${metrics['dpo/rewards_margins'].toFixed(3)}`);
+  ctx.log(
+    `dpo: ${rows.length} pairs, held-out rewards/accuracies ${metrics['dpo/rewards_accuracies'].toFixed(3)} on ${metrics['dpo/num_eval_pairs']} ${evalFile !== undefined ? 'fixed ' : ''}pairs, margins ${metrics['dpo/rewards_margins'].toFixed(3)}`,
+  );
   return { artifacts: [{ kind: 'dataset', name: 'dpo-train', path: train, numRows: rows.length }, { kind: 'checkpoint', name: 'policy', path: result.modelDir }], metrics };
 }
 
@@ -509,20 +538,29 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
   }
   const report = path.join(ctx.outDir, 'samples.jsonl');
   await writeJsonlAtomic(report, prompts.map((prompt, j) => ({ prompt, samples: current.samples[j]!.map((x, i) => ({ text: x.text, [`${scoreName}_score`]: current.scores[j]![i] })) })));
-  const bestPolicy = improved ? policyDir : ctx.bestPolicy;
-  const bestFile = path.join(ctx.outDir, 'best_policy.txt');
-  fs.writeFileSync(bestFile, bestPolicy + '\n');
+  // The choice is recorded in the store with the stage's completion (its one home).
   return {
-    artifacts: [
-      { kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length },
-      { kind: 'report', name: 'best-policy', path: bestFile },
-    ],
+    artifacts: [{ kind: 'report', name: 'eval-samples', path: report, numRows: prompts.length }],
     metrics,
-    bestPolicy,
+    bestPolicy: improved ? policyDir : ctx.bestPolicy,
   };
 }
 
-export const STAGES: Record<RoundStageName, (ctx: StageContext) => Promise<StageOutput>> = {
+// 0) build_base (round 0, a base model from scratch) -------------------------------------------
+
+/** The base model from scratch (`base.fromScratch`): tokenizer, noisy demonstrations, pretraining. */
+export async function buildBaseStage(ctx: StageContext): Promise<StageOutput> {
+  const spec = ctx.config.base.fromScratch;
+  if (spec === undefined) throw new Error('build_base: the config names a base model (base.model); there is nothing to build');
+  const result = await buildBaseModel(spec, ctx.outDir, { seed: ctx.config.seed, backend: ctx.config.backend, onLog: ctx.onTrainLog });
+  return { artifacts: [{ kind: 'checkpoint', name: BASE_MODEL_ARTIFACT, path: result.modelDir }], metrics: result.metrics, bestPolicy: result.modelDir };
+}
+
+/** The name of build_base's model artifact. */
+export const BASE_MODEL_ARTIFACT = 'base-model';
+
+export const STAGES: Record<StageName, (ctx: StageContext) => Promise<StageOutput>> = {
+  build_base: buildBaseStage,
   collect_preferences: collectPreferences,
   train_reward_model: trainRewardModelStage,
   rejection_sample: rejectionSample,

@@ -21,7 +21,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ensureDir } from '../util/atomic.js';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+
+// better-sqlite3 (a native module) loads when a store opens, not with the command line (`tfalign --help`).
+const require = createRequire(import.meta.url);
+const openDatabase = (file: string, options: Database.Options): Database.Database => new (require('better-sqlite3') as typeof Database)(file, options);
 import type { Strength } from '../../data/rows.js';
 import { STRENGTHS } from '../../data/rows.js';
 import { SCHEMA_VERSION, assertKnownVersion, migrate, schemaVersion } from './schema.js';
@@ -220,10 +225,8 @@ function prepareStatements(db: Database.Database) {
        WHERE run_id = @runId AND round_index = @round`,
     ),
     markRoundFailed: db.prepare(`UPDATE rounds SET status = 'failed', ended_at = @now WHERE run_id = @runId AND round_index = @round`),
-    completeRound: db.prepare(
-      `UPDATE rounds SET status = 'done', ended_at = @now, best_policy_path = @bestPolicyPath
-       WHERE run_id = @runId AND round_index = @round`,
-    ),
+    completeRound: db.prepare(`UPDATE rounds SET status = 'done', ended_at = @now WHERE run_id = @runId AND round_index = @round`),
+    setBestPolicy: db.prepare('UPDATE rounds SET best_policy_path = @bestPolicyPath WHERE run_id = @runId AND round_index = @round'),
 
     stage: db.prepare<[{ runId: number; round: number; stage: string }], StageRow>(`SELECT * FROM stages WHERE ${stageKey}`),
     stages: db.prepare<[{ runId: number; round: number | null }], StageRow>(
@@ -351,7 +354,7 @@ export class RunStore {
   private static openAt(file: string, actual: string, readonly: boolean, busyTimeoutMs: number, snapshotDir: string | undefined): RunStore {
     let db: Database.Database;
     try {
-      db = new Database(actual, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
+      db = openDatabase(actual, { readonly, fileMustExist: readonly, timeout: busyTimeoutMs });
     } catch (err) {
       throw sqliteError(file, err, 'cannot open the tfalign database: ');
     }
@@ -451,14 +454,28 @@ export class RunStore {
     return this.stmts.rounds.all(this.runId(run)).map((r) => toRound(r, this.resolve));
   }
 
-  /** Marks a round done and records the policy chosen for the next round. */
-  completeRound(run: string, round: number, bestPolicyPath: string | null): void {
+  /**
+   * Marks a round done. The policy the round chose is recorded by the stage that chose it
+   * (`completeStage(…, { bestPolicyPath })`); `bestPolicyPath` here sets it directly (imports, tests).
+   */
+  completeRound(run: string, round: number, bestPolicyPath?: string | null): void {
     assertRoundIndex(round, 'completeRound');
     const runId = this.runId(run);
     this.immediate(() => {
       this.stmts.ensureRound.run({ runId, round });
-      this.stmts.completeRound.run({ runId, round, bestPolicyPath: bestPolicyPath === null ? null : this.toStored(bestPolicyPath), now: now() });
+      this.stmts.completeRound.run({ runId, round, now: now() });
+      if (bestPolicyPath !== undefined) this.stmts.setBestPolicy.run({ runId, round, bestPolicyPath: bestPolicyPath === null ? null : this.toStored(bestPolicyPath) });
     });
+  }
+
+  /**
+   * The policy chosen after `round`: the latest round ≤ `round` whose stage recorded a choice
+   * (round 0: the base model built from scratch), or null. The store is the one source of truth
+   * for it; `rounds()[].bestPolicyPath` shows the same records.
+   */
+  bestPolicyAfter(run: string, round: number): string | null {
+    const chosen = this.rounds(run).filter((r) => r.roundIndex <= round && r.bestPolicyPath !== null);
+    return chosen.length === 0 ? null : chosen[chosen.length - 1]!.bestPolicyPath;
   }
 
   // ---- stage lifecycle ----
@@ -488,10 +505,18 @@ export class RunStore {
   }
 
   /**
-   * Marks a running stage done and records its artifacts (and optional final metrics) in ONE
-   * transaction: if any insert fails, the stage stays running and nothing of it is recorded.
+   * Marks a running stage done and records its artifacts (and optional final metrics, and the
+   * policy the round chose when this stage chose one) in ONE transaction: if any insert fails,
+   * the stage stays running and nothing of it is recorded.
    */
-  completeStage(run: string, round: number, stage: StageName, artifacts: readonly ArtifactInput[], metrics: readonly StageMetricInput[] = []): StageRecord {
+  completeStage(
+    run: string,
+    round: number,
+    stage: StageName,
+    artifacts: readonly ArtifactInput[],
+    metrics: readonly StageMetricInput[] = [],
+    options: { bestPolicyPath?: string } = {},
+  ): StageRecord {
     const key = this.stageKey(run, round, stage, 'completeStage');
     const where = `completeStage: ${describeStage(run, round, stage)}`;
     const parsedArtifacts = parseRows(ArtifactInputSchema, artifacts, `${where}: artifacts`);
@@ -516,6 +541,7 @@ export class RunStore {
       for (const m of parsedMetrics) {
         this.stmts.insertMetric.run({ runId: key.runId, roundIndex: round, stage, step: m.step ?? null, name: m.name, value: m.value, now: stamp });
       }
+      if (options.bestPolicyPath !== undefined) this.stmts.setBestPolicy.run({ runId: key.runId, round, bestPolicyPath: this.toStored(options.bestPolicyPath) });
       return toStage(this.stmts.stage.get(key)!);
     });
   }
@@ -601,6 +627,8 @@ export class RunStore {
     this.stmts.deleteStageArtifacts.run(key);
     this.stmts.deleteStageSamples.run(key);
     this.stmts.deleteStagePreferences.run(key);
+    // The round's choice of policy rested on this stage's outputs (or on earlier ones it used).
+    this.stmts.setBestPolicy.run({ runId, round: row.round_index, bestPolicyPath: null });
     if (options.keepMetrics !== true) this.stmts.deleteStageMetrics.run({ ...key, afterStep: null });
     this.stmts.markStagePending.run({ ...key, error });
     return { roundIndex: row.round_index, stage: row.name, previousStatus: row.status, attempts: row.attempts, startedAt: row.started_at, removedArtifacts };

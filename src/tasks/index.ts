@@ -32,7 +32,9 @@ export async function resolveTask<B>(descriptor: TaskDescriptor): Promise<TaskDe
   }
   const loaded = (await import(descriptor.module)) as { task?: TaskDefinition<B> };
   const task = loaded.task;
-  if (!task || typeof task.buildLoss !== 'function') throw new Error(`tasks: ${descriptor.module} does not export 'task' (a TaskDefinition)`);
+  if (!task || typeof task.buildLoss !== 'function' || typeof task.unitsOf !== 'function') {
+    throw new Error(`tasks: ${descriptor.module} does not export 'task' (a TaskDefinition with buildLoss and unitsOf)`);
+  }
   if (task.kind !== descriptor.kind) throw new Error(`tasks: ${descriptor.module} exports task kind '${task.kind}', but the descriptor asks for '${descriptor.kind}'`);
   return task;
 }

@@ -11,22 +11,21 @@
  *
  * Loss: with an edit in the micro-batch, `rankingLoss` over every ordered pair of the ranking (a
  * row with an edit gives 3 pairs, one without gives 1); otherwise `bradleyTerryLoss`, with Llama 2's
- * per-strength margin when `margin` is on. Either way the micro-batch loss is the mean over its
- * pairs and its weight is the number of pairs, so accumulated micro-batches give the mean over
- * the global batch's pairs. (`rankingLoss` averages per row, as Ouyang et al. 2022 do; we weight
- * each row's mean by its number of pairs to get the mean over pairs.)
+ * per-strength margin when `margin` is on. Either way the objective is the mean over the global
+ * batch's ordered pairs (unit `pairs`): the loss returns the sum over its micro-batch's pairs and
+ * the step engine divides by the global count. (`rankingLoss` averages per row, as Ouyang et al.
+ * 2022 do; we multiply each row's mean by its number of pairs to get the sum over pairs.)
  *
  * Metrics, on train (logged every `logEvery` steps) and on the held-out split: `accuracy`, the
  * fraction of rows whose chosen reward beats the rejected one, and `margin`, the mean r_c − r_r
- * (the Llama 3 comparison; edits do not enter them). With gradient accumulation the train
- * metrics of micro-batches are combined in proportion to their pairs; the eval metrics are exact.
+ * (the Llama 3 comparison; edits do not enter them) — sums over unit `rows`, so both are exact
+ * means over the global batch's rows, with accumulation, workers and in evaluation alike.
  *
  * Splitting a micro-batch across workers cuts it by preference rows, never inside a row: the
  * 2–3 responses of a row are compared with each other, so they stay in one part. A part keeps the
  * micro-batch's reward-matrix width R (so the same loss — ranking or Bradley–Terry — runs on every
- * part) and its padded length, and records the whole micro-batch's rows and pairs (`whole`):
- * the loss is a mean over pairs weighted by pairs, so the parts' losses add up to the whole's
- * exactly, and the row metrics (accuracy, margin) are rescaled so that they do too.
+ * part) and its padded length; its pair and row counts, loss sum and metric sums are its own,
+ * and they add up to the whole's.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
@@ -35,7 +34,7 @@ import type { Strength } from '../../data/rows.js';
 import type { TokenizedPreference } from '../../data/tokenize.js';
 import { padRows, selectRows, type TokenBatch } from '../../data/collate.js';
 import { bradleyTerryLoss, rankingLoss, strengthMargins } from '../../losses/reward.js';
-import type { MicroBatchLoss } from '../train/step-engine.js';
+import { evaluateObjective, type MicroBatchObjective, type UnitCounts } from '../train/objective.js';
 import { evenRowRanges, type TaskDefinition } from '../train/task.js';
 import { lastTokenIndex } from '../inference/reward-scoring.js';
 
@@ -66,12 +65,11 @@ export interface PreferenceBatch {
   strengths: Strength[];
   /** Σ pairsPerRow: the loss's units. */
   numPairs: number;
-  /**
-   * Set on a row range of a micro-batch split across data-parallel workers (`src/tasks/reward-model.ts`):
-   * the whole micro-batch's rows and pairs, so that the parts' metrics, combined in proportion to
-   * their pairs, give the whole's per-row means.
-   */
-  whole?: { numRows: number; numPairs: number };
+}
+
+/** The batch's units: `pairs` (the loss's ordered pairs) and `rows` (the metrics' preference rows). */
+export function rewardModelUnits(batch: PreferenceBatch): UnitCounts {
+  return { pairs: batch.numPairs, rows: batch.numRows };
 }
 
 /** Stacks the responses of `rows` into one batch (layout at the top of this file). */
@@ -138,10 +136,11 @@ export interface RewardLossConfig {
 }
 
 /**
- * The micro-batch loss: mean over its ordered pairs of −log σ(r_better − r_worse [− m]), plus
- * centering; weight = number of pairs; metrics `accuracy` and `margin` over chosen vs rejected.
+ * The micro-batch loss: the sum over its ordered pairs of −log σ(r_better − r_worse [− m]), plus
+ * centering (`sums.pairs`); metrics `accuracy` (rows whose chosen reward beats the rejected) and
+ * `margin` (Σ r_c − r_r) as sums over `rows`.
  */
-export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts: RewardLossConfig): MicroBatchLoss {
+export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts: RewardLossConfig): MicroBatchObjective {
   if (batch.numRanks === 3 && opts.margin) throw new Error('rm train: margin is defined for chosen/rejected pairs only; this batch has an edited response');
   const centering = { centeringCoefficient: opts.centeringCoefficient };
   let counts = { numCorrect: 0, sumGap: 0 };
@@ -151,47 +150,30 @@ export function rewardModelLoss(model: LlamaModel, batch: PreferenceBatch, opts:
     counts = chosenRejectedCounts(rewards.dataSync(), batch.numRows, batch.numRanks);
     if (batch.numRanks === 3) {
       const ranking = rankingLoss(rewards, tf.tensor2d(batch.validMask, [batch.numRows, 3]), centering);
-      // per-row means × pairs per row / all pairs = the mean over pairs
-      return tf.div(tf.sum(tf.mul(ranking.losses, tf.tensor1d(batch.pairsPerRow))), batch.numPairs) as tf.Scalar;
+      // per-row means × pairs per row = the sum over pairs
+      return tf.sum(tf.mul(ranking.losses, tf.tensor1d(batch.pairsPerRow))) as tf.Scalar;
     }
     const chosenRewards = tf.reshape(tf.slice(rewards, [0, 0], [batch.numRows, 1]), [batch.numRows]) as tf.Tensor1D; // [P]
     const rejectedRewards = tf.reshape(tf.slice(rewards, [0, 1], [batch.numRows, 1]), [batch.numRows]) as tf.Tensor1D; // [P]
     const margins = opts.margin ? strengthMargins(batch.strengths) : undefined; // [P]
-    return tf.mean(bradleyTerryLoss({ chosenRewards, rejectedRewards, margins }, centering).losses) as tf.Scalar;
+    return tf.sum(bradleyTerryLoss({ chosenRewards, rejectedRewards, margins }, centering).losses) as tf.Scalar;
   });
-  // Metrics are means over rows, but micro-batches combine in proportion to pairs: a part of a
-  // split micro-batch divides by the whole's rows and rescales by whole pairs / own pairs, so the
-  // pair-weighted combination of the parts is exactly the whole's mean.
-  const { whole } = batch;
-  const rowMean = (sum: number) => (whole ? (sum * whole.numPairs) / (batch.numPairs * whole.numRows) : sum / batch.numRows);
-  return { loss, weight: batch.numPairs, metrics: { accuracy: rowMean(counts.numCorrect), margin: rowMean(counts.sumGap) } };
+  return {
+    sums: { pairs: loss },
+    metrics: { accuracy: { sum: counts.numCorrect, unit: 'rows' }, margin: { sum: counts.sumGap, unit: 'rows' } },
+  };
 }
 
-/** Held-out metrics: mean pair loss, chosen-vs-rejected `accuracy` and `margin`, without gradients. */
+/** Held-out metrics over every batch as one: mean pair loss, and `accuracy` and `margin` over rows, without gradients. */
 export function evaluateRewardModel(
   model: LlamaModel,
   batches: readonly PreferenceBatch[],
   opts: RewardLossConfig,
 ): { loss: number; accuracy: number; margin: number; num_rows: number; num_pairs: number } {
-  let sumLoss = 0;
-  let numPairs = 0;
-  let numRows = 0;
-  let numCorrect = 0;
-  let sumGap = 0;
-  for (const batch of batches) {
-    const { loss, metrics } = tf.tidy(() => {
-      const out = rewardModelLoss(model, batch, opts);
-      return { loss: out.loss.dataSync()[0], metrics: out.metrics! };
-    });
-    sumLoss += loss * batch.numPairs;
-    numPairs += batch.numPairs;
-    numRows += batch.numRows;
-    numCorrect += metrics.accuracy * batch.numRows;
-    sumGap += metrics.margin * batch.numRows;
-  }
-  return { loss: sumLoss / numPairs, accuracy: numCorrect / numRows, margin: sumGap / numRows, num_rows: numRows, num_pairs: numPairs };
+  const { loss, metrics, units } = evaluateObjective({ loss: (batch) => rewardModelLoss(model, batch, opts), unitsOf: rewardModelUnits }, batches);
+  const numPairs = units.pairs ?? 0;
+  return { loss: numPairs > 0 ? loss : NaN, accuracy: metrics.accuracy ?? NaN, margin: metrics.margin ?? NaN, num_rows: units.rows ?? 0, num_pairs: numPairs };
 }
-
 
 /** The task options of a reward-model loss (plain data, sent to every worker). */
 export function rewardTaskOptions(config: RewardLossConfig): Record<string, unknown> {
@@ -217,7 +199,7 @@ function firstSequenceOf(batch: PreferenceBatch, p: number): number {
 /**
  * Preference rows `[start, end)` of a collated micro-batch as a batch of their own: their
  * sequences (contiguous, since rows are stacked row by row), rank indices shifted to the new
- * sequence numbering, and `whole` naming the micro-batch they came from.
+ * sequence numbering.
  */
 export function selectPreferenceRows(batch: PreferenceBatch, start: number, end: number): PreferenceBatch {
   if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start < end && end <= batch.numRows)) {
@@ -240,7 +222,6 @@ export function selectPreferenceRows(batch: PreferenceBatch, start: number, end:
     pairsPerRow,
     strengths: batch.strengths.slice(start, end),
     numPairs: pairsPerRow.reduce((a, b) => a + b, 0),
-    whole: batch.whole ?? { numRows: batch.numRows, numPairs: batch.numPairs },
   };
 }
 
@@ -249,12 +230,13 @@ export function splitPreferenceBatch(batch: PreferenceBatch, numParts: number): 
   return evenRowRanges(batch.numRows, numParts).map(([start, end]) => selectPreferenceRows(batch, start, end));
 }
 
-/** Bradley–Terry / ranking loss on `PreferenceBatch`es; weight = number of ordered pairs. */
+/** Bradley–Terry / ranking loss on `PreferenceBatch`es, over `pairs`; metrics over `rows`. */
 export const rewardModelTask: TaskDefinition<PreferenceBatch> = {
   kind: REWARD_MODEL_TASK_KIND,
   buildLoss: ({ model, options }) => {
     const config = rewardLossConfigOf(options);
     return (batch) => rewardModelLoss(model, batch, config);
   },
+  unitsOf: rewardModelUnits,
   splitBatch: splitPreferenceBatch,
 };

@@ -7,6 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { allOrFirstError, WorkerChannel } from './worker-channel.js';
+import { resolveWorkerEntry } from './worker-entry.js';
 
 export interface WorkerGroupOptions {
   /** How errors name thread k (0-based), e.g. `shard worker ${k}`. */
@@ -23,19 +24,22 @@ export class WorkerGroup<Request extends object> {
   /** One channel per thread, in start order. */
   readonly channels: WorkerChannel<Request>[];
 
-  private constructor(bootstrap: URL, workerData: readonly unknown[], options: WorkerGroupOptions) {
+  private constructor(module: URL, workerData: readonly unknown[], options: WorkerGroupOptions) {
     const onFailure = (error: Error) => void this.fail(error);
+    const entry = resolveWorkerEntry(module);
     this.channels = workerData.map(
-      (data, k) => new WorkerChannel<Request>(new Worker(bootstrap, { workerData: data }), { label: options.labelOf(k), labelReplyErrors: options.labelReplyErrors }, onFailure),
+      (data, k) =>
+        new WorkerChannel<Request>(new Worker(entry.file, { workerData: data, argv: entry.argv }), { label: options.labelOf(k), labelReplyErrors: options.labelReplyErrors }, onFailure),
     );
   }
 
   /**
-   * Starts one thread of `bootstrap` per `workerData` entry and waits until each is ready; a
-   * failing start stops the group and rejects with that thread's error.
+   * Starts one thread of `module` (the worker's compiled `.js` URL, `new URL('./x-worker.js',
+   * import.meta.url)`; from the sources its `.ts`, see worker-entry.ts) per `workerData` entry and
+   * waits until each is ready; a failing start stops the group and rejects with that thread's error.
    */
-  static async start<Request extends object>(bootstrap: URL, workerData: readonly unknown[], options: WorkerGroupOptions): Promise<WorkerGroup<Request>> {
-    const group = new WorkerGroup<Request>(bootstrap, workerData, options);
+  static async start<Request extends object>(module: URL, workerData: readonly unknown[], options: WorkerGroupOptions): Promise<WorkerGroup<Request>> {
+    const group = new WorkerGroup<Request>(module, workerData, options);
     try {
       await allOrFirstError(group.channels.map((c) => c.ready));
     } catch (err) {

@@ -224,3 +224,15 @@ export function tokenizePromptResponse(
   assertSingleBos(tok, promptIds.concat(responseIds), 'prompt + response');
   return { promptIds, responseIds };
 }
+
+/**
+ * Prompt ids: the chat template with the generation prompt, or [BOS] + text. Special-token strings
+ * in the prompt are plain text unless `parseSpecialTokens`.
+ */
+export function encodePrompt(tok: Tokenizer, prompt: string, chat: boolean, parseSpecialTokens = false): number[] {
+  if (chat) {
+    const rendered = applyChatTemplate(tok, [{ role: 'user', content: prompt }], { addGenerationPrompt: true });
+    return parseSpecialTokens ? tok.encode(rendered, { parseSpecialTokens: true }) : tok.encodeTemplate(rendered, [prompt]);
+  }
+  return [...(tok.bosTokenId !== undefined ? [tok.bosTokenId] : []), ...tok.encode(prompt, { parseSpecialTokens })];
+}

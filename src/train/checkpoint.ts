@@ -6,10 +6,13 @@
  *   optimizer.safetensors                              — AdamW moments, metadata in __metadata__
  *   trainer_state.json                                 — global step, rng state, data position
  *
- * With LoRA the weights part is a PEFT adapter folder (adapter_config.json, adapter_model.safetensors)
- * instead, and the optimizer state covers the adapters only.
+ * A run folder is the final model itself, as TRL's `output_dir` after `save_model`: its HF files
+ * (config.json, model.safetensors, tokenizer files) sit directly in it, beside `checkpoint-*`
+ * folders and `metrics.jsonl` (`saveFinalModel`).
  *
- * A run folder holds `checkpoint-*` folders, `metrics.jsonl` and the final model in `model/`.
+ * With LoRA the weights part (of the final model and of each checkpoint) is a PEFT adapter folder
+ * (adapter_config.json, adapter_model.safetensors) instead, and the optimizer state covers the
+ * adapters only.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -20,13 +23,12 @@ import { attachedAdapters, trainingParameters } from '../model/lora.js';
 import { encodeSafetensors, readSafetensors } from '../model/safetensors.js';
 import { CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, readJsonFile } from '../model/checkpoint-io.js';
 import { sha256File } from '../util/hash.js';
-import { claimOutputFolder, ensureDir, writeOutputMarker } from '../util/atomic.js';
+import { claimOutputFolder, ensureDir, readOutputMarker, writeOutputMarker } from '../util/atomic.js';
 import type { AdamW } from './adamw.js';
 import { exportOptimizerState, importOptimizerState, parseOptimizerStateMeta, parseTrainerState, type TrainerState } from './optimizer-state.js';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const TRAINER_STATE_FILE = 'trainer_state.json';
-export const FINAL_MODEL_DIR = 'model';
 
 /**
  * Hash of what a model folder computes: its config.json and weight files (not its tokenizer or
@@ -66,7 +68,26 @@ export function claimRunFolder(runDir: string, owner: RunFolderOwner, options: {
     );
   }
   ensureDir(runDir);
-  writeOutputMarker(runDir, { command: owner.command, model: fingerprint, modelPath: path.resolve(owner.model) });
+  // the files list of a previous final model stays, so saving again replaces exactly those files
+  const files = state.marker?.command === owner.command && Array.isArray(state.marker.files) ? { files: state.marker.files } : {};
+  writeOutputMarker(runDir, { ...files, command: owner.command, model: fingerprint, modelPath: path.resolve(owner.model) });
+}
+
+/**
+ * Writes the final model into the run folder itself (TRL's `output_dir`): its HF files are
+ * renamed into place beside `checkpoint-*`, `metrics.jsonl` and the rest, which are kept; a
+ * previous final model's files that are not written again are removed. The folder's marker keeps
+ * its owner (`claimRunFolder`) and its starting model's hash, so `--resume` still checks it.
+ * A folder nobody claimed (a caller that owns it) is written under the `checkpoint` command.
+ */
+export async function saveFinalModel(model: LlamaModel, runDir: string, opts: { tokenizerDir?: string; baseModel?: string }): Promise<void> {
+  const marker = readOutputMarker(runDir);
+  const adapters = attachedAdapters(model);
+  if (adapters && opts.baseModel === undefined) throw new Error('checkpoint: a LoRA run needs its base model folder (baseModel) to write its adapter folder');
+  const { command, files: _files, ...extra } = marker ?? { command: undefined, files: undefined };
+  const owner = marker === null ? { overwrite: true } : { command, markerExtra: extra };
+  if (adapters) saveAdapterFolder(model, adapters, runDir, { baseModel: opts.baseModel!, tokenizerDir: opts.tokenizerDir, ...owner });
+  else await savePretrained(model, runDir, { tokenizerDir: opts.tokenizerDir, ...owner });
 }
 
 export function checkpointDir(runDir: string, step: number): string {

@@ -65,36 +65,29 @@ export function computeGradients(params: Map<string, tf.Variable>, lossFn: () =>
 }
 
 /**
- * Sums micro-batch gradients weighted by each micro-batch's share, then averages:
+ * Sums micro-batch gradients:
  *
- *   ḡ = Σᵢ wᵢ gᵢ / Σᵢ wᵢ
+ *   g = Σᵢ ∇ℓᵢ
  *
- * When each micro-batch loss is a mean over its nᵢ loss tokens and wᵢ = nᵢ, ḡ is the gradient of
- * the mean over all tokens of the full batch — what one big batch would give — rather than a
- * mean of means that over-weights short micro-batches.
+ * Each ℓᵢ is a micro-batch's contribution to the global batch's objective, already normalised by
+ * the global unit counts (`src/train/objective.ts`), so the plain sum is the gradient of the whole
+ * batch's loss — what one big batch would give — with no weights and no averaging.
  *
  * A parameter missing from some micro-batch counts as a zero gradient there (as when PyTorch
- * accumulates into `.grad`). The accumulator owns its running sums; `average()` and
- * `weightedSum()` return new tensors owned by the caller.
+ * accumulates into `.grad`). The accumulator owns its running sums; `sum()` returns new tensors
+ * owned by the caller.
  */
 export class GradientAccumulator {
   private readonly sums: GradMap = new Map();
-  private weightTotal = 0;
   private numAdded = 0;
-
-  /** Σᵢ wᵢ over the micro-batches added since the last reset. */
-  get totalWeight(): number {
-    return this.weightTotal;
-  }
 
   /** Number of micro-batches added since the last reset. */
   get numMicroBatches(): number {
     return this.numAdded;
   }
 
-  /** Adds wᵢ·gᵢ to the running sums. Reads `grads` without taking ownership. */
-  add(grads: GradMap, weight: number): void {
-    if (!(weight > 0) || !Number.isFinite(weight)) throw new Error(`grad-accumulator: micro-batch weight must be a finite number > 0, got ${weight}`);
+  /** Adds gᵢ to the running sums. Reads `grads` without taking ownership. */
+  add(grads: GradMap): void {
     const names = sortedNames(grads);
     // Check every shape before changing anything, so a bad call leaves the sums as they were.
     for (const name of names) {
@@ -107,39 +100,24 @@ export class GradientAccumulator {
     for (const name of names) {
       const grad = grads.get(name)!;
       const previous = this.sums.get(name);
-      const next = tf.tidy(() => {
-        const scaled = tf.mul(grad, weight);
-        return previous ? tf.add(previous, scaled) : scaled;
-      });
+      const next = previous ? tf.add(previous, grad) : tf.clone(grad);
       previous?.dispose();
       this.sums.set(name, next);
     }
-    this.weightTotal += weight;
     this.numAdded += 1;
   }
 
-  /** Σᵢ wᵢ gᵢ as new tensors (for a cross-worker reduction, which divides by the global Σ wᵢ). */
-  weightedSum(): GradMap {
+  /** Σᵢ gᵢ as new tensors owned by the caller. */
+  sum(): GradMap {
+    if (this.numAdded === 0) throw new Error('grad-accumulator: sum() called before any add()');
     const out: GradMap = new Map();
     for (const name of sortedNames(this.sums)) out.set(name, tf.clone(this.sums.get(name)!));
-    return out;
-  }
-
-  /** ḡ = Σᵢ wᵢ gᵢ / Σᵢ wᵢ as new tensors owned by the caller. */
-  average(): GradMap {
-    if (this.numAdded === 0) throw new Error('grad-accumulator: average() called before any add()');
-    const out: GradMap = new Map();
-    for (const name of sortedNames(this.sums)) {
-      const sum = this.sums.get(name)!;
-      out.set(name, tf.tidy(() => tf.div(sum, this.weightTotal)));
-    }
     return out;
   }
 
   /** Disposes the running sums and starts over (call after each optimizer step). */
   reset(): void {
     disposeGrads(this.sums);
-    this.weightTotal = 0;
     this.numAdded = 0;
   }
 }

@@ -7,14 +7,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
-import { loadPretrained, saveAdapterFolder, savePretrained } from '../model/pretrained.js';
+import { loadPretrained } from '../model/pretrained.js';
 import { attachedAdapters } from '../model/lora.js';
 import { restoreAdapterWeights } from '../model/peft.js';
+import { quantizationOf } from '../model/quantization/quantize-model.js';
 import type { TrainingOptions } from '../config/training.js';
 import { learningRateAt } from './schedule.js';
 import { Rng } from '../util/rng.js';
 import type { StepEngine } from './step-engine.js';
-import { FINAL_MODEL_DIR, claimRunFolder, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
+import { claimRunFolder, saveFinalModel, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
 import { ensureDir } from '../util/atomic.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -26,7 +27,7 @@ export interface LogRecord {
 }
 
 export interface TrainingLoopArgs<B> {
-  /** Run folder: checkpoints, metrics.jsonl and the final model (`model/`). */
+  /** Run folder: the final model itself (its HF files), beside checkpoint-N/ and metrics.jsonl. */
   runDir: string;
   model: LlamaModel;
   options: TrainingOptions;
@@ -57,7 +58,7 @@ export interface TrainingLoopArgs<B> {
 }
 
 export interface TrainingResult {
-  /** The final model folder (runDir/model). */
+  /** The final model folder: runDir itself (its HF files beside checkpoint-N/ and metrics.jsonl). */
   modelDir: string;
   /** Last train record and last eval metrics. */
   lastTrain?: LogRecord;
@@ -136,6 +137,8 @@ async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
 
 export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
   const { runDir, model, options: o, numSteps } = args;
+  // 8-bit weights have no gradient (they live outside tfjs) and per-token activation quantization cuts the tape.
+  if (quantizationOf(model)) throw new Error('train: the model is quantized (8-bit weights are for inference); train the full-precision model and quantize the result');
   if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
     throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
   }
@@ -210,9 +213,8 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   // 3) final evaluation, checkpoint and model
   lastEval = runEval(numSteps) ?? lastEval;
   if (o.saveEvery > 0) await save(numSteps);
-  const modelDir = path.join(runDir, FINAL_MODEL_DIR);
-  if (adapters) saveAdapterFolder(model, adapters, modelDir, { baseModel: baseModel!, tokenizerDir: args.tokenizerDir });
-  else await savePretrained(model, modelDir, { tokenizerDir: args.tokenizerDir });
+  const modelDir = runDir; // the run folder is the final model (TRL's output_dir), checkpoints beside it
+  await saveFinalModel(model, modelDir, { tokenizerDir: args.tokenizerDir, baseModel }); // with LoRA: a PEFT adapter folder
   const seconds = (performance.now() - runStart) / 1000;
   return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
 }

@@ -1,38 +1,32 @@
 /**
  * One optimizer step, behind an interface so that where the gradients are computed can change
  * without touching a trainer: `LocalStepEngine` computes every micro-batch here; a data-parallel
- * engine splits the micro-batches over worker replicas, sums their weighted gradients through
- * shared memory and has every replica apply the same update. Both run the same four pieces:
- * (a) `computeGradients` per micro-batch, (b) weighted accumulation, (c) global-norm clipping,
- * (d) AdamW.
+ * engine splits the micro-batches over worker replicas, sums their gradients through shared
+ * memory and has every replica apply the same update. Both run the same four pieces:
+ * (a) `computeGradients` of each micro-batch's normalised contribution, (b) summation,
+ * (c) global-norm clipping, (d) AdamW.
+ *
+ * Normalisation happens once, here: before a step the engine counts the global batch's units
+ * (Σ of the task's `unitsOf` over all its micro-batches, before any split) and every micro-batch
+ * contributes Σ_u sums[u] / U_u (`objective.ts`); the gradients of those contributions add.
  */
 import * as tf from '@tensorflow/tfjs';
 import { AdamW } from './adamw.js';
 import { clipByGlobalNorm, globalNorm } from './grad-clip.js';
 import { computeGradients, disposeGrads, GradientAccumulator } from './grad-accumulator.js';
+import { addUnits, hasUnits, metricMeans, normalizedLoss, type LossFn, type MetricSum, type Objective, type UnitCounts, type UnitsFn } from './objective.js';
 
-/** What a trainer's loss function returns for one micro-batch. */
-export interface MicroBatchLoss {
-  /** The micro-batch loss: a mean over its `weight` units (tokens, pairs). */
-  loss: tf.Scalar;
-  /** Units the loss averages over; micro-batches are combined in proportion to it. */
-  weight: number;
-  /** Numbers to log, each a mean over the same units (read with dataSync inside the tape). */
-  metrics?: Record<string, number>;
-}
-
-/** A trainer's loss over one micro-batch. Runs under the gradient tape. */
-export type LossFn<B> = (batch: B) => MicroBatchLoss;
+export type { LossFn, MicroBatchObjective, Objective, UnitCounts, UnitsFn } from './objective.js';
 
 export interface StepResult {
-  /** Weighted mean loss over the global batch. */
+  /** The global batch's loss: Σ_u (Σ of the u-sums over its micro-batches) / U_u. */
   loss: number;
-  /** Weighted mean of each metric over the global batch. */
+  /** Each metric's Σ over the global batch / the global count of its unit. */
   metrics: Record<string, number>;
   /** Global gradient norm before clipping. */
   gradNorm: number;
-  /** Total weight (loss units) of the global batch. */
-  weight: number;
+  /** U_u: the global batch's units of normalisation, by kind. */
+  units: UnitCounts;
 }
 
 export interface StepEngine<B> {
@@ -43,87 +37,93 @@ export interface StepEngine<B> {
   close(): Promise<void>;
 }
 
-/** Weighted means of metric records, weights given per record. */
-export function combineMetrics(records: { weight: number; metrics?: Record<string, number> }[]): Record<string, number> {
-  const sums: Record<string, number> = {};
-  const weights: Record<string, number> = {};
-  for (const r of records) {
-    for (const [k, v] of Object.entries(r.metrics ?? {})) {
-      sums[k] = (sums[k] ?? 0) + v * r.weight;
-      weights[k] = (weights[k] ?? 0) + r.weight;
-    }
-  }
-  return Object.fromEntries(Object.keys(sums).map((k) => [k, sums[k] / weights[k]]));
-}
-
 export interface LocalStepEngineOptions {
   /** Clip the global gradient norm to this; 0 disables. */
   maxGradNorm: number;
 }
 
-/** One micro-batch's loss value, weight and metrics. */
+/** One micro-batch's contribution to the step's loss and its metric sums. */
 export interface MicroBatchRecord {
-  weight: number;
+  /** ℓᵢ = Σ_u sums[u] / U_u. */
   loss: number;
-  metrics?: Record<string, number>;
+  metrics?: Record<string, MetricSum>;
 }
 
 /**
- * Computes the gradients of each micro-batch and adds wᵢ·gᵢ to `accumulator` (fully masked
- * micro-batches, weight 0, add nothing); returns each micro-batch's record. Shared by the local
- * engine and every data-parallel replica, so all compute a step the same way.
+ * The global batch's unit totals, checked: a step whose units are all 0 (every micro-batch fully
+ * masked) has nothing to learn from.
+ */
+export function stepUnits<B>(microBatches: readonly B[], unitsOf: UnitsFn<B>): UnitCounts {
+  const totals = addUnits(microBatches.map((batch) => unitsOf(batch)));
+  if (!hasUnits(totals)) throw new Error('train: a step had no loss units (every micro-batch was fully masked)');
+  return totals;
+}
+
+/** The micro-batches with at least one unit (fully masked ones contribute nothing and are not computed). */
+export function withUnits<B>(microBatches: readonly B[], unitsOf: UnitsFn<B>): B[] {
+  return microBatches.filter((batch) => hasUnits(unitsOf(batch)));
+}
+
+/**
+ * Computes the gradient of each micro-batch's contribution ℓᵢ = Σ_u sums[u] / totals[u] and adds
+ * it to `accumulator`; returns each micro-batch's record. Shared by the local engine and every
+ * data-parallel replica, so all compute a step the same way.
  */
 export function accumulateMicroBatches<B>(
   params: Map<string, tf.Variable>,
   lossFn: LossFn<B>,
   microBatches: readonly B[],
+  totals: UnitCounts,
   accumulator: GradientAccumulator,
 ): MicroBatchRecord[] {
   const records: MicroBatchRecord[] = [];
   for (const batch of microBatches) {
-    let record: { weight: number; metrics?: Record<string, number> } | undefined;
+    let metrics: Record<string, MetricSum> | undefined;
     const { loss, grads } = computeGradients(params, () => {
       const out = lossFn(batch);
-      record = { weight: out.weight, metrics: out.metrics };
-      return out.loss;
+      metrics = out.metrics;
+      return normalizedLoss(out.sums, totals);
     });
     try {
-      if (record!.weight > 0) accumulator.add(grads, record!.weight);
+      accumulator.add(grads);
     } finally {
       disposeGrads(grads);
     }
-    records.push({ ...record!, loss });
+    records.push({ loss, metrics });
   }
   return records;
+}
+
+/** The step's loss (Σ of the contributions) and metric means from every micro-batch's record. */
+export function combineRecords(records: readonly MicroBatchRecord[], totals: UnitCounts): { loss: number; metrics: Record<string, number> } {
+  return { loss: records.reduce((a, r) => a + r.loss, 0), metrics: metricMeans(records.map((r) => r.metrics), totals) };
 }
 
 /** Every micro-batch computed in this thread, on this backend. */
 export class LocalStepEngine<B> implements StepEngine<B> {
   constructor(
     private readonly params: Map<string, tf.Variable>,
-    private readonly lossFn: LossFn<B>,
+    private readonly objective: Objective<B>,
     readonly optimizer: AdamW,
     private readonly opts: LocalStepEngineOptions,
   ) {}
 
   async step(microBatches: B[], lr: number): Promise<StepResult> {
+    const totals = stepUnits(microBatches, this.objective.unitsOf);
     const accumulator = new GradientAccumulator();
     try {
-      const records = accumulateMicroBatches(this.params, this.lossFn, microBatches, accumulator);
-      const weight = records.reduce((a, r) => a + r.weight, 0);
-      if (weight === 0) throw new Error('train: a step had no loss units (every micro-batch was fully masked)');
-      const averaged = accumulator.average();
-      // clipByGlobalNorm takes ownership of `averaged` (disposes what it scales)
+      const records = accumulateMicroBatches(this.params, this.objective.loss, withUnits(microBatches, this.objective.unitsOf), totals, accumulator);
+      const summed = accumulator.sum();
+      // clipByGlobalNorm takes ownership of `summed` (disposes what it scales)
       const { grads, norm: gradNorm } =
-        this.opts.maxGradNorm > 0 ? clipByGlobalNorm(averaged, this.opts.maxGradNorm) : { grads: averaged, norm: globalNorm(averaged) };
+        this.opts.maxGradNorm > 0 ? clipByGlobalNorm(summed, this.opts.maxGradNorm) : { grads: summed, norm: globalNorm(summed) };
       try {
         if (!Number.isFinite(gradNorm)) throw new Error(`train: gradient norm is ${gradNorm}; the loss diverged (lower the learning rate)`);
         this.optimizer.applyGradients(this.params, grads, lr);
       } finally {
         disposeGrads(grads);
       }
-      const loss = records.reduce((a, r) => a + r.loss * r.weight, 0) / weight;
-      return { loss, metrics: combineMetrics(records), gradNorm, weight };
+      return { ...combineRecords(records, totals), gradNorm, units: totals };
     } finally {
       accumulator.reset();
     }

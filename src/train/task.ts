@@ -9,8 +9,11 @@
  * Built in (`src/tasks/`): `causal-lm` (pretraining, SFT), `reward-model` and `dpo`.
  *
  * Adding a kind: write a `TaskDefinition<YourBatch>` —
- * `buildLoss({ model, options })` returns the loss over one micro-batch, and `splitBatch`
- * (optional) cuts one micro-batch into row-disjoint parts so that several workers can share it —
+ * `buildLoss({ model, options })` returns the loss over one micro-batch as SUMS per unit of
+ * normalisation (`MicroBatchObjective`, `objective.ts`), `unitsOf(batch)` counts those units from
+ * the data alone, and `splitBatch` (optional) cuts one micro-batch into row-disjoint parts so that
+ * several workers can share it. The step engine, not the loss, divides by the global batch's unit
+ * counts, so a loss never needs to know whether or how its batch was split —
  * then either
  *   (a) put it in `src/tasks/` and add it to the built-in list of `src/tasks/index.ts`, or
  *   (b) export it as `task` from its module and put that module's URL in the descriptor:
@@ -24,7 +27,7 @@
  * with the whole buffer.
  */
 import type { LlamaModel } from '../model/llama.js';
-import type { LossFn } from './step-engine.js';
+import type { LossFn, UnitCounts } from './objective.js';
 
 /** Which loss a replica runs, as plain data (sent to every worker once). */
 export interface TaskDescriptor {
@@ -53,12 +56,14 @@ export interface TaskContext {
 export interface TaskDefinition<B> {
   /** The descriptor `kind` this definition answers to. */
   kind: string;
-  /** The loss over one micro-batch, built once per replica. */
+  /** The loss over one micro-batch (sums per unit kind), built once per replica. */
   buildLoss(ctx: TaskContext): LossFn<B> | Promise<LossFn<B>>;
+  /** The batch's units of normalisation by kind (the keys its loss sums and metrics are over), from its data alone. */
+  unitsOf(batch: B): UnitCounts;
   /**
-   * Cuts a micro-batch into at most `numParts` non-empty row-disjoint parts whose weighted
-   * losses add up to the whole's (each part's weight its own loss units). Without it, workers
-   * share whole micro-batches only.
+   * Cuts a micro-batch into at most `numParts` non-empty row-disjoint parts whose unit counts,
+   * loss sums and metric sums add up to the whole's. Without it, workers share whole
+   * micro-batches only.
    */
   splitBatch?(batch: B, numParts: number): B[];
 }

@@ -37,7 +37,7 @@ import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { filterByStrength, PreferenceRowSchema, TrainedStrengthsSchema } from '../../data/rows.js';
 import { tokenizePreferenceRow, TokenizeOptionsSchema, TokenizeReport, type TokenizeOptions } from '../../data/tokenize.js';
-import { DPO_LOSSES, type PreferenceLoss } from '../../losses/dpo.js';
+import { DPO_LOSSES, DPO_LOSS_TYPES, type PreferenceLoss } from '../../losses/dpo.js';
 import { batchIndicesAt, microBatches, numTrainingSteps, type LogRecord, type TrainingResult } from '../train/loop.js';
 import { claimRunFolder } from '../train/checkpoint.js';
 import { collatePairs, DPO_TASK_KIND, dpoTaskOptions, evaluateDpo, type DpoBatch, type DpoLossOptions, type PreferencePairIds } from '../tasks/dpo.js';
@@ -46,8 +46,6 @@ import { computeReferenceLogps, loadOrComputeReferenceLogps, REFERENCE_LOGPS_FIL
 
 /** The chat format's header and end-of-turn tokens, which Llama 3 masks out of the DPO log-probs. */
 export const LLAMA3_FORMATTING_TOKENS = ['<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'] as const;
-
-const DPO_LOSS_NAMES = Object.keys(DPO_LOSSES) as [PreferenceLoss['name'], ...PreferenceLoss['name'][]];
 
 export const REFERENCE_MODES = ['precomputed', 'resident'] as const;
 export type ReferenceMode = (typeof REFERENCE_MODES)[number];
@@ -58,9 +56,12 @@ export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
     model: z.string().min(1).describe('SFT model folder (HF layout): the policy starts here and it is the frozen reference π_ref.'),
     train: z.string().min(1).describe('Preference JSONL: {prompt, chosen, rejected, edited?, strength?} per line.'),
     eval: z.string().min(1).optional().describe('Held-out preference JSONL; default: `evalFraction` of the training pairs.'),
-    out: z.string().min(1).describe('Run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, and the final model in out/model.'),
+    out: z.string().min(1).describe('Run folder: reference_logps.jsonl, checkpoints, metrics.jsonl, and the final model in out itself (config.json, model.safetensors, tokenizer files: loadable as out, like TRL\'s output_dir).'),
     beta: z.number().positive().finite().default(0.1).describe('β > 0: strength of the KL penalty to the reference (Llama 3: 0.1; IPO: τ).'),
-    lossType: z.enum(DPO_LOSS_NAMES).default('sigmoid').describe(`Preference loss by TRL loss_type: ${DPO_LOSS_NAMES.join(' | ')}.`),
+    lossType: z
+      .enum(DPO_LOSS_TYPES)
+      .default('sigmoid')
+      .describe('Preference loss by TRL loss_type: sigmoid (DPO) | ipo (IPO on log-probs divided by response length, as TRL and the IPO authors) | ipo_sum (IPO on summed log-probs, eq. 17 as written) | hinge (SLiC). Default sigmoid: the Llama 3 recipe.'),
     labelSmoothing: z.number().min(0).lt(0.5).default(0).describe('ε in [0, 0.5): assumed rate of flipped labels (cDPO); sigmoid loss only.'),
     nllCoefficient: z.number().min(0).finite().default(0.2).describe('α ≥ 0: weight of the NLL term on chosen responses (Llama 3 / RPO: 0.2; 0 = plain DPO).'),
     maskFormattingTokens: z.boolean().default(true).describe('Leave `formattingTokens` out of the chosen and rejected log-probs (Llama 3).'),
@@ -262,7 +263,7 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
     // 3) train: the step engine computes in this thread or, with workers, splits each batch by
     // pairs across policy replicas (`src/tasks/dpo.ts`). Reference log-probs travel in the batches
     // (resident mode computes them here, in batchesAt, before the split), so workers hold one model.
-    // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model out/model
+    // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model into out itself
     const result = await trainWithTask<DpoBatch>({
       backend,
       task: { kind: DPO_TASK_KIND, options: dpoTaskOptions(lossOptions) },

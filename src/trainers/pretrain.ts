@@ -29,7 +29,7 @@ export const PretrainConfigSchema = trainingOptionsSchema({
 }).extend({
   model: z.string().min(1).describe('Model folder (HF layout) to start from, e.g. one made by `tfalign model init`.'),
   corpus: z.string().min(1).describe('Text file (documents separated by blank lines) or JSONL with a `text` field.'),
-  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out/model.'),
+  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out itself (config.json, model.safetensors, tokenizer files: loadable as out, like TRL\'s output_dir).'),
   seqLen: limit.tokens(2).default(256).describe('Tokens per training row (default 256, the issue benchmark size).'),
   resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
   parseSpecialTokens: z
@@ -87,7 +87,7 @@ export async function pretrain(input: PretrainConfigInput, hooks: TrainerHooks =
   const model = await loadPretrained(config.model);
 
   // 3) train the causal-LM task (this thread, or workers splitting each batch by rows) and
-  // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model out/model
+  // 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model into out itself
   try {
     return await trainWithTask<TokenBatch>({
       backend,

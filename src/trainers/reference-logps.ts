@@ -20,8 +20,9 @@ import * as fs from 'node:fs';
 import { z } from 'zod';
 import type { LlamaModel } from '../model/llama.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
-import { responseLogprobs, type PromptResponseIds } from '../inference/token-logprobs.js';
-import type { PreferencePairIds } from '../tasks/dpo.js';
+import * as tf from '@tensorflow/tfjs';
+import { batchTokenLogprobs } from '../inference/token-logprobs.js';
+import { collatePairs, maskedSequenceLogps, type PreferencePairIds } from '../tasks/dpo.js';
 
 export const REFERENCE_LOGPS_FILE = 'reference_logps.jsonl';
 
@@ -39,31 +40,31 @@ export interface ReferenceLogpsOptions {
   formattingTokenIds: readonly number[];
 }
 
-/** Σ_k logp[k] over response tokens k whose id is not a formatting id. */
-export function maskedResponseLogp(tokenLogps: ArrayLike<number>, responseIds: readonly number[], formattingTokenIds: ReadonlySet<number>): number {
-  if (tokenLogps.length !== responseIds.length) {
-    throw new Error(`reference-logps: ${tokenLogps.length} token log-probs for ${responseIds.length} response tokens`);
-  }
-  let sum = 0;
-  for (let k = 0; k < responseIds.length; k++) if (!formattingTokenIds.has(responseIds[k])) sum += tokenLogps[k];
-  return sum;
-}
-
 /**
  * log π(y_w|x) and log π(y_l|x) of every pair under `model`, summed over response tokens minus
- * the formatting tokens. Batched by `responseLogprobs` (right padding changes no value).
+ * the formatting tokens — computed exactly as the DPO task computes the policy's
+ * (`maskedSequenceLogps` over the chosen-then-rejected layout of `collatePairs`, float32), so a
+ * policy equal to the reference gets log-ratios of exactly 0 and ties (`rewards/accuracies` 0 at
+ * the first step, as in TRL), whatever the batches. Pairs of similar length are batched together
+ * (`batchSize` sequences, i.e. batchSize/2 pairs, per forward pass).
  */
 export function computeReferenceLogps(model: LlamaModel, pairs: readonly PreferencePairIds[], opts: ReferenceLogpsOptions): PairLogps {
-  const rows: PromptResponseIds[] = [];
-  for (const p of pairs) rows.push({ promptIds: p.promptIds, responseIds: p.chosenIds }, { promptIds: p.promptIds, responseIds: p.rejectedIds });
-  const tokenLogps = responseLogprobs(model, rows, opts.batchSize, opts.padId); // per sequence: [len(response)]
-  const formatting = new Set(opts.formattingTokenIds);
   const chosen = new Float64Array(pairs.length);
   const rejected = new Float64Array(pairs.length);
-  pairs.forEach((p, i) => {
-    chosen[i] = maskedResponseLogp(tokenLogps[2 * i], p.chosenIds, formatting);
-    rejected[i] = maskedResponseLogp(tokenLogps[2 * i + 1], p.rejectedIds, formatting);
-  });
+  const length = (p: PreferencePairIds) => p.promptIds.length + Math.max(p.chosenIds.length, p.rejectedIds.length);
+  const order = pairs.map((p, i) => ({ i, len: length(p) })).sort((a, b) => a.len - b.len).map((x) => x.i);
+  const pairsPerBatch = Math.max(1, Math.floor(opts.batchSize / 2));
+  for (let start = 0; start < order.length; start += pairsPerBatch) {
+    const indices = order.slice(start, start + pairsPerBatch);
+    const batch = collatePairs(indices.map((i) => pairs[i]), { chosen: [], rejected: [] }, opts.padId);
+    const seqLogps = tf.tidy(() => maskedSequenceLogps(batchTokenLogprobs(model, batch.tokens, { positions: 'targets' }), batch.tokens, opts.formattingTokenIds).seqLogps); // [2P]
+    const values = seqLogps.dataSync();
+    seqLogps.dispose();
+    indices.forEach((i, j) => {
+      chosen[i] = values[j];
+      rejected[i] = values[indices.length + j];
+    });
+  }
   return { chosen, rejected };
 }
 

@@ -32,7 +32,7 @@ export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).ex
     .describe('Model folder (HF layout): a causal LM, which gets a new score head (LlamaForSequenceClassification), or a reward model to continue training.'),
   train: z.string().min(1).describe('JSONL preference rows {prompt, chosen, rejected, edited?, strength?}.'),
   eval: z.string().min(1).optional().describe('JSONL preference rows held out for evaluation (same strength filter). Default: evalFraction of the training rows.'),
-  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final reward model in out/model.'),
+  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final reward model in out itself (config.json, model.safetensors, tokenizer files: loadable as out, like TRL\'s output_dir).'),
   maxPromptLength: TokenizeOptionsSchema.shape.maxPromptLength,
   maxLength: TokenizeOptionsSchema.shape.maxLength,
   chat: TokenizeOptionsSchema.shape.chat,
@@ -201,7 +201,7 @@ export async function trainRewardModel(input: RewardConfigInput, hooks: RewardTr
   }
 
   // 3) train the reward-model task (this thread, or workers splitting each batch by preference
-  // rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and out/model
+  // rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model into out itself
   try {
     const numSteps = numTrainingSteps(trainRows.length, config);
     const initialEval = evalBatches.length > 0 && !config.resume ? evaluateRewardModel(model, evalBatches, lossConfig) : undefined;

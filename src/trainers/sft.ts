@@ -42,7 +42,7 @@ export const SftConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).exten
   model: z.string().min(1).describe('Model folder (HF layout, with its tokenizer files) to fine-tune: a causal LM, not a reward model.'),
   train: z.string().min(1).describe('JSONL of SFT rows: {"prompt": "...", "response": "..."} or {"messages": [{"role", "content"}, ...]}.'),
   eval: z.string().min(1).optional().describe('JSONL of held-out SFT rows; without it, evalFraction of the training rows is held out.'),
-  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out/model.'),
+  out: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and the final model in out itself (config.json, model.safetensors, tokenizer files: loadable as out, like TRL\'s output_dir).'),
   maxPromptLength: tokenizeShape.maxPromptLength,
   maxLength: tokenizeShape.maxLength.describe(
     'Most prompt + response tokens per row (at most the model\'s max_position_embeddings); longer rows are dropped and counted, never cut. Also the length of a packed sequence.',
@@ -291,7 +291,7 @@ export async function sft(input: SftConfigInput, hooks: SftHooks = {}): Promise<
   const model = await loadPretrained(config.model);
 
   // 3) train the causal-LM task on response tokens (this thread, or workers splitting each batch
-  // by rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and out/model
+  // by rows) and 4) save: the loop writes out/checkpoint-N, out/metrics.jsonl and the final model into out itself
   try {
     hooks.onStart?.({ numSteps, numTrainRows: data.trainRows.length, numEvalRows: data.evalRows.length });
     const result = await trainWithTask<TokenBatch>({

@@ -49,9 +49,13 @@ describe('tfalign command line', () => {
     const train = metrics.filter((m) => m.split === 'train');
     expect(train.map((m) => m.step)).toEqual([10, 20, 30]);
     expect(train[2].loss).toBeLessThan(train[0].loss);
-    const model = path.join(dir, 'pre', 'model');
-    // the HF files, and the marker that makes the folder the trainer's (src/util/atomic.ts)
-    expect(fs.readdirSync(model).sort()).toEqual(['.tfalign-output.json', 'config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    const model = path.join(dir, 'pre');
+    // --out is the model (TRL's output_dir): the HF files beside metrics.jsonl, and the marker that
+    // makes the folder the trainer's (src/util/atomic.ts), still holding the starting model's hash
+    expect(fs.readdirSync(model).sort()).toEqual(['.tfalign-output.json', 'config.json', 'generation_config.json', 'metrics.jsonl', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+    const marker = JSON.parse(fs.readFileSync(path.join(model, '.tfalign-output.json'), 'utf8'));
+    expect(marker).toMatchObject({ command: 'pretrain', modelPath: path.join(dir, 'base'), files: ['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json'] });
+    expect(marker.model).toMatch(/^[0-9a-f]{64}$/);
 
     const outputs = ['paged', 'dense', 'none'].map((kv) => {
       const g = tfalign('generate', '--model', model, '--prompt', 'the cat', '--temperature', '0', '--max-new-tokens', '12', '-n', '2', '--kv-cache', kv, '--json', '--backend', 'wasm');
@@ -84,7 +88,7 @@ describe('tfalign command line', () => {
   });
 
   it('bad input: one line naming file, row and field; non-zero exit; nothing written', () => {
-    const model = path.join(dir, 'pre', 'model');
+    const model = path.join(dir, 'pre');
     fs.writeFileSync(path.join(dir, 'bad.jsonl'), '{"prompt_ids": [1, 2], "response_ids": [3, 99999]}\n');
     const bad = tfalign('logprobs', '--model', model, '--input', path.join(dir, 'bad.jsonl'), '--output', path.join(dir, 'out.jsonl'), '--backend', 'wasm');
     expect(bad.status).toBe(1);

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../../src/store/store.js';
-import { sha256Dir } from '../../src/util/hash.js';
+import { sha256File } from '../../src/util/hash.js';
 import { ROUND_STAGES } from '../../src/store/stages.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -58,11 +58,16 @@ describe('examples/round-api.ts', () => {
       expect(printed.map((p) => p.name)).toContain(name);
     }
 
-    // The export is the chosen policy, file for file.
+    // The export is the chosen policy, file for file: the model files of its run folder (which also
+    // holds metrics.jsonl and the reference log-probs beside them, as TRL's output_dir does).
     const exported = path.join(project, 'exported', 'api-example-round-1');
     expect(result.stdout).toContain(`to ${exported}`);
     expect(policyPath).not.toBeNull();
-    expect(sha256Dir(exported)).toBe(sha256Dir(policyPath!));
+    const exportedFiles = fs.readdirSync(exported).filter((name) => name !== '.tfalign-output.json').sort();
+    expect(exportedFiles).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));
+    const policyMarker = JSON.parse(fs.readFileSync(path.join(policyPath!, '.tfalign-output.json'), 'utf8')) as { files: string[] };
+    expect(exportedFiles).toEqual([...policyMarker.files].sort()); // exactly the policy's model files
+    for (const name of exportedFiles) expect(sha256File(path.join(exported, name)), name).toBe(sha256File(path.join(policyPath!, name)));
   }, 240_000);
 });
 

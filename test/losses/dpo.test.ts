@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { DPO_LOSSES, dpoHingeLoss, dpoIpoLoss, dpoMetrics, dpoSigmoidLoss } from '../../losses/dpo.js';
+import { DPO_LOSSES, dpoHingeLoss, dpoIpoLoss, dpoIpoSumLoss, dpoMetrics, dpoSigmoidLoss } from '../../losses/dpo.js';
 import type { PreferenceLogps } from '../../losses/dpo.js';
 import { expectNoLeak } from './tensor-count.js';
 
@@ -20,12 +20,15 @@ function samePolicyAndReference(): PreferenceLogps {
     policyRejectedLogps: tf.tensor1d(rejected),
     refChosenLogps: tf.tensor1d(chosen),
     refRejectedLogps: tf.tensor1d(rejected),
+    chosenNumTokens: tf.tensor1d([5, 1, 16]),
+    rejectedNumTokens: tf.tensor1d([8, 2, 16]),
   };
 }
 
 /**
  * Row 0: chosen log-ratio −10 − (−12) = 2, rejected −15 − (−14) = −1 → h = 3.
  * Row 1: chosen 0 − (−10) = 10, rejected −10 − 0 = −10 → h = 20.
+ * Response lengths (for the length-normalised ipo): chosen (2, 4) tokens, rejected (1, 5).
  */
 function handPicked(): PreferenceLogps {
   return {
@@ -33,6 +36,8 @@ function handPicked(): PreferenceLogps {
     policyRejectedLogps: tf.tensor1d([-15, -10]),
     refChosenLogps: tf.tensor1d([-12, -10]),
     refRejectedLogps: tf.tensor1d([-14, 0]),
+    chosenNumTokens: tf.tensor1d([2, 4]),
+    rejectedNumTokens: tf.tensor1d([1, 5]),
   };
 }
 
@@ -44,8 +49,9 @@ describe('DPO losses when the policy equals the reference (h = 0)', () => {
     }
   });
 
-  it('ipo is (1/(2β))² = 25 at β = 0.1; hinge is 1', () => {
+  it('ipo and ipo_sum are (1/(2β))² = 25 at β = 0.1; hinge is 1', () => {
     for (const l of dpoIpoLoss(samePolicyAndReference(), { beta: 0.1 }).losses.dataSync()) expect(l).toBeCloseTo(25, 4);
+    for (const l of dpoIpoSumLoss(samePolicyAndReference(), { beta: 0.1 }).losses.dataSync()) expect(l).toBeCloseTo(25, 4);
     for (const l of dpoHingeLoss(samePolicyAndReference(), { beta: 0.1 }).losses.dataSync()) expect(l).toBeCloseTo(1, 6);
   });
 
@@ -73,11 +79,38 @@ describe('DPO losses on hand-picked numbers (β = 0.1)', () => {
     expect(b).toBeCloseTo(0.326928, 6);
   });
 
-  it('ipo: (h − 1/(2β))², on summed log-probs', () => {
+  it('ipo_sum: (h − 1/(2β))², on summed log-probs (eq. 17 as written)', () => {
     // Row 0: (3 − 5)² = 4; row 1: (20 − 5)² = 225
-    const [a, b] = dpoIpoLoss(handPicked(), { beta: 0.1 }).losses.dataSync();
+    const [a, b] = dpoIpoSumLoss(handPicked(), { beta: 0.1 }).losses.dataSync();
     expect(a).toBeCloseTo(4, 5);
     expect(b).toBeCloseTo(225, 4);
+  });
+
+  it('ipo (TRL): (h̄ − 1/(2β))² with every log-prob divided by its response length', () => {
+    // Row 0: chosen ratio 2 / 2 = 1, rejected −1 / 1 = −1 → h̄ = 2 → (2 − 5)² = 9
+    // Row 1: chosen 10 / 4 = 2.5, rejected −10 / 5 = −2 → h̄ = 4.5 → (4.5 − 5)² = 0.25
+    const { losses, chosenRewards, rejectedRewards } = dpoIpoLoss(handPicked(), { beta: 0.1 });
+    const [a, b] = losses.dataSync();
+    expect(a).toBeCloseTo(9, 5);
+    expect(b).toBeCloseTo(0.25, 5);
+    // rewards are β × the normalised log-ratios, as TRL logs them: chosen (0.1, 0.25), rejected (−0.1, −0.2)
+    expect(Array.from(chosenRewards.dataSync()).map((v) => +v.toFixed(6))).toEqual([0.1, 0.25]);
+    expect(Array.from(rejectedRewards.dataSync()).map((v) => +v.toFixed(6))).toEqual([-0.1, -0.2]);
+  });
+
+  it('ipo gradient w.r.t. the policy chosen log-prob is 2(h̄ − 1/(2β)) / |y_w|', () => {
+    // Row 0: 2·(2 − 5)/2 = −3; row 1: 2·(4.5 − 5)/4 = −0.25
+    const inputs = handPicked();
+    const g = tf.grad((c: tf.Tensor) => tf.sum(dpoIpoLoss({ ...inputs, policyChosenLogps: c as tf.Tensor1D }, { beta: 0.1 }).losses))(inputs.policyChosenLogps);
+    const [g0, g1] = g.dataSync();
+    expect(g0).toBeCloseTo(-3, 5);
+    expect(g1).toBeCloseTo(-0.25, 5);
+  });
+
+  it('ipo counts a response with no tokens as one (its sum is 0), never dividing by zero', () => {
+    // Row 0 with |y_w| = 0: chosen ratio 2 / 1 = 2, rejected −1 / 1 = −1 → h̄ = 3 → (3 − 5)² = 4
+    const inputs = { ...handPicked(), chosenNumTokens: tf.tensor1d([0, 4]) };
+    expect(dpoIpoLoss(inputs, { beta: 0.1 }).losses.dataSync()[0]).toBeCloseTo(4, 5);
   });
 
   it('hinge: relu(1 − βh)', () => {
@@ -87,9 +120,9 @@ describe('DPO losses on hand-picked numbers (β = 0.1)', () => {
     expect(b).toBe(0);
   });
 
-  it('implicit rewards are β × the log-ratios', () => {
+  it('implicit rewards are β × the log-ratios (summed: every loss but ipo)', () => {
     // chosen: 0.1·(2, 10) = (0.2, 1); rejected: 0.1·(−1, −10) = (−0.1, −1)
-    for (const loss of Object.values(DPO_LOSSES)) {
+    for (const loss of Object.values(DPO_LOSSES).filter((l) => l.name !== 'ipo')) {
       const { chosenRewards, rejectedRewards } = loss.compute(handPicked(), { beta: 0.1 });
       const c = chosenRewards.dataSync();
       const r = rejectedRewards.dataSync();
@@ -110,12 +143,13 @@ describe('DPO losses on hand-picked numbers (β = 0.1)', () => {
 
 describe('DPO_LOSSES registry', () => {
   it('names each variant after TRL and marks it as needing a reference', () => {
-    expect(Object.keys(DPO_LOSSES).sort()).toEqual(['hinge', 'ipo', 'sigmoid']);
+    expect(Object.keys(DPO_LOSSES).sort()).toEqual(['hinge', 'ipo', 'ipo_sum', 'sigmoid']);
     for (const [key, loss] of Object.entries(DPO_LOSSES)) {
       expect(loss.name).toBe(key);
       expect(loss.needsReference).toBe(true);
     }
     expect(DPO_LOSSES.ipo.compute).toBe(dpoIpoLoss);
+    expect(DPO_LOSSES.ipo_sum.compute).toBe(dpoIpoSumLoss);
   });
 });
 
@@ -148,7 +182,10 @@ describe('input checks', () => {
   it('rejects a bad β, label smoothing out of range or on ipo/hinge, and mismatched shapes', () => {
     expect(() => dpoSigmoidLoss(handPicked(), { beta: 0 })).toThrow(/beta = 0/);
     expect(() => dpoSigmoidLoss(handPicked(), { beta: 0.1, labelSmoothing: 0.5 })).toThrow(/labelSmoothing = 0.5/);
-    expect(() => dpoIpoLoss(handPicked(), { beta: 0.1, labelSmoothing: 0.1 })).toThrow(/sigmoid loss only, not ipo/);
+    expect(() => dpoIpoLoss(handPicked(), { beta: 0.1, labelSmoothing: 0.1 })).toThrow(/sigmoid loss only, not ipo$/);
+    expect(() => dpoIpoSumLoss(handPicked(), { beta: 0.1, labelSmoothing: 0.1 })).toThrow(/sigmoid loss only, not ipo_sum$/);
+    const { chosenNumTokens: _dropped, ...withoutLengths } = handPicked();
+    expect(() => dpoIpoLoss(withoutLengths, { beta: 0.1 })).toThrow(/ipo loss needs chosenNumTokens and rejectedNumTokens/);
     expect(() => dpoHingeLoss(handPicked(), { beta: 0.1, labelSmoothing: 0.1 })).toThrow(/not hinge/);
     expect(() => dpoSigmoidLoss({ ...handPicked(), refRejectedLogps: tf.tensor1d([1, 2, 3]) }, { beta: 0.1 })).toThrow(/refRejectedLogps shape \[3\]/);
   });
@@ -160,6 +197,7 @@ describe('leaks', () => {
     expectNoLeak(() => dpoSigmoidLoss(inputs, { beta: 0.1, labelSmoothing: 0.1 }));
     expectNoLeak(() => dpoSigmoidLoss(inputs, { beta: 0.1 }));
     expectNoLeak(() => dpoIpoLoss(inputs, { beta: 0.1 }));
+    expectNoLeak(() => dpoIpoSumLoss(inputs, { beta: 0.1 }));
     expectNoLeak(() => dpoHingeLoss(inputs, { beta: 0.1 }));
   });
 });

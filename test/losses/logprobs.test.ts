@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { maskedMean, sequenceLogps, tokenLogprobs } from '../../losses/logprobs.js';
+import { maskedMean, sequenceLogps, tokenLogprobs, tokenNllSum } from '../../losses/logprobs.js';
 import { expectNoLeak } from './tensor-count.js';
 
 beforeAll(async () => {
@@ -87,6 +87,13 @@ describe('sequenceLogps and maskedMean', () => {
     expect(maskedMean(tf.tensor2d(logpsValues), tf.tensor2d(maskValues)).dataSync()[0]).toBeCloseTo(-1.4375, 6);
   });
 
+  it('tokenNllSum: minus the masked sum, 5.75, with gradient −mask', () => {
+    const values = tf.tensor2d(logpsValues);
+    const mask = tf.tensor2d(maskValues);
+    expect(tokenNllSum(values, mask).dataSync()[0]).toBeCloseTo(5.75, 6);
+    expect(Array.from(tf.grad((v: tf.Tensor) => tokenNllSum(v as tf.Tensor2D, mask))(values).dataSync(), (g) => g + 0)).toEqual([0, -1, -1, -1, -1, 0]); // + 0: −0 → 0
+  });
+
   it('gives 0 and a zero (not NaN) gradient for an all-zero mask', () => {
     const values = tf.tensor2d(logpsValues);
     const zeros = tf.zeros([2, 3]);
@@ -104,5 +111,6 @@ describe('sequenceLogps and maskedMean', () => {
     const mask = tf.tensor2d(maskValues);
     expectNoLeak(() => sequenceLogps(logps, mask));
     expectNoLeak(() => maskedMean(logps, mask));
+    expectNoLeak(() => tokenNllSum(logps, mask));
   });
 });

@@ -6,7 +6,8 @@ import { initModel } from '../../src/model/weights.js';
 import { labelLogprobs } from '../../src/model/lm-head.js';
 import { batchTokenLogprobs } from '../../src/inference/token-logprobs.js';
 import { computeGradients, disposeGrads } from '../../src/train/grad-accumulator.js';
-import { causalLmLoss } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
+import { normalizedLoss } from '../../src/train/objective.js';
 import { padRows } from '../../data/collate.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 
@@ -35,7 +36,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 function lossAndGrads(model: LlamaModel): { loss: number; grads: Map<string, Float32Array> } {
-  const { loss, grads } = computeGradients(model.params, () => causalLmLoss(model, batch).loss);
+  const { loss, grads } = computeGradients(model.params, () => normalizedLoss(causalLmLoss(model, batch).sums, causalLmUnits(batch)));
   const out = new Map([...grads].map(([n, g]) => [n, g.dataSync() as Float32Array]));
   disposeGrads(grads);
   return { loss, grads: out };
@@ -115,7 +116,7 @@ describe('chunked LM head', () => {
   it('a micro-batch without targets gives loss 0 and zero gradients (it stays connected to the weights)', () => {
     const model = initModel(parseLlamaConfig({ ...raw, tie_word_embeddings: true }), 6);
     const masked = padRows([{ ids: [1, 5, 9, 12], targetMask: [0, 0, 0, 0] }], 0);
-    const { loss, grads } = computeGradients(model.params, () => causalLmLoss(model, masked).loss);
+    const { loss, grads } = computeGradients(model.params, () => causalLmLoss(model, masked).sums.tokens);
     expect(Math.abs(loss)).toBe(0);
     expect(grads.size).toBeGreaterThan(0);
     for (const g of grads.values()) expect(Math.max(...g.dataSync().map(Math.abs))).toBe(0);

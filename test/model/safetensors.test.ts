@@ -241,7 +241,7 @@ describe('corrupt files give one-line errors naming file and tensor', () => {
     for (const dtype of ['I64', 'F64', 'U8']) {
       const file = craftFile({ 'model.embed_tokens.weight': entry(dtype, [1], [0, 8]) }, new Uint8Array(8));
       expect(errorOf(() => readSafetensors(file)).message).toBe(
-        `safetensors: ${file}: tensor model.embed_tokens.weight: unsupported dtype ${dtype} (supported: F32, F16, BF16)`,
+        `safetensors: ${file}: tensor model.embed_tokens.weight: unsupported dtype ${dtype} (supported: F32, F16, BF16, I8, F8_E4M3)`,
       );
     }
   });

@@ -37,23 +37,25 @@ describe('slots and reduction', () => {
     for (const g of grads.values()) g.dispose();
   });
 
-  it('reduceSlotRange sums the slots in order and divides by the global weight, range by range, into slot 0', () => {
+  it('reduceSlotRange sums the slots in order as float64, range by range, into slot 0, rounding once', () => {
     const slots = slotViews(createSlotBuffer(3, 4), 3, 4);
-    slots[0].set([1, 2, 3, 4]);
-    slots[1].set([10, 20, 30, 40]);
-    slots[2].set([100, 200, 300, 400]);
-    reduceSlotRange(slots, 0, 2, 10);
-    reduceSlotRange(slots, 2, 4, 10);
-    // (1 + 10 + 100) / 10 = 11.1, … rounded once to float32
-    expect(Array.from(slots[0])).toEqual([11.1, 22.2, 33.3, 44.4].map(Math.fround));
-    expect(Array.from(slots[1])).toEqual([10, 20, 30, 40]);
-    // two slots take the unrolled path: (1 + 3) / 4 = 1, (2 + 4) / 4 = 1.5
+    slots[0].set([1, 2, 3, 1]);
+    slots[1].set([10, 20, 30, 2 ** -24]);
+    slots[2].set([100, 200, 300, 2 ** -24]);
+    reduceSlotRange(slots, 0, 2);
+    reduceSlotRange(slots, 2, 4);
+    // 1 + 2⁻²⁴ + 2⁻²⁴ = 1 + 2⁻²³ in float64, which float32 holds; summing in float32 step by step
+    // would round 1 + 2⁻²⁴ back to 1 twice
+    expect(Array.from(slots[0])).toEqual([111, 222, 333, 1 + 2 ** -23]);
+    expect(Math.fround(Math.fround(1 + 2 ** -24) + 2 ** -24)).toBe(1);
+    expect(Array.from(slots[1])).toEqual([10, 20, 30, 2 ** -24]);
+    // two slots take the unrolled path: 1 + 3 = 4, 2 + 4.5 = 6.5
     const pair = slotViews(createSlotBuffer(2, 2), 2, 2);
     pair[0].set([1, 2]);
-    pair[1].set([3, 4]);
-    reduceSlotRange(pair, 0, 2, 4);
-    expect(Array.from(pair[0])).toEqual([1, 1.5]);
-    expect(() => reduceSlotRange(pair, 0, 2, 0)).toThrow('allreduce: divisor must be a finite number > 0, got 0');
+    pair[1].set([3, 4.5]);
+    reduceSlotRange(pair, 0, 2);
+    expect(Array.from(pair[0])).toEqual([4, 6.5]);
+    expect(() => reduceSlotRange(pair, 0, 3)).toThrow('allreduce: range [0, 3) is outside a slot of 2');
   });
 
   it('partitionRange covers [0, n) with contiguous ranges cut at multiples of 16', () => {

@@ -82,8 +82,8 @@ describe('pretrain with workers', () => {
     one.forEach((r, i) => expect(Math.abs(Number(two[i].loss) - Number(r.loss)) / Number(r.loss)).toBeLessThan(1e-5));
     expect(single.length).toBe(4);
 
-    const a = await loadPretrained(path.join(oneDir, 'model'));
-    const b = await loadPretrained(path.join(twoDir, 'model'));
+    const a = await loadPretrained(oneDir);
+    const b = await loadPretrained(twoDir);
     for (const [name, p] of a.params) {
       const x = p.dataSync();
       const y = b.params.get(name)!.dataSync();

@@ -16,16 +16,16 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { loadPretrained } from '../../src/model/pretrained.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
 import type { LlamaModel } from '../../src/model/llama.js';
-import type { MicroBatchLoss } from '../../src/train/step-engine.js';
+import { evaluateObjective } from '../../src/train/objective.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import { WorkerStepEngine } from '../../src/parallel/worker-engine.js';
 import { squaredDiffAndNorm } from './compare-weights.js';
 import { resolveTask } from '../../src/tasks/index.js';
 import { trainRewardModel } from '../../src/trainers/reward.js';
-import { collatePreferences, rewardModelLoss, type PreferenceBatch } from '../../src/tasks/reward-model.js';
+import { collatePreferences, rewardModelLoss, rewardModelUnits, type PreferenceBatch } from '../../src/tasks/reward-model.js';
 import { splitPreferenceBatch } from '../../src/tasks/reward-model.js';
 import { dpo } from '../../src/trainers/dpo.js';
-import { collatePairs, dpoLoss, numChosenTargets, type DpoBatch } from '../../src/tasks/dpo.js';
+import { collatePairs, dpoLoss, dpoUnits, numChosenTargets, type DpoBatch } from '../../src/tasks/dpo.js';
 import { splitDpoBatch, dpoTaskOptions } from '../../src/tasks/dpo.js';
 import { sft } from '../../src/trainers/sft.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
@@ -72,21 +72,6 @@ beforeAll(async () => {
   fs.writeFileSync(prefsFile, preferenceRows.map((r) => JSON.stringify(r)).join('\n') + '\n');
 });
 
-/** The loss, weight and metrics of one micro-batch, read to numbers. */
-function lossOf(out: MicroBatchLoss): { loss: number; weight: number; metrics: Record<string, number> } {
-  const value = out.loss.dataSync()[0];
-  out.loss.dispose();
-  return { loss: value, weight: out.weight, metrics: out.metrics ?? {} };
-}
-
-/** Parts combined as the step engines combine micro-batches: weighted by their loss units. */
-function combine(parts: { loss: number; weight: number; metrics: Record<string, number> }[]): { loss: number; metrics: Record<string, number> } {
-  const weight = parts.reduce((a, p) => a + p.weight, 0);
-  const metrics: Record<string, number> = {};
-  for (const key of Object.keys(parts[0].metrics)) metrics[key] = parts.reduce((a, p) => a + p.metrics[key] * p.weight, 0) / weight;
-  return { loss: parts.reduce((a, p) => a + p.loss * p.weight, 0) / weight, metrics };
-}
-
 function expectClose(actual: number, expected: number, tolerance: number, what: string): void {
   expect(Math.abs(actual - expected), `${what}: ${actual} vs ${expected}`).toBeLessThanOrEqual(tolerance * Math.max(1, Math.abs(expected)));
 }
@@ -120,10 +105,12 @@ describe('splitting reward-model and DPO micro-batches', () => {
     expect(Array.from(parts[1].validMask)).toEqual([0, 1, 1, 0, 1, 1]);
     expect(Array.from(parts[1].sequences.inputIds)).toEqual(Array.from(batch.sequences.inputIds.subarray(8 * batch.sequences.seqLen)));
     const options = { margin: false, centeringCoefficient: 0.01 };
-    const whole = tf.tidy(() => lossOf(rewardModelLoss(model, batch, options)));
-    const combined = combine(tf.tidy(() => parts.map((part) => lossOf(rewardModelLoss(model, part, options)))));
+    const objective = { loss: (b: PreferenceBatch) => rewardModelLoss(model, b, options), unitsOf: rewardModelUnits };
+    const whole = evaluateObjective(objective, [batch]);
+    const combined = evaluateObjective(objective, parts);
+    expect(combined.units).toEqual({ pairs: 9, rows: 5 });
     expectClose(combined.loss, whole.loss, 1e-6, 'loss');
-    // accuracy is a mean over rows although parts combine by pairs (7 and 2 pairs for 3 and 2 rows)
+    // accuracy is a mean over rows, the loss over pairs (7 and 2 pairs for 3 and 2 rows)
     expectClose(combined.metrics.accuracy, whole.metrics.accuracy, 1e-9, 'accuracy');
     expectClose(combined.metrics.margin, whole.metrics.margin, 1e-6, 'margin');
     model.dispose();
@@ -142,17 +129,17 @@ describe('splitting reward-model and DPO micro-batches', () => {
     expect(Array.from(parts[1].refChosenLogps)).toEqual([-6, -7]);
     // chosen target counts 2+4+6 | 8+10: the NLL is a mean over 30 tokens, not over pairs
     expect(parts.map(numChosenTargets)).toEqual([12, 18]);
-    expect(parts[0].whole).toEqual({ numPairs: 5, numChosenTargets: 30 });
+    expect(parts.map(dpoUnits)).toEqual([{ pairs: 3, chosen_tokens: 12 }, { pairs: 2, chosen_tokens: 18 }]);
     const task = await resolveTask<DpoBatch>({ kind: 'dpo' });
     const opts = { loss: DPO_LOSSES.sigmoid, beta: 0.1, labelSmoothing: 0, nllCoefficient: 0.2, formattingTokenIds: [5] };
     const lossFn = await task.buildLoss({ model, options: dpoTaskOptions(opts) });
-    const whole = tf.tidy(() => lossOf(dpoLoss(model, batch, opts)));
-    const combined = combine(tf.tidy(() => parts.map((part) => lossOf(lossFn(part)))));
+    const whole = evaluateObjective({ loss: (b: DpoBatch) => dpoLoss(model, b, opts), unitsOf: dpoUnits }, [batch]);
+    const combined = evaluateObjective({ loss: lossFn, unitsOf: task.unitsOf }, parts);
     expectClose(combined.loss, whole.loss, 1e-6, 'loss');
     for (const key of Object.keys(whole.metrics)) expectClose(combined.metrics[key], whole.metrics[key], 1e-6, key);
-    // without the rescaling the NLL would be averaged per part: a different number
-    const naive = combine(tf.tidy(() => parts.map((part) => lossOf(dpoLoss(model, { ...part, whole: undefined }, opts)))));
-    expect(Math.abs(naive.metrics.nll_loss - whole.metrics.nll_loss)).toBeGreaterThan(1e-4);
+    // averaging each part's NLL over its own tokens, then by pairs, would give a different number
+    const perPart = parts.map((part) => evaluateObjective({ loss: lossFn, unitsOf: task.unitsOf }, [part]).metrics.nll_loss);
+    expect(Math.abs((3 * perPart[0] + 2 * perPart[1]) / 5 - whole.metrics.nll_loss)).toBeGreaterThan(1e-4);
     model.dispose();
   });
 });
@@ -193,8 +180,8 @@ async function expectSameRuns(oneDir: string, twoDir: string): Promise<void> {
       expectClose(Number(two[i][key]), value, 1e-5, `${record.split} step ${record.step} ${key}`);
     }
   });
-  const a = await loadPretrained(path.join(oneDir, 'model'));
-  const b = await loadPretrained(path.join(twoDir, 'model'));
+  const a = await loadPretrained(oneDir);
+  const b = await loadPretrained(twoDir);
   try {
     expect([...b.params.keys()].sort()).toEqual([...a.params.keys()].sort());
     let modelDiff = 0;

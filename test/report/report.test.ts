@@ -128,7 +128,7 @@ beforeEach(() => {
       .map(([name, value]): StageMetricInput => ({ name, value }));
     if (round === 1) evalMetrics.push({ name: WIN_VS_ODD, value: 0.25 }, { name: 'eval/rm_score', value: Number.NaN });
     finish(round, 'evaluate', evalMetrics);
-    store.completeRound('q', round, path.join(dir, 'q', `round-${round}`, 'dpo', 'run', 'model'));
+    store.completeRound('q', round, path.join(dir, 'q', `round-${round}`, 'dpo', 'run'));
   }
   finish(3, 'collect_preferences');
   store.startStage('q', 3, 'train_reward_model');
@@ -214,7 +214,7 @@ describe('report page', () => {
     expect(cell(r1, 'eval/win_rate_vs_previous')).toEqual(['0.600', '0.6']);
     expect(cell(r1, WIN_VS_ODD)).toEqual(['0.250', '0.25']);
     expect(decode(r1)).toContain("this round's policy (new best)");
-    expect(r1).toContain(`<code>${path.join('q', 'round-1', 'dpo', 'run', 'model')}</code>`);
+    expect(r1).toContain(`<code>${path.join('q', 'round-1', 'dpo', 'run')}</code>`);
     const r2 = row(html, '2');
     expect(cell(r2, 'eval/win_rate_vs_base')).toEqual(['0.700', '0.7']);
     expect(cell(r2, WIN_VS_ODD)).toEqual(['—', undefined]);

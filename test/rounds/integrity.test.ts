@@ -94,7 +94,7 @@ describe('a finished run, checked from the outside', () => {
   });
 
   it('refuses an --out that is a recorded artifact or inside one, or a foreign non-empty folder (items 1, 6)', () => {
-    const rmModel = path.join(project, RUN, 'round-1', 'train_reward_model', 'run', 'model');
+    const rmModel = path.join(project, RUN, 'round-1', 'train_reward_model', 'run');
     const before = snapshot(rmModel);
     for (const out of [rmModel, path.join(rmModel, 'sub'), path.join(project, RUN)]) {
       const r = tfalign(REPO, ['export', '--project', project, '--run', RUN, '--round', '1', '--out', out]);
@@ -120,7 +120,7 @@ describe('a finished run, checked from the outside', () => {
   });
 
   it('export checks the full sha256: same size and mtime, one byte changed, is refused (item 6)', () => {
-    const weights = path.join(project, RUN, 'round-1', 'dpo', 'run', 'model', 'model.safetensors');
+    const weights = path.join(project, RUN, 'round-1', 'dpo', 'run', 'model.safetensors');
     const original = fs.readFileSync(weights);
     const { atimeMs, mtimeMs } = fs.statSync(weights);
     const restoreTimes = () => fs.utimesSync(weights, atimeMs / 1000, mtimeMs / 1000);
@@ -134,7 +134,7 @@ describe('a finished run, checked from the outside', () => {
       expect(r.status).toBe(1);
       expect(r.errors).toHaveLength(1);
       expect(r.errors[0]).toMatch(
-        /^error: export: artifact "policy" of run "tiny" round 1 stage dpo \(.*round-1\/dpo\/run\/model\) does not match its recorded sha256 \(recorded [0-9a-f]{12}…, now [0-9a-f]{12}…\); restore it, or redo the stage with `tfalign round 1 --config FILE --stage dpo`$/,
+        /^error: export: artifact "policy" of run "tiny" round 1 stage dpo \(.*round-1\/dpo\/run\) does not match its recorded sha256 \(recorded [0-9a-f]{12}…, now [0-9a-f]{12}…\); restore it, or redo the stage with `tfalign round 1 --config FILE --stage dpo`$/,
       );
       expect(fs.existsSync(path.join(root, 'never'))).toBe(false);
     } finally {
@@ -197,14 +197,14 @@ describe('a finished run, checked from the outside', () => {
   });
 
   it('resume refuses a deleted artifact, naming it and the command that redoes its stage, and that command repairs the run (item 6)', () => {
-    const rmWeights = path.join(project, RUN, 'round-1', 'train_reward_model', 'run', 'model', 'model.safetensors');
-    const later = path.join(project, RUN, 'round-1', 'sft', 'run', 'model', 'model.safetensors');
+    const rmWeights = path.join(project, RUN, 'round-1', 'train_reward_model', 'run', 'model.safetensors');
+    const later = path.join(project, RUN, 'round-1', 'sft', 'run', 'model.safetensors');
     const laterBefore = fs.statSync(later).mtimeMs;
     fs.rmSync(rmWeights);
     const r = tfalign(workDir, ['run', '--config', FIXTURE, '--set', 'rounds=1', '--set', 'project=runs']);
     expect(r.status).toBe(1);
     expect(r.errors).toEqual([
-      `error: artifact "reward-model" of round 1 stage train_reward_model (${path.dirname(rmWeights)}) changed its files (recorded 7, now 6); ` +
+      `error: artifact "reward-model" of round 1 stage train_reward_model (${path.dirname(rmWeights)}) changed its files (recorded 8, now 7); ` +
         `restore it, or redo the stage with \`tfalign round 1 --config ${FIXTURE} --stage train_reward_model\` (its later stages in round 1 are redone too)`,
     ]);
     expect(r.stderr).not.toMatch(/already done|…$/m); // nothing was skipped over or started

@@ -303,7 +303,7 @@ describe('tfalign run: kill -9 at several points, then resume', () => {
     for (const round of [1, 2]) {
       const summary = report.rounds.find((r) => r.roundIndex === round)!;
       expect(summary.status).toBe('done');
-      expect(summary.bestPolicyPath).toMatch(/round-\d\/dpo\/run\/model$|base\/pretrain\/model$/);
+      expect(summary.bestPolicyPath).toMatch(/round-\d\/dpo\/run$|base\/pretrain$/); // the run folder is the model
       expect(fs.existsSync(path.join(summary.bestPolicyPath!, 'model.safetensors'))).toBe(true);
     }
 
@@ -318,7 +318,7 @@ describe('tfalign run: kill -9 at several points, then resume', () => {
         rejection_sample: ['samples', 'sft', 'rs-preferences'],
         sft: ['sft-train', 'sft-model'],
         dpo: ['dpo-train', 'policy'],
-        evaluate: ['eval-samples', 'best-policy'],
+        evaluate: ['eval-samples'],
       };
       const expectedNames = ['0/build_base/base-model'];
       for (let round = 1; round <= NUM_ROUNDS; round++) {
@@ -358,6 +358,9 @@ describe('tfalign run: kill -9 at several points, then resume', () => {
         }
         expect(store.metrics(RUN, { round, stage: 'evaluate', name: 'eval/judge_score' })).toHaveLength(1);
         expect(store.metrics(RUN, { round, stage: 'train_reward_model', name: 'rm/accuracy' })).toHaveLength(1);
+        // DPO is evaluated on the same fixed held-out pairs as every RM (all strengths kept here).
+        const [numFixedPairs] = store.metrics(RUN, { round: 1, stage: 'collect_preferences', name: 'rm_eval/num_pairs' });
+        expect(store.metrics(RUN, { round, stage: 'dpo', name: 'dpo/num_eval_pairs' }).map((m) => m.value)).toEqual([numFixedPairs!.value]);
 
         // Samples and preferences: exactly one stage's worth per round.
         expect(store.samples(RUN, round, { stage: 'rejection_sample' })).toHaveLength(8 * 4); // promptsPerRound × k

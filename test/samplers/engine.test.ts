@@ -5,6 +5,7 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
 import { DenseKVCache } from '../../src/model/attention.js';
 import type { LlamaModel } from '../../src/model/llama.js';
+import { checkManagerInvariants } from './helpers.js';
 import { denseKvBytes, SamplingEngine, type SamplingEngineOptions, type SamplingRequest } from '../../samplers/engine.js';
 
 // initializer_range 0.3: large enough that greedy outputs are not one repeated token.
@@ -94,6 +95,8 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(out3.stats.prefixCacheHitRate).toBeCloseTo(8 / 21, 12);
     expect(out3.stats.numPrefillTokens).toBe(11 + 2);
     expect(tokens(out3.outputs)).toEqual(tokens(reference.outputs));
+    // The cache manager owns the counts; each call reported its own share of them.
+    expect(engine.cache!.manager.stats()).toMatchObject({ numPromptTokens: 3 * 21, numCachedPromptTokens: 8 + 16 + 8, numSequences: 0 });
   });
 
   it('forks that drift apart inside a shared partial block keep their own tokens', () => {
@@ -135,10 +138,15 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(tight.stats.numWaits).toBeGreaterThan(0);
     expect(tight.stats.peakKvBytes).toBeLessThanOrEqual(14 * 4 * 256);
     expect(tight.engine.cache!.manager.stats().numSequences).toBe(0);
-    tight.engine.cache!.manager.checkInvariants();
+    checkManagerInvariants(tight.engine.cache!.manager);
     // 8 blocks cannot hold all 3 samples of one prompt (2 + 3·3 = 11): they are split 2 + 1.
     const split = run(model, { kvCache: 'paged', numBlocks: 8 }, many, decoding);
     expect(split.outputs).toEqual(roomy.outputs);
+    // One new token: a sample needs 2 + 1 blocks, so 4 blocks take 2 samples of a prompt at a time;
+    // they finish at their first token, and the next chunk must find the whole pool free again.
+    const oneToken = run(model, { kvCache: 'paged', numBlocks: 4 }, many, { temperature: 1, maxNewTokens: 1 });
+    expect(oneToken.outputs).toEqual(run(model, { kvCache: 'none' }, many, { temperature: 1, maxNewTokens: 1 }).outputs);
+    expect(oneToken.stats.numForwardPasses).toBe(4 * 2); // two prefills a prompt, no decode step
     // 4 blocks cannot hold even one sample (2 + 3): an error, not a hang.
     expect(() => run(model, { kvCache: 'paged', numBlocks: 4 }, many, decoding)).toThrow(
       'samplers/engine: requests[0]: one sample needs 5 KV blocks but the pool has 4; raise numBlocks/kvCacheBytes or lower maxNewTokens',
@@ -157,6 +165,10 @@ describe('SamplingEngine: paged vs recompute', () => {
     expect(paged.idealKvBytes).toBe(4096);
     expect(paged.peakNumSeqs).toBe(2);
     expect(paged.numGeneratedTokens).toBe(10);
+    // A call reports its own peak, not the largest since the engine was built.
+    const engine = new SamplingEngine({ model, kvCache: 'paged', blockSize: 4 });
+    expect(engine.generate(requests, decoding).stats.peakKvBytes).toBeGreaterThan(4096);
+    expect(engine.generate(one, decoding).stats.peakKvBytes).toBe(4096); // its first block now a prefix-cache hit: still 4 blocks held
     // dense: 2 rows × (8 + 4) columns × 256.
     const dense = run(model, { kvCache: 'dense' }, one, decoding).stats;
     expect(dense.peakKvBytes).toBe(2 * 12 * 256);

@@ -2,10 +2,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { scaledDotProductAttention } from '../../src/model/attention.js';
-import { KVCacheManager } from '../../samplers/kv/block-table.js';
+import { KVCacheManager } from '../../samplers/kv/cache-manager.js';
 import { PagedKVStorage } from '../../samplers/kv/kv-storage.js';
 import { type DecodeRow, PagedDecodeAttention, PagedPrefillAttention } from '../../samplers/paged-attention.js';
 import { Rng } from '../../src/util/rng.js';
+import { gatherSequence } from './helpers.js';
 
 const BLOCK_SIZE = 4;
 const NUM_HEADS = 4;
@@ -35,7 +36,7 @@ function writeRandom(cache: ReturnType<typeof makeCache>, rng: Rng, seqId: numbe
  */
 function referenceAttention(cache: ReturnType<typeof makeCache>, seqId: number, numKeys: number, query: Float32Array): Float32Array {
   return tf.tidy(() => {
-    const { keys, values } = cache.storage.gather(0, cache.manager.blockTable(seqId), numKeys);
+    const { keys, values } = gatherSequence(cache.storage, 0, cache.manager.blockTable(seqId), numKeys);
     const toHeads = (x: Float32Array) => tf.transpose(tf.tensor4d(x, [1, numKeys, NUM_KV_HEADS, HEAD_DIM]), [0, 2, 1, 3]) as tf.Tensor4D; // [1, Hkv, L, D]
     const q = tf.tensor4d(query, [1, NUM_HEADS, 1, HEAD_DIM]);
     return scaledDotProductAttention(q, toHeads(keys), toHeads(values), null).dataSync() as Float32Array; // [1, H, 1, D]
@@ -93,7 +94,7 @@ describe('paged attention contexts', () => {
     rows.forEach((row, i) => {
       // The new token's K/V went to the row's last slot.
       const numKeys = manager.numTokens(row.seqId);
-      const stored = storage.gather(0, manager.blockTable(row.seqId), numKeys).keys.subarray((numKeys - 1) * TOKEN_STRIDE);
+      const stored = gatherSequence(storage, 0, manager.blockTable(row.seqId), numKeys).keys.subarray((numKeys - 1) * TOKEN_STRIDE);
       expect(Array.from(stored)).toEqual(Array.from(k.subarray(i * TOKEN_STRIDE, (i + 1) * TOKEN_STRIDE)));
       const expected = referenceAttention(cache, row.seqId, numKeys, q.subarray(i * NUM_HEADS * HEAD_DIM, (i + 1) * NUM_HEADS * HEAD_DIM));
       const got = out.subarray(i * NUM_HEADS * HEAD_DIM, (i + 1) * NUM_HEADS * HEAD_DIM);
@@ -131,7 +132,7 @@ describe('paged attention contexts', () => {
       }
     }
     // The cached blocks were read, not written: sequence 0's keys are unchanged.
-    expect(storage.gather(0, manager.blockTable(0), 8).keys).toEqual(storage.gather(0, manager.blockTable(1), 8).keys);
+    expect(gatherSequence(storage, 0, manager.blockTable(0), 8).keys).toEqual(gatherSequence(storage, 0, manager.blockTable(1), 8).keys);
   });
 
   it('refuses a group whose rows do not share the prefix blocks', () => {

@@ -91,6 +91,24 @@ describe('stage lifecycle', () => {
     expect(store.rounds('q')[0]).toMatchObject({ status: 'done', bestPolicyPath: '/runs/q/round-1/dpo' });
   });
 
+  it('keeps the policy a round chose in one place: recorded with the choosing stage, gone when that round is redone', () => {
+    store.startStage('q', 0, 'build_base');
+    store.completeStage('q', 0, 'build_base', [], [], { bestPolicyPath: '/runs/q/base/pretrain/model' });
+    expect(store.bestPolicyAfter('q', 0)).toBe('/runs/q/base/pretrain/model');
+    finishRound(1);
+    // round 1's evaluate chose nothing new yet in this test: the base is still the best
+    expect(store.bestPolicyAfter('q', 1)).toBe('/runs/q/base/pretrain/model');
+    store.resetStage('q', 1, 'evaluate');
+    store.startStage('q', 1, 'evaluate');
+    store.completeStage('q', 1, 'evaluate', [], [], { bestPolicyPath: '/runs/q/round-1/dpo/run/model' });
+    expect(store.bestPolicyAfter('q', 1)).toBe('/runs/q/round-1/dpo/run/model');
+    expect(store.bestPolicyAfter('q', 2)).toBe('/runs/q/round-1/dpo/run/model');
+    expect(store.rounds('q').map((r) => r.bestPolicyPath)).toEqual(['/runs/q/base/pretrain/model', '/runs/q/round-1/dpo/run/model']);
+    // redoing round 1 from its dpo stage removes the choice evaluate made from it
+    store.resetStage('q', 1, 'dpo');
+    expect(store.bestPolicyAfter('q', 1)).toBe('/runs/q/base/pretrain/model');
+  });
+
   it('records artifacts hashed from real files', () => {
     const folder = path.join(dir, 'policy');
     fs.mkdirSync(folder);

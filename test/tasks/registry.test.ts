@@ -9,7 +9,9 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
 import { createStepEngine } from '../../src/parallel/factory.js';
 import { evenRowRanges, type TaskDescriptor } from '../../src/train/task.js';
-import { causalLmLoss, splitTokenBatch } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits, splitTokenBatch } from '../../src/tasks/causal-lm.js';
+import { sftLoss } from '../../losses/sft.js';
+import { batchTokenLogprobs } from '../../src/inference/token-logprobs.js';
 import { buildTaskLoss, resolveTask } from '../../src/tasks/index.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 
@@ -49,12 +51,15 @@ describe('splitting a batch by rows', () => {
     expect(batch.numTargets).toBe(30);
   });
 
-  it('the weighted sum of the parts\' causal-LM losses is the whole batch\'s', () => {
+  it('the parts\' causal-LM token sums add up to the whole batch\'s, and the sum is the token mean × 30', () => {
     const model = initModel(config, 1);
-    const mean = (b: TokenBatch) => tf.tidy(() => causalLmLoss(model, b).loss.dataSync()[0]);
+    const sum = (b: TokenBatch) => tf.tidy(() => causalLmLoss(model, b).sums.tokens.dataSync()[0]);
     const parts = splitTokenBatch(batch, 2);
-    const combined = parts.reduce((a, p) => a + mean(p) * p.numTargets, 0) / batch.numTargets;
-    expect(Math.abs(combined - mean(batch))).toBeLessThan(1e-6);
+    expect(parts.map(causalLmUnits)).toEqual([{ tokens: 12 }, { tokens: 18 }]);
+    expect(Math.abs(sum(parts[0]) + sum(parts[1]) - sum(batch)) / sum(batch)).toBeLessThan(1e-6);
+    // the mean by the oracle: sftLoss over the batch's own log-probs
+    const mean = tf.tidy(() => sftLoss(batchTokenLogprobs(model, batch), tf.tensor2d(batch.targets, [batch.batchSize, batch.seqLen - 1])).loss.dataSync()[0]);
+    expect(Math.abs(sum(batch) / 30 - mean) / mean).toBeLessThan(1e-6);
     model.dispose();
   });
 });
@@ -65,24 +70,29 @@ describe('resolving a task', () => {
   it('a kind from its own module builds the same loss in this thread as by hand', async () => {
     const model = initModel(config, 1);
     const lossFn = await buildTaskLoss<TokenBatch>(scaled, model, { replica: 0, currentStep: () => 0 });
-    const [value, reference] = tf.tidy(() => [lossFn(batch).loss.dataSync()[0], causalLmLoss(model, batch).loss.dataSync()[0]]);
+    const [value, reference] = tf.tidy(() => [lossFn(batch).sums.tokens.dataSync()[0], causalLmLoss(model, batch).sums.tokens.dataSync()[0]]);
     expect(Math.abs(value - 3 * reference)).toBeLessThan(1e-5);
     model.dispose();
   });
 
   it('and in worker threads: a 2-replica step reports the scaled loss and the task\'s metric', async () => {
     const model = initModel(config, 1);
-    const reference = tf.tidy(() => causalLmLoss(model, batch).loss.dataSync()[0]);
+    const reference = tf.tidy(() => causalLmLoss(model, batch).sums.tokens.dataSync()[0]) / 30;
     const engine = await createStepEngine<TokenBatch>({ numWorkers: 2, model, task: scaled, optimizer: { lr: 1e-3 }, maxGradNorm: 0 });
     try {
       const result = await engine.step([batch], 1e-3);
       expect(Math.abs(result.loss - 3 * reference) / (3 * reference)).toBeLessThan(1e-6);
       expect(result.metrics).toEqual({ scale: 3 });
-      expect(result.weight).toBe(30);
+      expect(result.units).toEqual({ tokens: 30 });
     } finally {
       await engine.close();
       model.dispose();
     }
+  });
+
+  it('a module whose task has no unitsOf is refused', async () => {
+    const module = `data:text/javascript,${encodeURIComponent("export const task = { kind: 'no-units', buildLoss: () => () => ({ sums: {} }) };")}`;
+    await expect(resolveTask({ kind: 'no-units', module })).rejects.toThrow(/does not export 'task' \(a TaskDefinition with buildLoss and unitsOf\)/);
   });
 
   it('a module whose task kind differs from the descriptor is refused', async () => {

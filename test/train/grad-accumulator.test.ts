@@ -59,66 +59,62 @@ describe('computeGradients', () => {
 });
 
 describe('GradientAccumulator', () => {
-  it('averages micro-batch gradients weighted by their share, a missing gradient counting as zero', () => {
-    // w: (3·[1, 2] + 1·[4, −1]) / 4 = [7, 5] / 4 = [1.75, 1.25];  b: (3·0 + 1·2) / 4 = 0.5
+  it('sums micro-batch gradients, a missing gradient counting as zero', () => {
+    // w: [1, 2] + [4, −1] = [5, 1];  b: 0 + 2 = 2
     const before = tf.memory().numTensors;
     const acc = new GradientAccumulator();
     const g1 = new Map<string, tf.Tensor>([['w', tf.tensor1d([1, 2])]]);
     const g2 = new Map<string, tf.Tensor>([['w', tf.tensor1d([4, -1])], ['b', tf.tensor1d([2])]]);
-    acc.add(g1, 3);
-    acc.add(g2, 1);
-    disposeGrads(g1);
+    acc.add(g1);
+    disposeGrads(g1); // the accumulator keeps no reference to what it was given
+    acc.add(g2);
     disposeGrads(g2);
     expect(acc.numMicroBatches).toBe(2);
-    expect(acc.totalWeight).toBe(4);
-    const sum = acc.weightedSum();
-    expect(values(sum.get('w')!)).toEqual([7, 5]);
-    const avg = acc.average();
-    expect([...avg.keys()]).toEqual(['b', 'w']);
-    expect(values(avg.get('w')!)).toEqual([1.75, 1.25]);
-    expect(values(avg.get('b')!)).toEqual([0.5]);
+    const sum = acc.sum();
+    expect([...sum.keys()]).toEqual(['b', 'w']);
+    expect(values(sum.get('w')!)).toEqual([5, 1]);
+    expect(values(sum.get('b')!)).toEqual([2]);
     disposeGrads(sum);
-    disposeGrads(avg);
     acc.reset();
     expect(acc.numMicroBatches).toBe(0);
     expect(tf.memory().numTensors).toBe(before);
-    expect(() => acc.average()).toThrow(/before any add/);
+    expect(() => acc.sum()).toThrow(/before any add/);
   });
 
-  it('weighted by token counts, equals the gradient of the token mean over the whole batch', () => {
-    // loss(tokens) = mean over tokens of (w·x − y)²; micro-batches of 3 and 1 tokens.
+  it('summing the gradients of token sums each divided by the GLOBAL token count equals the gradient of the whole batch\'s token mean', () => {
+    // loss(tokens) = mean over tokens of (w·x − y)²; micro-batches of 3 and 1 tokens, each Σ / 4.
     const w = tf.variable(tf.tensor1d([0.5, -1]));
     const params = new Map<string, tf.Variable>([['w', w]]);
     const xs = [[1, 2], [0, 1], [3, -1], [2, 2]];
     const ys = [1, 0, 2, -1];
-    const meanLoss = (rows: number[]) => () =>
+    const lossOver = (rows: number[], reduce: (t: tf.Tensor) => tf.Tensor) => () =>
       tf.tidy(() => {
         const x = tf.tensor2d(rows.map((r) => xs[r]!)); // [N, 2]
         const y = tf.tensor1d(rows.map((r) => ys[r]!)); // [N]
         const pred = tf.squeeze(tf.matMul(x, tf.reshape(w, [2, 1])), [1]); // [N]
-        return tf.mean(tf.square(tf.sub(pred, y))) as tf.Scalar;
+        return reduce(tf.square(tf.sub(pred, y))) as tf.Scalar;
       });
-    const full = computeGradients(params, meanLoss([0, 1, 2, 3]));
+    const full = computeGradients(params, lossOver([0, 1, 2, 3], (t) => tf.mean(t)));
     const acc = new GradientAccumulator();
     for (const rows of [[0, 1, 2], [3]]) {
-      const micro = computeGradients(params, meanLoss(rows));
-      acc.add(micro.grads, rows.length);
+      const micro = computeGradients(params, lossOver(rows, (t) => tf.div(tf.sum(t), 4)));
+      acc.add(micro.grads);
       disposeGrads(micro.grads);
     }
-    const avg = acc.average();
-    expectClose(values(avg.get('w')!), values(full.grads.get('w')!), 1e-6);
-    // the unweighted mean of means differs, so the weights matter
-    const unweighted = new GradientAccumulator();
+    const sum = acc.sum();
+    expectClose(values(sum.get('w')!), values(full.grads.get('w')!), 1e-6);
+    // the mean of the micro-batches' own means differs, so normalising by the global count matters
+    const meanOfMeans = new GradientAccumulator();
     for (const rows of [[0, 1, 2], [3]]) {
-      const micro = computeGradients(params, meanLoss(rows));
-      unweighted.add(micro.grads, 1);
+      const micro = computeGradients(params, lossOver(rows, (t) => tf.div(tf.mean(t), 2)));
+      meanOfMeans.add(micro.grads);
       disposeGrads(micro.grads);
     }
-    const plain = unweighted.average();
+    const plain = meanOfMeans.sum();
     expect(Math.abs(values(plain.get('w')!)[0]! - values(full.grads.get('w')!)[0]!)).toBeGreaterThan(0.1);
-    [avg, plain, full.grads].forEach(disposeGrads);
+    [sum, plain, full.grads].forEach(disposeGrads);
     acc.reset();
-    unweighted.reset();
+    meanOfMeans.reset();
     w.dispose();
   });
 
@@ -126,13 +122,13 @@ describe('GradientAccumulator', () => {
     const acc = new GradientAccumulator();
     const a = new Map<string, tf.Tensor>([['w', tf.tensor1d([1, 2])]]);
     const b = new Map<string, tf.Tensor>([['v', tf.tensor1d([5])], ['w', tf.tensor1d([1, 2, 3])]]);
-    acc.add(a, 1);
-    expect(() => acc.add(b, 1)).toThrow(/gradient 'w' has shape \[3\] but earlier micro-batches gave \[2\]/);
-    expect(() => acc.add(a, 0)).toThrow(/weight must be a finite number > 0/);
-    const avg = acc.average();
-    expect([...avg.keys()]).toEqual(['w']);
+    acc.add(a);
+    expect(() => acc.add(b)).toThrow(/gradient 'w' has shape \[3\] but earlier micro-batches gave \[2\]/);
+    const sum = acc.sum();
+    expect([...sum.keys()]).toEqual(['w']);
+    expect(values(sum.get('w')!)).toEqual([1, 2]);
     expect(acc.numMicroBatches).toBe(1);
-    [a, b, avg].forEach(disposeGrads);
+    [a, b, sum].forEach(disposeGrads);
     acc.reset();
   });
 });

@@ -8,7 +8,7 @@ import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
 import { AdamW } from '../../src/train/adamw.js';
 import { LocalStepEngine } from '../../src/train/step-engine.js';
-import { causalLmLoss } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
 import { packRows, selectRows, type TokenBatch } from '../../data/collate.js';
 import { batchIndicesAt, runTrainingLoop } from '../../src/train/loop.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';
@@ -40,7 +40,7 @@ describe('training core', () => {
   it('tf.memory().numTensors is the same after step 200 as after step 2, and the loss falls', async () => {
     const model = initModel(config, 1);
     const data = corpus();
-    const engine = new LocalStepEngine<TokenBatch>(model.params, (b) => causalLmLoss(model, b), new AdamW({ lr: 1e-2, weightDecay: 0.01 }), { maxGradNorm: 1 });
+    const engine = new LocalStepEngine<TokenBatch>(model.params, { loss: (b) => causalLmLoss(model, b), unitsOf: causalLmUnits }, new AdamW({ lr: 1e-2, weightDecay: 0.01 }), { maxGradNorm: 1 });
     const counts: number[] = [];
     const losses: number[] = [];
     for (let step = 0; step < 200; step++) {
@@ -61,7 +61,7 @@ describe('training core', () => {
     const results: Float32Array[] = [];
     for (const micro of [[batch], halves]) {
       const model = initModel(config, 2);
-      const engine = new LocalStepEngine<TokenBatch>(model.params, (b) => causalLmLoss(model, b), new AdamW({ lr: 1e-2 }), { maxGradNorm: 0 });
+      const engine = new LocalStepEngine<TokenBatch>(model.params, { loss: (b) => causalLmLoss(model, b), unitsOf: causalLmUnits }, new AdamW({ lr: 1e-2 }), { maxGradNorm: 0 });
       await engine.step(micro, 1e-2);
       results.push(model.params.get('model.layers.0.mlp.up_proj.weight')!.dataSync() as Float32Array);
       model.dispose();
@@ -77,7 +77,7 @@ describe('training core', () => {
     const run = async (runDir: string, numSteps: number, resume: boolean, saveEvery: number) => {
       const model = initModel(config, 3);
       const runOptions = { ...options, saveEvery, logEvery: 1, saveTotalLimit: 0 };
-      const engine = localEngine<TokenBatch>(model, (b) => causalLmLoss(model, b), runOptions);
+      const engine = localEngine<TokenBatch>(model, { loss: (b) => causalLmLoss(model, b), unitsOf: causalLmUnits }, runOptions);
       await runTrainingLoop<TokenBatch>({
         runDir, model, options: runOptions, numSteps,
         batchesAt: (step) => [selectRows(data, batchIndicesAt(step, data.batchSize, 4, 0))],
@@ -85,7 +85,7 @@ describe('training core', () => {
       });
       await engine.close();
       model.dispose();
-      return loadPretrained(path.join(runDir, 'model'));
+      return loadPretrained(runDir);
     };
     const straight = await run(path.join(root, 'a'), 6, false, 0);
     (await run(path.join(root, 'b'), 6, false, 3)).dispose(); // leaves checkpoint-3 and checkpoint-6

@@ -22,13 +22,14 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { trainingOptionsSchema } from '../../src/config/training.js';
 import { runTrainingLoop, type LogRecord } from '../../src/train/loop.js';
 import { batchTokenLogprobs, responseLogprobs } from '../../src/inference/token-logprobs.js';
-import { causalLmLoss } from '../../src/tasks/causal-lm.js';
+import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 import { localEngine } from '../train/local-engine.js';
 import { chosenNllLoss } from '../../losses/nll.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { dpo, type DpoConfigInput, type DpoHooks, type DpoResult } from '../../src/trainers/dpo.js';
-import { collatePairs, dpoLoss, dpoTerms, evaluateDpo, type DpoLossOptions } from '../../src/tasks/dpo.js';
+import { collatePairs, dpoLoss, dpoTerms, dpoUnits, evaluateDpo, splitDpoBatch, type DpoBatch, type DpoLossOptions, type DpoTerms } from '../../src/tasks/dpo.js';
+import { evaluateObjective, normalizedLoss } from '../../src/train/objective.js';
 import { computeReferenceLogps, pairHash, REFERENCE_LOGPS_FILE, ReferenceLogpsRowSchema } from '../../src/trainers/reference-logps.js';
 import { type PreferencePairIds } from '../../src/tasks/dpo.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
@@ -98,7 +99,7 @@ beforeAll(async () => {
     }),
   );
   const options = trainingOptionsSchema({ lr: 3e-3, batchSize: 16, epochs: 1, warmupRatio: 0, lrDecay: 'constant', weightDecay: 0, maxGradNorm: 1 }).parse({ logEvery: 40 });
-  const engine = localEngine<TokenBatch>(model, (batch) => causalLmLoss(model, batch), options);
+  const engine = localEngine<TokenBatch>(model, { loss: (batch) => causalLmLoss(model, batch), unitsOf: causalLmUnits }, options);
   await runTrainingLoop({
     runDir: path.join(dir, 'sft'),
     model,
@@ -111,7 +112,7 @@ beforeAll(async () => {
   });
   await engine.close();
   model.dispose();
-  sftDir = path.join(dir, 'sft', 'model');
+  sftDir = path.join(dir, 'sft');
   trainFile = path.join(dir, 'train.jsonl');
   evalFile = path.join(dir, 'eval.jsonl');
   writeJsonl(trainFile, makePairs(64, 11));
@@ -162,6 +163,14 @@ function readReferenceRows(out: string) {
     .map((line) => ReferenceLogpsRowSchema.parse(JSON.parse(line)));
 }
 
+/** dpoTerms over the policy's token log-probs of `batch` (the log-probs disposed). */
+function termsOf(model: LlamaModel, batch: DpoBatch, opts: DpoLossOptions): DpoTerms {
+  const tokenLogps = batchTokenLogprobs(model, batch.tokens); // [2P, T−1]
+  const terms = dpoTerms(tokenLogps, batch, opts);
+  tokenLogps.dispose();
+  return terms;
+}
+
 function lossOptions(nllCoefficient: number, formattingTokenIds: number[] = [tok.tokenToId('<|start_header_id|>')!, tok.tokenToId('<|end_header_id|>')!, eotId]): DpoLossOptions {
   return { loss: DPO_LOSSES.sigmoid, beta: 0.1, labelSmoothing: 0, nllCoefficient, formattingTokenIds };
 }
@@ -175,30 +184,63 @@ describe('DPO at step 0 (policy == reference)', () => {
       // reference values by the precompute path (different batching than the policy's batch)
       const ref = computeReferenceLogps(model, pairs, { batchSize: 4, padId: tok.padTokenId!, formattingTokenIds: opts.formattingTokenIds });
       const batch = collatePairs(pairs, ref, tok.padTokenId!);
-      const { loss, weight, metrics } = dpoLoss(model, batch, opts);
+      const objective = (o: DpoLossOptions) => ({ loss: (b: DpoBatch) => dpoLoss(model, b, o), unitsOf: dpoUnits });
+      const { loss, metrics, units } = evaluateObjective(objective(opts), [batch]);
       // NLL on its own: mean token cross-entropy over the chosen responses, <|eot_id|> included
       const chosenOnly = padRows(pairs.map((p) => ({ ids: [...p.promptIds, ...p.chosenIds], targetMask: [...p.promptIds.map(() => 0), ...p.chosenIds.map(() => 1)] })), tok.padTokenId!);
       const nll = tf.tidy(() =>
         chosenNllLoss(batchTokenLogprobs(model, chosenOnly), tf.tensor2d(chosenOnly.targets, [chosenOnly.batchSize, chosenOnly.seqLen - 1])).dataSync()[0],
       );
       expect(nll).toBeGreaterThan(0.3); // a real term, not a vanishing one
-      expect(Math.abs(loss.dataSync()[0] - (LN2 + 0.2 * nll))).toBeLessThan(1e-5);
-      expect(Math.abs(metrics!.nll_loss - nll)).toBeLessThan(1e-5);
-      expect(Math.abs(metrics!['rewards/margins'])).toBeLessThan(1e-5);
-      expect(weight).toBe(8);
-      loss.dispose();
-      const plain = dpoLoss(model, batch, lossOptions(0));
-      expect(Math.abs(plain.loss.dataSync()[0] - LN2)).toBeLessThan(1e-5);
-      plain.loss.dispose();
+      expect(Math.abs(loss - (LN2 + 0.2 * nll))).toBeLessThan(1e-5);
+      expect(Math.abs(metrics.nll_loss - nll)).toBeLessThan(1e-5);
+      // the precomputed and the in-batch log-probs are bit-identical, so every pair is an exact tie
+      // (r_w = r_l = 0) and ties count as not correct, as TRL's (chosen_rewards > rejected_rewards)
+      expect([metrics['rewards/chosen'], metrics['rewards/rejected'], metrics['rewards/margins'], metrics['rewards/accuracies']]).toEqual([0, 0, 0, 0]);
+      for (const part of splitDpoBatch(batch, 3)) {
+        // other batch compositions and padding lengths: still exact ties
+        const { sums, ...terms } = termsOf(model, part, opts);
+        expect([...terms.chosenRewards.dataSync(), ...terms.rejectedRewards.dataSync()].every((r) => r === 0)).toBe(true);
+        tf.dispose([...Object.values(sums), ...Object.values(terms)]);
+      }
+      expect(units).toEqual({ pairs: 8, chosen_tokens: chosenOnly.numTargets });
+      const plain = evaluateObjective(objective(lossOptions(0)), [batch]);
+      expect(Math.abs(plain.loss - LN2)).toBeLessThan(1e-5);
     } finally {
       model.dispose();
     }
   });
 
-  it('the trainer logs loss = ln 2 + α·nll_loss at its first step', async () => {
+  it('the trainer logs loss = ln 2 + α·nll_loss at its first step, with rewards 0 and accuracies 0 (ties)', async () => {
     const { records } = await runDpo('first-step', { maxSteps: 1, nllCoefficient: 0.5 });
     const first = records.find((r) => r.split === 'train')!;
     expect(Math.abs(Number(first.loss) - (LN2 + 0.5 * Number(first.nll_loss)))).toBeLessThan(1e-5);
+    expect([first['rewards/chosen'], first['rewards/rejected'], first['rewards/accuracies']]).toEqual([0, 0, 0]);
+  });
+
+  it('ipo divides each log-ratio by the response tokens it sums over (formatting tokens not counted)', async () => {
+    const model = await loadPretrained(sftDir);
+    try {
+      const opts = { ...lossOptions(0), loss: DPO_LOSSES.ipo };
+      const formatting = new Set(opts.formattingTokenIds);
+      const pairs = pairsOf(makePairs(6, 12));
+      const ref = computeReferenceLogps(model, pairs, { batchSize: 4, padId: tok.padTokenId!, formattingTokenIds: opts.formattingTokenIds });
+      // reference 2 nats per counted chosen token below the policy: chosen log-ratio per token = 2,
+      // rejected = 0 → h̄ = 2 → (2 − 1/(2·0.1))² = (2 − 5)² = 9 for every pair (ipo_sum would see 2·|y_w|)
+      const counted = pairs.map((p) => p.chosenIds.filter((id) => !formatting.has(id)).length);
+      expect(new Set(counted).size).toBeGreaterThan(1); // lengths differ, so a wrong count would show
+      const shifted = { chosen: ref.chosen.map((v, i) => v - 2 * counted[i]!), rejected: ref.rejected };
+      const batch = collatePairs(pairs, shifted, tok.padTokenId!);
+      const terms = termsOf(model, batch, opts);
+      for (const l of terms.losses.dataSync()) expect(l).toBeCloseTo(9, 3);
+      for (const r of terms.chosenRewards.dataSync()) expect(r).toBeCloseTo(0.2, 5); // β · 2
+      tf.dispose(Object.values(terms));
+      const sum = termsOf(model, batch, { ...opts, loss: DPO_LOSSES.ipo_sum });
+      Array.from(sum.losses.dataSync()).forEach((l, i) => expect(l).toBeCloseTo((2 * counted[i]! - 5) ** 2, 2));
+      tf.dispose(Object.values(sum));
+    } finally {
+      model.dispose();
+    }
   });
 });
 
@@ -222,16 +264,15 @@ describe('DPO training on the synthetic preference set', () => {
 
   it('raises eval rewards/accuracies and the chosen-minus-rejected log-prob margin', () => {
     // Observed (wasm, this seed), eval pairs:
-    //   step 0:  logps/chosen −8.923, logps/rejected −8.921 (margin −0.002 nats); rewards ≈ 0 (|r| < 1e-7,
-    //            float noise between the precomputed and the in-batch sums), so rewards/accuracies = 0.125
-    //            counts noise-broken ties;
+    //   step 0:  logps/chosen −8.923, logps/rejected −8.921 (margin −0.002 nats); rewards exactly 0 (the
+    //            precomputed and in-batch sums are computed alike), so rewards/accuracies = 0: all ties;
     //   step 20, α = 0.2: rewards/accuracies 1, rewards/margins 3.27, log-prob margin +32.7 nats;
     //   step 20, α = 0:   rewards/accuracies 1, rewards/margins 6.71, log-prob margin +67.1 nats.
     const end = withNll.result.lastEval!;
     const startMargin = start['logps/chosen'] - start['logps/rejected'];
     const endMargin = Number(end['logps/chosen']) - Number(end['logps/rejected']);
-    expect(Math.abs(start['rewards/chosen']) + Math.abs(start['rewards/rejected'])).toBeLessThan(1e-5); // r = 0 at the reference
-    expect(start['rewards/accuracies']).toBeLessThanOrEqual(0.5); // ties: no better than chance
+    expect([start['rewards/chosen'], start['rewards/rejected']]).toEqual([0, 0]); // r = 0 at the reference, exactly
+    expect(start['rewards/accuracies']).toBe(0); // ties count as not correct
     expect(Math.abs(startMargin)).toBeLessThan(1); // the SFT model saw both responses: no preference yet
     expect(endMargin - startMargin).toBeGreaterThan(15);
     expect(Number(end['rewards/accuracies'])).toBeGreaterThanOrEqual(0.9);
@@ -260,7 +301,7 @@ describe('DPO training on the synthetic preference set', () => {
       const record = lines.find((l) => l.split === split)!;
       for (const name of names) expect(Number.isFinite(Number(record[name])), `${split} ${name}`).toBe(true);
     }
-    expect(fs.existsSync(path.join(dir, 'nll', 'model', 'model.safetensors'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'nll', 'model.safetensors'))).toBe(true);
   });
 });
 
@@ -271,7 +312,7 @@ describe('formatting tokens', () => {
       const pairs = pairsOf(makePairs(4, 5));
       const batch = collatePairs(pairs, { chosen: [-5, -6, -7, -8], rejected: [-9, -8, -7, -6] }, tok.padTokenId!); // h ≠ 0: non-trivial gradients
       const tokenLogps = batchTokenLogprobs(model, batch.tokens); // [8, T−1]
-      const gradOf = (opts: DpoLossOptions) => tf.grad((x: tf.Tensor) => dpoTerms(x as tf.Tensor2D, batch, opts).loss)(tokenLogps).arraySync() as number[][];
+      const gradOf = (opts: DpoLossOptions) => tf.grad((x: tf.Tensor) => normalizedLoss(dpoTerms(x as tf.Tensor2D, batch, opts).sums, dpoUnits(batch)))(tokenLogps).arraySync() as number[][];
       const dpoOnly = gradOf(lossOptions(0));
       const withNll = gradOf(lossOptions(0.2));
       const t = batch.tokens.seqLen - 1;
@@ -448,7 +489,8 @@ describe('tfalign dpo', () => {
       process.stderr.write = stderr;
       [console.log, console.error] = [stdout, consoleError];
     }
-    expect(printed).toMatch(/^dpo: saved .*model \(\d+ tokens\/s, eval rewards\/accuracies [\d.]+\)$/);
+    expect(printed).toMatch(/^dpo: saved .*\/cli \(\d+ tokens\/s, eval rewards\/accuracies [\d.]+\)$/);
+    expect(fs.existsSync(path.join(out, 'config.json')) && fs.existsSync(path.join(out, 'model.safetensors'))).toBe(true); // --out is the model
     const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRecord);
     expect(lines.map((l) => `${l.step} ${l.split}`)).toEqual(['1 train', '2 train', '2 eval']);
     // --nll-coefficient 0.5 reached the loss: step 1 is at the reference

@@ -78,7 +78,7 @@ describe('LoRA SFT', () => {
     const out = path.join(root, 'sft-lora');
     const baseBefore = fs.readFileSync(path.join(baseDir, 'model.safetensors'));
     await sft({ model: baseDir, train: sftFile, out, backend: 'wasm', workers: 1, batchSize: 4, maxSteps: 3, lr: 1e-2, logEvery: 1, saveEvery: 2, maxLength: 64, lora, gradientCheckpointing: true, headChunkTokens: 16 });
-    const model = path.join(out, 'model');
+    const model = out;
     expect(fs.readdirSync(model).sort()).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'tokenizer.json']));
     expect(fs.existsSync(path.join(model, 'config.json'))).toBe(false);
     const cfg = JSON.parse(fs.readFileSync(path.join(model, 'adapter_config.json'), 'utf8'));
@@ -112,8 +112,8 @@ describe('LoRA SFT', () => {
     await sft({ ...common, out: straight, maxSteps: 4 });
     await sft({ ...common, out: resumed, maxSteps: 2, saveEvery: 2 });
     await sft({ ...common, out: resumed, maxSteps: 4, saveEvery: 2, resume: true });
-    const a = readSafetensors(path.join(straight, 'model', 'adapter_model.safetensors')).tensors;
-    const b = readSafetensors(path.join(resumed, 'model', 'adapter_model.safetensors')).tensors;
+    const a = readSafetensors(path.join(straight, 'adapter_model.safetensors')).tensors;
+    const b = readSafetensors(path.join(resumed, 'adapter_model.safetensors')).tensors;
     let moved = 0;
     for (const [name, t] of a) {
       const u = b.get(name)!;
@@ -134,8 +134,8 @@ describe('LoRA SFT', () => {
     const m2 = readMetrics(two);
     expect(m2.map((r) => `${r.split}:${r.step}`)).toEqual(m1.map((r) => `${r.split}:${r.step}`));
     m1.forEach((r, i) => expect(Math.abs(Number(m2[i].loss) - Number(r.loss))).toBeLessThan(1e-5 * Math.max(1, Math.abs(Number(r.loss)))));
-    const a = readSafetensors(path.join(one, 'model', 'adapter_model.safetensors')).tensors;
-    const b = readSafetensors(path.join(two, 'model', 'adapter_model.safetensors')).tensors;
+    const a = readSafetensors(path.join(one, 'adapter_model.safetensors')).tensors;
+    const b = readSafetensors(path.join(two, 'adapter_model.safetensors')).tensors;
     let diff = 0;
     let norm = 0;
     for (const [name, t] of a) {
@@ -168,10 +168,10 @@ describe('LoRA DPO', () => {
     expect(Math.abs(Number(first['rewards/margins']))).toBeLessThan(1e-6);
     const second = records.find((r) => r.split === 'train' && r.step === 2)!;
     expect(Math.abs(Number(second['rewards/margins']))).toBeGreaterThan(1e-4); // the policy moved away from its reference
-    expect(JSON.parse(fs.readFileSync(path.join(out, 'model', 'adapter_config.json'), 'utf8')).task_type).toBe('CAUSAL_LM');
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8')).task_type).toBe('CAUSAL_LM');
 
     // the disabled-adapter reference of a trained adapter is exactly the base model
-    const policy = await loadWithAdapter(baseDir, path.join(out, 'model'));
+    const policy = await loadWithAdapter(baseDir, out);
     const base = await loadPretrained(baseDir);
     const pairs = [{ promptIds: [5, 9, 30, 31], chosenIds: [40, 41, 42], rejectedIds: [50, 51] }];
     const options = { batchSize: 2, padId: 0, formattingTokenIds: [] };
@@ -199,9 +199,9 @@ describe('LoRA reward model', () => {
   it('trains the adapters and the score head, and saves a SEQ_CLS adapter that loads as a reward model', async () => {
     const out = path.join(root, 'rm-lora');
     await trainRewardModel({ model: baseDir, train: prefsFile, out, backend: 'wasm', workers: 1, batchSize: 4, maxSteps: 2, lr: 1e-2, logEvery: 1, evalFraction: 0, maxLength: 64, lora });
-    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model', 'adapter_config.json'), 'utf8'));
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
     expect(cfg).toMatchObject({ task_type: 'SEQ_CLS', modules_to_save: ['score'] });
-    const rm = await loadPretrained(path.join(out, 'model'));
+    const rm = await loadPretrained(out);
     expect(rm.dims.isRewardModel).toBe(true);
     rm.dispose();
   });
@@ -240,14 +240,14 @@ describe('tfalign sft --lora and tfalign model merge', () => {
     const out = path.join(root, 'cli-sft-lora');
     await runCli(registerSftCommands, ['sft', '--model', baseDir, '--train', sftFile, '--out', out, '--backend', 'wasm', '--workers', '1', '--batch-size', '4', '--max-steps', '2',
       '--lr', '1e-2', '--lora-r', '8', '--lora-alpha', '4', '--gradient-checkpointing', '--head-chunk-tokens', '32', '--set', 'maxLength=64']);
-    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'model', 'adapter_config.json'), 'utf8'));
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
     expect(cfg).toMatchObject({ r: 8, lora_alpha: 4 });
     const mergedDir = path.join(root, 'merged');
-    await runCli(registerModelCommands, ['model', 'merge', '--base', baseDir, '--adapter', path.join(out, 'model'), '--out', mergedDir, '--backend', 'wasm']);
+    await runCli(registerModelCommands, ['model', 'merge', '--base', baseDir, '--adapter', out, '--out', mergedDir, '--backend', 'wasm']);
     expect(fs.existsSync(path.join(mergedDir, 'config.json'))).toBe(true);
     expect(fs.existsSync(path.join(mergedDir, 'adapter_config.json'))).toBe(false);
     const merged = await loadPretrained(mergedDir);
-    const adapted = await loadWithAdapter(baseDir, path.join(out, 'model'));
+    const adapted = await loadWithAdapter(baseDir, out);
     const base = await loadPretrained(baseDir);
     const ids = [[1, 40, 77, 5, 200, 13, 9, 150]];
     const logits = (m: LlamaModel) => tf.tidy(() => m.logits(m.forward(tf.tensor2d(ids, undefined, 'int32'), new FullAttention({ batchSize: 1, seqLen: 8 }))).dataSync());

@@ -15,7 +15,8 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { FullAttention } from '../../src/model/attention.js';
 import { tokenizePromptResponse } from '../../src/tokenizer/chat-template.js';
 import { readPreferenceData, RewardConfigSchema, trainRewardModel, type ReadPreferenceOptions, type RewardTrainingResult } from '../../src/trainers/reward.js';
-import { collatePreferences, evaluateRewardModel, rewardModelLoss } from '../../src/tasks/reward-model.js';
+import { collatePreferences, evaluateRewardModel, rewardModelLoss, rewardModelUnits, type PreferenceBatch } from '../../src/tasks/reward-model.js';
+import { evaluateObjective } from '../../src/train/objective.js';
 import { scoreResponses } from '../../src/inference/reward-scoring.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import type { PreferenceRow } from '../../data/rows.js';
@@ -137,7 +138,7 @@ describe('trainRewardModel', () => {
   });
 
   it('saves a LlamaForSequenceClassification whose reload scores exactly what the trainer evaluated', async () => {
-    const modelDir = path.join(runDir, 'model');
+    const modelDir = runDir;
     const config = JSON.parse(fs.readFileSync(path.join(modelDir, 'config.json'), 'utf8'));
     expect(config.architectures).toEqual(['LlamaForSequenceClassification']);
     expect(config.num_labels).toBe(1);
@@ -204,7 +205,7 @@ describe('strength filtering', () => {
 describe('rewardModelLoss', () => {
   let model: LlamaModel;
   beforeAll(async () => {
-    model = await loadPretrained(path.join(runDir, 'model'));
+    model = await loadPretrained(runDir);
   });
   afterAll(() => model.dispose());
 
@@ -226,12 +227,10 @@ describe('rewardModelLoss', () => {
 
     const single = collatePreferences([edited], tokenizer.padTokenId!);
     expect(single.numPairs).toBe(3);
-    const one = tf.tidy(() => {
-      const out = rewardModelLoss(model, single, { margin: false, centeringCoefficient: 0 });
-      return { loss: out.loss.dataSync()[0], weight: out.weight, metrics: out.metrics! };
-    });
+    const objective = (centeringCoefficient: number) => ({ loss: (b: PreferenceBatch) => rewardModelLoss(model, b, { margin: false, centeringCoefficient }), unitsOf: rewardModelUnits });
+    const one = evaluateObjective(objective(0), [single]);
     const byHand = (bt(e, c) + bt(e, r) + bt(c, r)) / 3;
-    expect(one.weight).toBe(3);
+    expect(one.units).toEqual({ pairs: 3, rows: 1 });
     expect(one.loss).toBeCloseTo(byHand, 5);
     expect(one.metrics.margin).toBeCloseTo(c - r, 5);
     expect(one.metrics.accuracy).toBe(c > r ? 1 : 0);
@@ -240,13 +239,10 @@ describe('rewardModelLoss', () => {
     const mixed = collatePreferences([edited, plain], tokenizer.padTokenId!);
     expect(mixed.numRanks).toBe(3);
     expect(Array.from(mixed.validMask)).toEqual([1, 1, 1, 0, 1, 1]);
-    const two = tf.tidy(() => {
-      const out = rewardModelLoss(model, mixed, { margin: false, centeringCoefficient: 0.01 });
-      return { loss: out.loss.dataSync()[0], weight: out.weight };
-    });
+    const two = evaluateObjective(objective(0.01), [mixed]);
     const center = (a: number, b: number) => 0.01 * (a + b) ** 2;
     const mixedByHand = (bt(e, c) + center(e, c) + bt(e, r) + center(e, r) + bt(c, r) + center(c, r) + bt(c2, r2) + center(c2, r2)) / 4;
-    expect(two.weight).toBe(4);
+    expect(two.units).toEqual({ pairs: 4, rows: 2 });
     expect(two.loss).toBeCloseTo(mixedByHand, 5);
   });
 
@@ -259,9 +255,9 @@ describe('rewardModelLoss', () => {
     expect(batch.numRanks).toBe(2);
     const numTensors = tf.memory().numTensors;
     const out = rewardModelLoss(model, batch, { margin: true, centeringCoefficient: 0 });
-    expect(tf.memory().numTensors).toBe(numTensors + 1); // only the loss survives
-    const loss = out.loss.dataSync()[0];
-    out.loss.dispose();
+    expect(tf.memory().numTensors).toBe(numTensors + 1); // only the loss sum survives
+    const loss = out.sums.pairs.dataSync()[0] / 2;
+    out.sums.pairs.dispose();
     expect(loss).toBeCloseTo((softplus(-(c - r - 2 / 3)) + softplus(-(c2 - r2 - 1))) / 2, 5); // better: 2/3, significantly: 1
 
     const withEdit = collatePreferences(await tokenized([editedRow]), tokenizer.padTokenId!);
@@ -271,7 +267,7 @@ describe('rewardModelLoss', () => {
 
 describe('scoreResponses', () => {
   it('reads the score at the last token, the end-of-turn token after the response', async () => {
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const prompt = 'Tell me about river and cloud.';
     const response = 'cloud gladly river';
     const { promptIds, responseIds } = tokenizePromptResponse(tokenizer, prompt, response);
@@ -288,7 +284,7 @@ describe('scoreResponses', () => {
   });
 
   it('gives the same score whatever the batch composition and padding', async () => {
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const rows = [
       ...evalRows.slice(0, 5).map((r) => ({ prompt: r.prompt, response: r.chosen })),
       { prompt: 'Tell me about light.', response: 'thanks' },
@@ -322,10 +318,10 @@ describe('tfalign rm', () => {
     ]);
     const output = path.join(tmpRoot, 'scored', 'out.jsonl');
     const errSpy = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', input, '--output', output, '--batch-size', '2', '--backend', 'wasm']);
+    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', input, '--output', output, '--batch-size', '2', '--backend', 'wasm']);
     errSpy.mockRestore();
     const out = fs.readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    const model = await loadPretrained(path.join(runDir, 'model'));
+    const model = await loadPretrained(runDir);
     const inputRows = fs.readFileSync(input, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const expected = scoreResponses(model, tokenizer, inputRows, { batchSize: 2 });
     expect(out).toEqual(inputRows.map((r, i) => ({ ...r, reward: expected[i] })));
@@ -334,7 +330,7 @@ describe('tfalign rm', () => {
     // to standard output when no --output is given
     const writes: string[] = [];
     const outSpy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => (writes.push(String(chunk)), true));
-    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', input, '--backend', 'wasm']);
+    await program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', input, '--backend', 'wasm']);
     outSpy.mockRestore();
     const printed = writes.join('').trim().split('\n').map((l) => JSON.parse(l));
     printed.forEach((row, i) => expect(Math.abs(row.reward - expected[i])).toBeLessThan(1e-5));
@@ -358,8 +354,8 @@ describe('tfalign rm', () => {
     errSpy.mockRestore();
     logSpy.mockRestore();
     expect(errors).toContain('rm train: 144 training rows, 48 held out, 2 steps');
-    expect(logs[0]).toMatch(/^rm train: saved .*run-cli\/model after 2 steps, eval accuracy \d\.\d{4} → \d\.\d{4}, margin -?\d\.\d{4}$/);
-    expect(JSON.parse(fs.readFileSync(path.join(out, 'model', 'config.json'), 'utf8')).architectures).toEqual(['LlamaForSequenceClassification']);
+    expect(logs[0]).toMatch(/^rm train: saved .*run-cli after 2 steps, eval accuracy \d\.\d{4} → \d\.\d{4}, margin -?\d\.\d{4}$/);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).architectures).toEqual(['LlamaForSequenceClassification']);
   });
 
   it('rejects bad rows with FILE:LINE: field: problem and writes nothing', async () => {
@@ -370,7 +366,7 @@ describe('tfalign rm', () => {
     ]);
     const output = path.join(tmpRoot, 'never', 'scored.jsonl');
     await expect(
-      program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', path.join(runDir, 'model'), '--input', badScore, '--output', output, '--backend', 'wasm']),
+      program().parseAsync(['node', 'tfalign', 'rm', 'score', '--model', runDir, '--input', badScore, '--output', output, '--backend', 'wasm']),
     ).rejects.toThrow(`${badScore}:3: response: expected string, got number`);
     expect(fs.existsSync(path.dirname(output))).toBe(false);
 

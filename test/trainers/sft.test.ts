@@ -18,7 +18,7 @@ import type { LlamaModel } from '../../src/model/llama.js';
 import { causalLmLoss } from '../../src/tasks/causal-lm.js';
 import { SftBatches, SftConfigSchema, evaluateSft, loadSftData, readSftFile, sft, type SftConfigInput } from '../../src/trainers/sft.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
-import { packRows, padRows } from '../../data/collate.js';
+import { packRows, padRows, type TokenBatch } from '../../data/collate.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-sft-'));
 const tokDir = path.join(root, 'tok');
@@ -102,7 +102,7 @@ describe('sft', () => {
       const probeLoss = (delta: tf.Tensor) => {
         const probe = Object.create(base) as LlamaModel;
         probe.forward = (ids, ctx) => tf.add(base.forward(ids, ctx), delta) as tf.Tensor3D;
-        return causalLmLoss(probe, batch).loss;
+        return causalLmLoss(probe, batch).sums.tokens;
       };
       const g = tf.grad(probeLoss)(tf.zeros([b, t, base.dims.hiddenSize])); // [B, T, C]
       const predicting = tf.slice(g, [0, 0, 0], [b, t - 1, base.dims.hiddenSize]); // [B, T−1, C]: position t predicts t+1
@@ -152,7 +152,8 @@ describe('sft', () => {
     expect(packed.batchSize).toBeLessThan(rows.length);
     expect(packed.numTargets).toBe(padded.numTargets);
     const model = await loadPretrained(baseDir);
-    const [lossPadded, lossPacked] = tf.tidy(() => [causalLmLoss(model, padded).loss.dataSync()[0], causalLmLoss(model, packed).loss.dataSync()[0]]);
+    const meanOf = (batch: TokenBatch) => tf.tidy(() => causalLmLoss(model, batch).sums.tokens.dataSync()[0]) / batch.numTargets;
+    const [lossPadded, lossPacked] = [meanOf(padded), meanOf(packed)];
     model.dispose();
     expect(Math.abs(lossPadded - lossPacked)).toBeLessThan(1e-5);
     expect(lossPadded).toBeGreaterThan(1); // an untrained model: a real loss, not a degenerate 0
@@ -264,11 +265,30 @@ describe('sft', () => {
     await sft(taskConfig(straightOut, { ...common, maxSteps: 6 }));
     await sft(taskConfig(resumedOut, { ...common, maxSteps: 4, saveEvery: 2 }));
     expect(fs.readdirSync(resumedOut).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-2', 'checkpoint-4']);
+    // the 4-step model is out itself (TRL's output_dir), its files listed in the marker
+    const fourSteps = await loadPretrained(resumedOut);
+    const checkpoint4 = await loadPretrained(path.join(resumedOut, 'checkpoint-4'));
+    expect(maxAbsDiff(fourSteps, checkpoint4)).toBe(0);
+    fourSteps.dispose();
+    checkpoint4.dispose();
+    // a stale file of the previous final model (listed in the marker) goes on resume; a user's own file stays
+    const markerFile = path.join(resumedOut, '.tfalign-output.json');
+    const marker = JSON.parse(fs.readFileSync(markerFile, 'utf8'));
+    expect(marker.files).toContain('model.safetensors');
+    fs.writeFileSync(markerFile, JSON.stringify({ ...marker, files: [...marker.files, 'stale-shard.safetensors'] }));
+    fs.writeFileSync(path.join(resumedOut, 'stale-shard.safetensors'), 'x');
+    fs.writeFileSync(path.join(resumedOut, 'notes.txt'), 'mine');
     const steps: number[] = [];
     await sft(taskConfig(resumedOut, { ...common, maxSteps: 6, saveEvery: 2, resume: true }), { onLog: (r) => r.split === 'train' && steps.push(r.step) });
     expect(steps).toEqual([5, 6]); // only the remaining steps ran
-    const straight = await loadPretrained(path.join(straightOut, 'model'));
-    const resumed = await loadPretrained(path.join(resumedOut, 'model'));
+    expect(fs.existsSync(path.join(resumedOut, 'stale-shard.safetensors'))).toBe(false);
+    expect(fs.readFileSync(path.join(resumedOut, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(fs.readdirSync(resumedOut).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-2', 'checkpoint-4', 'checkpoint-6']);
+    const after = JSON.parse(fs.readFileSync(markerFile, 'utf8'));
+    expect(after).toMatchObject({ command: 'sft', model: marker.model, modelPath: marker.modelPath }); // the starting model's hash is kept for the next --resume
+    expect(after.files).not.toContain('stale-shard.safetensors');
+    const straight = await loadPretrained(straightOut);
+    const resumed = await loadPretrained(resumedOut);
     expect(maxAbsDiff(straight, resumed)).toBeLessThan(1e-6);
     const base = await loadPretrained(baseDir);
     expect(maxAbsDiff(straight, base)).toBeGreaterThan(1e-3); // training did change the weights
@@ -313,8 +333,8 @@ describe('tfalign sft', () => {
     expect(text).toContain('sft: 65 training rows, 7 held out, 4 steps'); // round(72 · 0.1) = 7
     expect(text.split('\n').filter((l) => /^sft [24]\/4 {2}loss /.test(l))).toHaveLength(2); // not a TTY: one line per log step
     expect(stdout).toHaveLength(1);
-    expect(stdout[0]).toMatch(new RegExp(`^sft: saved ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/model: 4 steps, final eval loss \\d+\\.\\d{4} \\(perplexity \\d+\\.\\d\\d\\), \\d+ tokens/s, \\d+\\.\\d% padding$`));
-    expect(fs.existsSync(path.join(out, 'model', 'model.safetensors'))).toBe(true);
+    expect(stdout[0]).toMatch(new RegExp(`^sft: saved ${out.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 4 steps, final eval loss \\d+\\.\\d{4} \\(perplexity \\d+\\.\\d\\d\\), \\d+ tokens/s, \\d+\\.\\d% padding$`));
+    expect(fs.existsSync(path.join(out, 'model.safetensors'))).toBe(true);
   });
 
   it('a missing required field is one line naming it', async () => {

@@ -232,7 +232,7 @@ describe('tfalign data score', () => {
   it('refuses a causal LM as the reward model and a malformed row before loading any model', async () => {
     const input = writeJsonl('score-in.jsonl', ROWS);
     await expect(run('score', '--input', input, '--out', file('x.jsonl'), '--reward-model', dirs.policyDir, '--backend', 'wasm')).rejects.toThrow(
-      `--reward-model: ${dirs.policyDir} is a causal LM; give a reward model (rm train's OUT/model)`,
+      `--reward-model: ${dirs.policyDir} is a causal LM; give a reward model (rm train's OUT)`,
     );
     const bad = writeJsonl('score-bad.jsonl', [ROWS[0], { prompt: 7, response: 'x' }]);
     await expect(run('score', '--input', bad, '--out', file('x.jsonl'), '--reward-model', path.join(tmpRoot, 'missing'))).rejects.toThrow(

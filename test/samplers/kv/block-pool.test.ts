@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BlockPool } from '../../../samplers/kv/block-pool.js';
+import { cachedHashOf, checkPoolInvariants, freeBlockIds, poolInternals } from '../helpers.js';
 
 function newPool(numBlocks: number): BlockPool {
   return new BlockPool({ numBlocks, blockSize: 4 });
@@ -13,11 +14,11 @@ describe('BlockPool', () => {
     expect(pool.refCount(0)).toBe(1);
     expect(pool.allocate(4)).toBeNull(); // only 3 free
     expect(pool.numFreeBlocks).toBe(3);
-    expect(pool.freeBlockIds()).toEqual([2, 3, 4]);
+    expect(freeBlockIds(pool)).toEqual([2, 3, 4]);
     expect(pool.allocate(0)).toEqual([]);
     expect(pool.allocate(3)).toEqual([2, 3, 4]);
     expect(pool.allocate(1)).toBeNull();
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('counts references and frees a block only when the last one is dropped', () => {
@@ -33,7 +34,7 @@ describe('BlockPool', () => {
     expect(pool.numFreeBlocks).toBe(3);
     expect(() => pool.free([a!])).toThrow('block 0 is already free (double free)');
     expect(() => pool.incRef([a!])).toThrow('block 0 is free');
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('puts freed uncached blocks at the head and freed cached blocks at the tail', () => {
@@ -42,12 +43,12 @@ describe('BlockPool', () => {
     expect(pool.cacheBlock(ids[1]!, 'h1')).toBe(true);
     pool.free([ids[1]!, ids[0]!, ids[2]!]);
     // 0 then 2 pushed to the head (uncached); 1 appended at the tail (cached).
-    expect(pool.freeBlockIds()).toEqual([2, 0, 1]);
+    expect(freeBlockIds(pool)).toEqual([2, 0, 1]);
     // Allocation uses the uncached blocks before evicting the cached one.
     expect(pool.allocate(2)).toEqual([2, 0]);
     expect(pool.lookupCached('h1')).toBe(1);
     expect(pool.numEvictions).toBe(0);
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('evicts cached free blocks least recently freed first', () => {
@@ -58,10 +59,10 @@ describe('BlockPool', () => {
     pool.free([0]);
     pool.free([3]);
     pool.free([1]);
-    expect(pool.freeBlockIds()).toEqual([2, 0, 3, 1]);
+    expect(freeBlockIds(pool)).toEqual([2, 0, 3, 1]);
     expect(pool.allocate(1)).toEqual([2]);
     expect(pool.lookupCached('h2')).toBeUndefined();
-    expect(pool.blockHash(2)).toBeNull();
+    expect(cachedHashOf(pool, 2)).toBeNull();
     expect(pool.numEvictions).toBe(1);
     expect(pool.allocate(1)).toEqual([0]);
     expect(pool.lookupCached('h0')).toBeUndefined();
@@ -69,7 +70,7 @@ describe('BlockPool', () => {
     expect(pool.lookupCached('h1')).toBe(1);
     expect(pool.numEvictions).toBe(2);
     expect(pool.numCachedBlocks).toBe(2);
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('touch takes a free cached block out of the middle of the queue', () => {
@@ -81,15 +82,15 @@ describe('BlockPool', () => {
     expect(hit).toBe(2);
     pool.touch([hit]);
     expect(pool.refCount(2)).toBe(1);
-    expect(pool.freeBlockIds()).toEqual([0, 1, 3, 4]);
-    pool.checkInvariants();
+    expect(freeBlockIds(pool)).toEqual([0, 1, 3, 4]);
+    checkPoolInvariants(pool);
     // Touching a live block just adds a reference; the hash survives while in use.
     pool.touch([2]);
     expect(pool.refCount(2)).toBe(2);
     expect(pool.allocate(4)).toEqual([0, 1, 3, 4]);
     expect(pool.lookupCached('h2')).toBe(2);
     expect(pool.numEvictions).toBe(4);
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('refuses to touch a free block that holds no cached prefix', () => {
@@ -103,11 +104,11 @@ describe('BlockPool', () => {
     expect(pool.cacheBlock(a!, 'same')).toBe(true);
     expect(pool.cacheBlock(a!, 'same')).toBe(true); // no-op
     expect(pool.cacheBlock(b!, 'same')).toBe(false);
-    expect(pool.blockHash(b!)).toBeNull();
+    expect(cachedHashOf(pool, b!)).toBeNull();
     expect(pool.lookupCached('same')).toBe(a);
     expect(() => pool.cacheBlock(a!, 'other')).toThrow('already cached under a different hash');
     expect(() => pool.cacheBlock(2, 'x')).toThrow('block 2 is free');
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
   });
 
   it('resetPrefixCache drops every hash, in use or free', () => {
@@ -119,11 +120,11 @@ describe('BlockPool', () => {
     pool.resetPrefixCache();
     expect(pool.lookupCached('ha')).toBeUndefined();
     expect(pool.lookupCached('hb')).toBeUndefined();
-    expect(pool.blockHash(a!)).toBeNull();
+    expect(cachedHashOf(pool, a!)).toBeNull();
     expect(pool.numCachedBlocks).toBe(0);
     expect(pool.refCount(a!)).toBe(1);
     expect(pool.numFreeBlocks).toBe(2);
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
     // The freed block, now without a hash, is allocated without counting an eviction.
     pool.allocate(2);
     expect(pool.numEvictions).toBe(0);
@@ -138,19 +139,19 @@ describe('BlockPool', () => {
     expect(() => pool.recordCacheQueries(1, 2)).toThrow('need 0 <= numHit <= numQueried');
   });
 
-  it('checkInvariants detects a corrupted reference count and a corrupted hash map', () => {
+  it('checkPoolInvariants detects a corrupted reference count and a corrupted hash map', () => {
     const pool = newPool(3);
     pool.allocate(1);
-    const internals = pool as unknown as { refCounts: Int32Array; cachedBlocks: Map<string, number> };
+    const internals = poolInternals(pool);
     internals.refCounts[2] = 1; // block 2 is in the free queue
-    expect(() => pool.checkInvariants()).toThrow('block 2 is in the free queue with refCount 1');
+    expect(() => checkPoolInvariants(pool)).toThrow('block 2 is in the free queue with refCount 1');
     internals.refCounts[2] = 0;
     internals.refCounts[0] = 0; // block 0 is in use, not queued
-    expect(() => pool.checkInvariants()).toThrow('block 0 has refCount 0 but is not in the free queue');
+    expect(() => checkPoolInvariants(pool)).toThrow('block 0 has refCount 0 but is not in the free queue');
     internals.refCounts[0] = 1;
-    pool.checkInvariants();
+    checkPoolInvariants(pool);
     internals.cachedBlocks.set('ghost', 0);
-    expect(() => pool.checkInvariants()).toThrow('cached hash maps to block 0');
+    expect(() => checkPoolInvariants(pool)).toThrow('cached hash maps to block 0');
   });
 
   it('rejects bad sizes and block ids with one-line errors', () => {

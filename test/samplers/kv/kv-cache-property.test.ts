@@ -3,8 +3,9 @@
  * pool, with a shadow model of what every live sequence must read back.
  */
 import { describe, expect, it } from 'vitest';
-import { KVCacheManager } from '../../../samplers/kv/block-table.js';
+import { KVCacheManager } from '../../../samplers/kv/cache-manager.js';
 import { PagedKVStorage } from '../../../samplers/kv/kv-storage.js';
+import { checkManagerInvariants, freeBlockIds, gatherSequence, liveSequenceIds } from '../helpers.js';
 
 /** mulberry32: a tiny seeded PRNG, so a failure replays exactly. */
 function mulberry32(seed: number): () => number {
@@ -90,11 +91,11 @@ describe('paged KV cache under random operations', () => {
     const state = (): string =>
       JSON.stringify({
         stats: { ...manager.stats(), numAllocationFailures: 0 },
-        tables: manager.sequenceIds().map((id) => [id, manager.numTokens(id), [...manager.blockTable(id)]]),
-        free: pool.freeBlockIds(),
+        tables: liveSequenceIds(manager).map((id) => [id, manager.numTokens(id), [...manager.blockTable(id)]]),
+        free: freeBlockIds(pool),
       });
     const pickLive = (): number => {
-      const ids = manager.sequenceIds();
+      const ids = liveSequenceIds(manager);
       return ids[randomInt(ids.length)]!;
     };
 
@@ -121,7 +122,7 @@ describe('paged KV cache under random operations', () => {
           expect(numCachedTokens).toBeLessThanOrEqual(prompt.length - 1);
           counts.hitTokens += numCachedTokens;
           // The cached prefix must already hold exactly this prompt's K/V under the current weights.
-          const cached = storage.gather(0, allocation.blockTable, numCachedTokens);
+          const cached = gatherSequence(storage, 0, allocation.blockTable, numCachedTokens);
           const expected = kvAt(prompt, 0, numCachedTokens, weightsVersion);
           expect(Array.from(cached.keys)).toEqual(expected.keys);
           expect(Array.from(cached.values)).toEqual(expected.values);
@@ -190,7 +191,7 @@ describe('paged KV cache under random operations', () => {
 
       // After every operation: the pool's and manager's invariants, Σ refCount = Σ table
       // lengths, and every live sequence reads back exactly what was written for it.
-      manager.checkInvariants();
+      checkManagerInvariants(manager);
       let sumRefCounts = 0;
       for (let blockId = 0; blockId < NUM_BLOCKS; blockId++) sumRefCounts += pool.refCount(blockId);
       let sumTableLengths = 0;
@@ -198,7 +199,7 @@ describe('paged KV cache under random operations', () => {
         const table = manager.blockTable(seqId);
         sumTableLengths += table.length;
         expect(manager.numTokens(seqId)).toBe(shadow.tokens.length);
-        const gathered = storage.gather(0, table, shadow.tokens.length);
+        const gathered = gatherSequence(storage, 0, table, shadow.tokens.length);
         expect(Array.from(gathered.keys), `sequence ${seqId} keys after step ${step}`).toEqual(shadow.keys);
         expect(Array.from(gathered.values), `sequence ${seqId} values after step ${step}`).toEqual(shadow.values);
       }
@@ -220,10 +221,10 @@ describe('paged KV cache under random operations', () => {
     expect(manager.stats().peakUsedBlocks).toBe(NUM_BLOCKS);
 
     // Freeing everything returns every block.
-    for (const seqId of manager.sequenceIds()) manager.free(seqId);
+    for (const seqId of liveSequenceIds(manager)) manager.free(seqId);
     expect(pool.numFreeBlocks).toBe(NUM_BLOCKS);
     for (let blockId = 0; blockId < NUM_BLOCKS; blockId++) expect(pool.refCount(blockId)).toBe(0);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
     expect(numBlockFrees).toBeGreaterThan(0);
   });
 });

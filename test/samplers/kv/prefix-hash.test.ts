@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { hashBlock, hashFullBlocks } from '../../../samplers/kv/prefix-hash.js';
+import { hashBlock } from '../../../samplers/kv/prefix-hash.js';
+import { hashFullBlocks } from '../helpers.js';
 
 describe('hashBlock', () => {
   it('is sha256 over (tag, parent, little-endian Int32 tokens), checked against coreutils sha256sum', () => {

@@ -1,6 +1,7 @@
 /**
  * The KV cache manager: block tables per sequence on top of the block pool, the API the
- * generation engine calls (vLLM v1 `core/kv_cache_manager.py`, PagedAttention, Kwon et al. 2023).
+ * scheduler (samplers/scheduler.ts) calls (vLLM v1 `core/kv_cache_manager.py`, PagedAttention,
+ * Kwon et al. 2023), and the one owner of the cache statistics (`stats()`).
  *
  * A sequence's keys and values live in fixed-size blocks; its block table lists them in order,
  * so position p sits in block `table[⌊p / blockSize⌋]` at offset `p mod blockSize`, and its
@@ -15,15 +16,16 @@
  * - Full blocks are registered in a prefix cache under a hash chain (prefix-hash.ts); a later
  *   prompt with the same beginning takes those blocks instead of recomputing them.
  *
- * Protocol for the engine (the order matters):
+ * Protocol for the scheduler and the engine (the order matters):
  * 1. `allocatePrompt` → write K/V for positions [numCachedTokens, promptLength) into
  *    `slotMapping(seq, numCachedTokens, promptLength)` (RoPE positions continue from
  *    numCachedTokens) → `cacheFullBlocks(seq, promptTokens)`.
  * 2. Each decode step: `appendSlots(seq, n)` → `storage.copyBlocks(copies)` at once, before
  *    anything else writes to the pool → write the n new positions → `cacheFullBlocks(seq, tokens)`.
  * 3. `free(seq)` when it finishes; `resetPrefixCache()` when the weights change.
- * A null/false result means the pool is full right now: nothing changed, the engine waits for
- * running sequences to finish and tries again.
+ * A null/false result means the pool is full right now: nothing changed, the caller waits for
+ * running sequences to finish and tries again (the scheduler's admission control makes the
+ * sampling engine never meet one).
  */
 import { z } from 'zod';
 import { BlockPool } from './block-pool.js';
@@ -88,18 +90,22 @@ export interface KVCacheStats {
   numFreeBlocks: number;
   /** Blocks referenced by at least one live sequence. */
   numUsedBlocks: number;
-  /** Most blocks in use at once since construction. */
+  /** Most blocks in use at once since construction or the last `resetPeakUsedBlocks()`. */
   peakUsedBlocks: number;
   /** Blocks registered in the prefix cache (in use or free). */
   numCachedBlocks: number;
-  /** Fraction of prompt tokens (over all successful `allocatePrompt` calls) served from the prefix cache. */
+  /** Prompt tokens over all successful `allocatePrompt` calls. */
+  numPromptTokens: number;
+  /** Of those, the leading tokens served from the prefix cache (not recomputed). */
+  numCachedPromptTokens: number;
+  /** numCachedPromptTokens / numPromptTokens (0 before any prompt). */
   cacheHitRate: number;
   /** Prefix-cache lookups, in blocks, and how many hit. */
   numCacheQueries: number;
   numCacheHits: number;
   /** Cached blocks whose contents were given up to make room. */
   numEvictions: number;
-  /** allocatePrompt/appendSlots/fork calls that found the pool too full (each one an engine wait). */
+  /** allocatePrompt/appendSlots/fork calls that found the pool too full (nothing changed; the caller waits). */
   numAllocationFailures: number;
   /** Live sequences. */
   numSequences: number;
@@ -134,7 +140,7 @@ export class KVCacheManager {
     const parsed = kvCacheManagerOptionsSchema.safeParse(options);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new Error(`samplers/kv/block-table: KVCacheManager options: ${issue.path.join('.') || '(options)'}: ${issue.message}`);
+      throw new Error(`samplers/kv/cache-manager: KVCacheManager options: ${issue.path.join('.') || '(options)'}: ${issue.message}`);
     }
     this.numBlocks = parsed.data.numBlocks;
     this.blockSize = parsed.data.blockSize;
@@ -160,7 +166,7 @@ export class KVCacheManager {
   allocatePrompt(seqId: number, tokenIds: readonly number[]): PromptAllocation | null {
     this.checkNewSeqId(seqId, 'allocatePrompt');
     const numTokens = tokenIds.length;
-    if (numTokens < 1) throw new Error(`samplers/kv/block-table: allocatePrompt: sequence ${seqId} has an empty prompt`);
+    if (numTokens < 1) throw new Error(`samplers/kv/cache-manager: allocatePrompt: sequence ${seqId} has an empty prompt`);
     const numBlocksNeeded = Math.ceil(numTokens / this.blockSize);
     this.checkFitsPool(seqId, numBlocksNeeded, 'allocatePrompt');
 
@@ -214,7 +220,7 @@ export class KVCacheManager {
   appendSlots(seqId: number, numNewTokens: number): SlotAppend | null {
     const seq = this.getSequence(seqId, 'appendSlots');
     if (!Number.isInteger(numNewTokens) || numNewTokens < 0) {
-      throw new Error(`samplers/kv/block-table: appendSlots: sequence ${seqId}: numNewTokens = ${numNewTokens} must be a non-negative integer`);
+      throw new Error(`samplers/kv/cache-manager: appendSlots: sequence ${seqId}: numNewTokens = ${numNewTokens} must be a non-negative integer`);
     }
     const numTokens = seq.numTokens + numNewTokens;
     const numBlocksTotal = Math.ceil(numTokens / this.blockSize);
@@ -257,7 +263,7 @@ export class KVCacheManager {
     const seen = new Set<number>();
     for (const childSeqId of childSeqIds) {
       this.checkNewSeqId(childSeqId, 'fork');
-      if (seen.has(childSeqId)) throw new Error(`samplers/kv/block-table: fork: child sequence ${childSeqId} is listed twice`);
+      if (seen.has(childSeqId)) throw new Error(`samplers/kv/cache-manager: fork: child sequence ${childSeqId} is listed twice`);
       seen.add(childSeqId);
     }
     if (childSeqIds.length > this.blockPool.numFreeBlocks) {
@@ -287,7 +293,7 @@ export class KVCacheManager {
     const seq = this.getSequence(seqId, 'cacheFullBlocks');
     if (tokenIds.length > seq.numTokens) {
       throw new Error(
-        `samplers/kv/block-table: cacheFullBlocks: sequence ${seqId}: ${tokenIds.length} tokens given but only ${seq.numTokens} slots allocated`,
+        `samplers/kv/cache-manager: cacheFullBlocks: sequence ${seqId}: ${tokenIds.length} tokens given but only ${seq.numTokens} slots allocated`,
       );
     }
     if (!this.enablePrefixCaching || seq.cacheEpoch !== this.cacheEpoch) return;
@@ -319,7 +325,7 @@ export class KVCacheManager {
   slotMapping(seqId: number, fromPos: number, toPos: number): Int32Array {
     const seq = this.getSequence(seqId, 'slotMapping');
     if (!Number.isInteger(fromPos) || !Number.isInteger(toPos) || fromPos < 0 || fromPos > toPos || toPos > seq.numTokens) {
-      throw new Error(`samplers/kv/block-table: slotMapping: sequence ${seqId}: [${fromPos}, ${toPos}) is not within [0, ${seq.numTokens})`);
+      throw new Error(`samplers/kv/cache-manager: slotMapping: sequence ${seqId}: [${fromPos}, ${toPos}) is not within [0, ${seq.numTokens})`);
     }
     const slots = new Int32Array(toPos - fromPos);
     for (let pos = fromPos; pos < toPos; pos++) {
@@ -339,15 +345,6 @@ export class KVCacheManager {
     return this.getSequence(seqId, 'numTokens').numTokens;
   }
 
-  hasSequence(seqId: number): boolean {
-    return this.sequences.has(seqId);
-  }
-
-  /** Live sequence ids, in creation order. */
-  sequenceIds(): number[] {
-    return [...this.sequences.keys()];
-  }
-
   /**
    * Empties the prefix cache; call whenever the weights change (every round), since cached
    * K/V belong to the old model. Running sequences keep their blocks but will not register
@@ -358,6 +355,16 @@ export class KVCacheManager {
     this.cacheEpoch++;
   }
 
+  /**
+   * Starts a new peak-usage window at the blocks in use now (the engine calls it at the start of
+   * each `generate`, so that a call reports its own peak). Counters are cumulative: a caller
+   * wanting one call's counts subtracts the stats taken before it.
+   */
+  resetPeakUsedBlocks(): void {
+    this.peakUsed = this.numBlocks - this.blockPool.numFreeBlocks;
+  }
+
+  /** The cache statistics; the engine's per-call figures are computed from these (their one owner). */
   stats(): KVCacheStats {
     const numFreeBlocks = this.blockPool.numFreeBlocks;
     return {
@@ -366,6 +373,8 @@ export class KVCacheManager {
       numUsedBlocks: this.numBlocks - numFreeBlocks,
       peakUsedBlocks: this.peakUsed,
       numCachedBlocks: this.blockPool.numCachedBlocks,
+      numPromptTokens: this.numPromptTokens,
+      numCachedPromptTokens: this.numCachedPromptTokens,
       cacheHitRate: this.numPromptTokens === 0 ? 0 : this.numCachedPromptTokens / this.numPromptTokens,
       numCacheQueries: this.blockPool.numCacheQueries,
       numCacheHits: this.blockPool.numCacheHits,
@@ -375,54 +384,21 @@ export class KVCacheManager {
     };
   }
 
-  /**
-   * Asserts the manager's invariants on top of the pool's; throws on the first violation.
-   * 1. Every block's refCount equals the number of table entries (over live sequences) naming it.
-   * 2. Each table has exactly ⌈numTokens / blockSize⌉ blocks, with no block twice in one table.
-   * 3. A sequence's offered hashes cover only full blocks, and an in-cache block of its table
-   *    is cached under the hash the sequence computed for it.
-   */
-  checkInvariants(): void {
-    this.blockPool.checkInvariants();
-    const fail = (what: string): never => {
-      throw new Error(`samplers/kv/block-table: invariant violated: ${what}`);
-    };
-    const references = new Int32Array(this.numBlocks);
-    for (const [seqId, seq] of this.sequences) {
-      const expectedLength = Math.ceil(seq.numTokens / this.blockSize);
-      if (seq.numTokens < 1) fail(`sequence ${seqId} has ${seq.numTokens} tokens`);
-      if (seq.blockTable.length !== expectedLength) fail(`sequence ${seqId} has ${seq.blockTable.length} blocks for ${seq.numTokens} tokens`);
-      if (new Set(seq.blockTable).size !== seq.blockTable.length) fail(`sequence ${seqId} names a block twice`);
-      if (seq.blockHashes.length > Math.floor(seq.numTokens / this.blockSize)) fail(`sequence ${seqId} hashed a partial block`);
-      for (const blockId of seq.blockTable) references[blockId]++;
-      if (seq.cacheEpoch === this.cacheEpoch) {
-        seq.blockHashes.forEach((hash, i) => {
-          const cachedAs = this.blockPool.blockHash(seq.blockTable[i]!);
-          if (cachedAs !== null && cachedAs !== hash) fail(`sequence ${seqId}: block ${seq.blockTable[i]} is cached under another prefix`);
-        });
-      }
-    }
-    for (let blockId = 0; blockId < this.numBlocks; blockId++) {
-      const refCount = this.blockPool.refCount(blockId);
-      if (refCount !== references[blockId]) fail(`block ${blockId} has refCount ${refCount} but ${references[blockId]} table entries`);
-    }
-  }
-
   private getSequence(seqId: number, where: string): SequenceState {
     const seq = this.sequences.get(seqId);
-    if (seq === undefined) throw new Error(`samplers/kv/block-table: ${where}: no live sequence ${seqId}`);
+    if (seq === undefined) throw new Error(`samplers/kv/cache-manager: ${where}: no live sequence ${seqId}`);
     return seq;
   }
 
   private checkNewSeqId(seqId: number, where: string): void {
-    if (!Number.isInteger(seqId)) throw new Error(`samplers/kv/block-table: ${where}: sequence id ${seqId} is not an integer`);
-    if (this.sequences.has(seqId)) throw new Error(`samplers/kv/block-table: ${where}: sequence ${seqId} already exists`);
+    if (!Number.isInteger(seqId)) throw new Error(`samplers/kv/cache-manager: ${where}: sequence id ${seqId} is not an integer`);
+    if (this.sequences.has(seqId)) throw new Error(`samplers/kv/cache-manager: ${where}: sequence ${seqId} already exists`);
   }
 
   private checkFitsPool(seqId: number, numBlocksNeeded: number, where: string): void {
     if (numBlocksNeeded > this.numBlocks) {
       throw new Error(
-        `samplers/kv/block-table: ${where}: sequence ${seqId} needs ${numBlocksNeeded} blocks but the pool has only ${this.numBlocks}`,
+        `samplers/kv/cache-manager: ${where}: sequence ${seqId} needs ${numBlocksNeeded} blocks but the pool has only ${this.numBlocks}`,
       );
     }
   }

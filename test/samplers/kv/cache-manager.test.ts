@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { KVCacheManager } from '../../../samplers/kv/block-table.js';
+import { KVCacheManager } from '../../../samplers/kv/cache-manager.js';
 import { PagedKVStorage } from '../../../samplers/kv/kv-storage.js';
-import { hashFullBlocks } from '../../../samplers/kv/prefix-hash.js';
+import { checkManagerInvariants, freeBlockIds, gatherSequence, hashFullBlocks, liveSequenceIds } from '../helpers.js';
 
 const NUM_KV_HEADS = 2;
 const HEAD_DIM = 2;
@@ -22,14 +22,14 @@ function writeTokens(manager: KVCacheManager, storage: PagedKVStorage, seqId: nu
 }
 
 function gatherKeys(manager: KVCacheManager, storage: PagedKVStorage, seqId: number): number[] {
-  return Array.from(storage.gather(0, manager.blockTable(seqId), manager.numTokens(seqId)).keys);
+  return Array.from(gatherSequence(storage, 0, manager.blockTable(seqId), manager.numTokens(seqId)).keys);
 }
 
 /** Everything observable about the manager except the failure counter. */
 function snapshot(manager: KVCacheManager): string {
   const { numAllocationFailures: _ignored, ...stats } = manager.stats();
-  const tables = manager.sequenceIds().map((id) => [id, manager.numTokens(id), [...manager.blockTable(id)]]);
-  return JSON.stringify({ stats, tables, free: manager.blockPool.freeBlockIds() });
+  const tables = liveSequenceIds(manager).map((id) => [id, manager.numTokens(id), [...manager.blockTable(id)]]);
+  return JSON.stringify({ stats, tables, free: freeBlockIds(manager.blockPool) });
 }
 
 describe('KVCacheManager basics', () => {
@@ -49,7 +49,7 @@ describe('KVCacheManager basics', () => {
     expect(append).toEqual({ newBlocks: [2], copies: [] });
     expect(Array.from(manager.slotMapping(8, 5, 9))).toEqual([5, 6, 7, 8]);
     expect(manager.stats().peakUsedBlocks).toBe(3);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 
   it('slot mapping follows a non-contiguous table', () => {
@@ -112,7 +112,7 @@ describe('fork and copy-on-write', () => {
     expect(gatherKeys(manager, storage, 0)).toEqual(Array.from(kvFor([...prompt, 300]).keys));
     expect(gatherKeys(manager, storage, 1)).toEqual(Array.from(kvFor([...prompt, 100]).keys));
     expect(gatherKeys(manager, storage, 2)).toEqual(Array.from(kvFor([...prompt, 200]).keys));
-    const values1 = storage.gather(0, manager.blockTable(1), 7).values;
+    const values1 = gatherSequence(storage, 0, manager.blockTable(1), 7).values;
     expect(Array.from(values1)).toEqual(Array.from(kvFor([...prompt, 100]).values));
 
     // Growing past the block boundary: no more copies, a fresh block each.
@@ -121,7 +121,7 @@ describe('fork and copy-on-write', () => {
     writeTokens(manager, storage, 1, [...prompt, 100, 101, 102, 103], 7);
     expect(gatherKeys(manager, storage, 1)).toEqual(Array.from(kvFor([...prompt, 100, 101, 102, 103]).keys));
     expect(gatherKeys(manager, storage, 2)).toEqual(Array.from(kvFor([...prompt, 200]).keys));
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 
   it('a fork at a block boundary shares every block and copies nothing', () => {
@@ -135,7 +135,7 @@ describe('fork and copy-on-write', () => {
     manager.free(0);
     manager.free(1);
     expect(manager.stats().numFreeBlocks).toBe(6);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 });
 
@@ -192,7 +192,7 @@ describe('prefix cache', () => {
     expect(manager.blockPool.lookupCached(hashFullBlocks(shared, blockSize)[1]!)).toBe(a.blockTable[1]);
     // A one-token prompt has nothing cacheable.
     expect(manager.allocatePrompt(3, [11])!.numCachedTokens).toBe(0);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 
   it('evicts the least recently freed cached block first, and a sequence’s last block before its first', () => {
@@ -205,7 +205,7 @@ describe('prefix cache', () => {
     expect(manager.allocatePrompt(1, promptY)!.blockTable).toEqual([2, 3, 4]);
     manager.cacheFullBlocks(1, promptY);
     manager.free(1);
-    expect(manager.blockPool.freeBlockIds()).toEqual([4, 5, 1, 0, 3, 2]);
+    expect(freeBlockIds(manager.blockPool)).toEqual([4, 5, 1, 0, 3, 2]);
     // Three new blocks: the two uncached ones, then X's second block (freed before X's first).
     expect(manager.allocatePrompt(2, [20, 21, 22, 23, 24, 25])!.blockTable).toEqual([4, 5, 1]);
     expect(manager.stats().numEvictions).toBe(1);
@@ -219,7 +219,7 @@ describe('prefix cache', () => {
     const again = manager.allocatePrompt(3, promptX)!;
     expect(again.numCachedTokens).toBe(2);
     expect(again.blockTable[0]).toBe(0);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 
   it('resetPrefixCache stops hits, and sequences from before the reset register nothing', () => {
@@ -236,7 +236,7 @@ describe('prefix cache', () => {
     manager.cacheFullBlocks(1, prompt);
     expect(manager.stats().numCachedBlocks).toBe(2);
     expect(manager.allocatePrompt(2, prompt)!.numCachedTokens).toBe(8);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 
   it('caches nothing when prefix caching is disabled', () => {
@@ -259,14 +259,14 @@ describe('pool exhaustion', () => {
     let before = snapshot(manager);
 
     expect(manager.allocatePrompt(3, [7])).toBeNull();
-    expect(manager.hasSequence(3)).toBe(false);
+    expect(liveSequenceIds(manager).includes(3)).toBe(false);
     expect(manager.appendSlots(1, 1)).toBeNull(); // needs a copy of the shared block 1
     expect(manager.appendSlots(2, 4)).toBeNull(); // needs a third block
     expect(manager.fork(2, [4])).toBe(false);
-    expect(manager.hasSequence(4)).toBe(false);
+    expect(liveSequenceIds(manager).includes(4)).toBe(false);
     expect(snapshot(manager)).toBe(before);
     expect(manager.stats().numAllocationFailures).toBe(4);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
 
     // A hit on a free cached block uses up a free block too: with block 0 free and cached,
     // a prompt hitting it and needing one more block cannot fit into one free block.
@@ -274,7 +274,7 @@ describe('pool exhaustion', () => {
     manager.free(1);
     manager.free(0);
     manager.allocatePrompt(5, [8, 8, 8, 8, 8, 8, 8, 8, 8]); // 3 blocks: 1, 3, 2 (uncached first)
-    expect(manager.blockPool.freeBlockIds()).toEqual([0]);
+    expect(freeBlockIds(manager.blockPool)).toEqual([0]);
     before = snapshot(manager);
     expect(manager.allocatePrompt(6, [1, 2, 3, 4, 5])).toBeNull();
     expect(snapshot(manager)).toBe(before);
@@ -282,6 +282,6 @@ describe('pool exhaustion', () => {
     // Once room is made the same prompt hits.
     manager.free(5);
     expect(manager.allocatePrompt(6, [1, 2, 3, 4, 5])!.numCachedTokens).toBe(4);
-    manager.checkInvariants();
+    checkManagerInvariants(manager);
   });
 });
