@@ -12,15 +12,11 @@ import * as path from 'node:path';
 import { backendOption, example, floatArg, intArg, overwriteOption, useBackend } from './common.js';
 import { claimOutputFolder, ensureDir, writeFileAtomic, writeOutputMarker } from '../util/atomic.js';
 import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { loadConfig as loadModelConfig } from '../model/pretrained.js';
 import { modelDims } from '../model/config.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
-import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
-import { runQuantizationEval } from '../pipelines/quantization-eval.js';
-import { renderQuantizationReport } from '../report/quantization-report.js';
-import { loadJudge } from '../rounds/judge-loader.js';
-import { promptText } from '../rounds/prompts.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/sampling-io.js';
+import type { PromptRow } from '../../data/rows.js';
 
 interface EvalQuantizationOptions {
   policy: string;
@@ -45,6 +41,12 @@ interface EvalQuantizationOptions {
 }
 
 export async function runEvalQuantization(o: EvalQuantizationOptions): Promise<void> {
+  // loaded here, not at the top: `tfalign --help` loads no tensor code
+  const { loadConfig: loadModelConfig } = await import('../model/pretrained.js');
+  const { runQuantizationEval } = await import('../pipelines/quantization-eval.js');
+  const { renderQuantizationReport } = await import('../report/quantization-report.js');
+  const { loadJudge } = await import('../rounds/judge-loader.js');
+  const { promptText } = await import('../rounds/prompts.js');
   claimOutputFolder(o.out, { command: 'eval quantization', overwrite: o.overwrite, flag: '--out' });
   await useBackend(o.backend);
   const { rows } = await readJsonl(o.prompts, PromptRowSchema);
@@ -55,7 +57,7 @@ export async function runEvalQuantization(o: EvalQuantizationOptions): Promise<v
   // Before any sampling: the two policies must be the full-precision one and a quantized one.
   if (loadModelConfig(o.policy).quantization_config != null) throw new Error(`--policy: ${o.policy} is itself quantized; give the full-precision policy`);
   if (loadModelConfig(o.quantized).quantization_config == null) throw new Error(`--quantized: ${o.quantized} is not quantized (no quantization_config); make it with tfalign quantize`);
-  let judgeScore: ((prompt: Parameters<typeof promptText>[0], response: string) => number) | undefined;
+  let judgeScore: ((prompt: PromptRow['prompt'], response: string) => number) | undefined;
   if (o.judge) {
     let options: Record<string, unknown> = {};
     if (o.judgeOptions !== undefined) {
