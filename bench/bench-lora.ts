@@ -3,11 +3,11 @@
  *
  *   train   SFT and DPO steps (micro-batch 1 × 512 tokens; DPO: 1 pair = 2 × 512) on
  *           smollm2-135m / smollm2-360m, LoRA r 16 on all seven projections vs full fine-tuning
- *           where the memory pre-check lets it run; gradient checkpointing on, head chunks of 1024.
+ *           where the memory pre-check lets it run; gradient checkpointing on, head chunks 'auto'.
  *           DPO with LoRA scores its reference with the adapters off (no second model).
  *   sample  K = 8 rejection-sampling generation (paged KV cache) on both models.
  *   head    one causal-LM gradient over 2 × 512 tokens of a 1-layer model (hidden 576) as the
- *           vocabulary grows 8 k → 128 k, plain head vs chunks of 256 positions.
+ *           vocabulary grows 8 k → 128 k, plain head vs chunks of 256 positions vs 'auto' (sized to the vocabulary).
  *
  * One JSON object per line, each case in a fresh child process (peak RSS and the wasm heap, which
  * only grows, are per process). Tokens per CPU-second are given as well: other jobs may share the
@@ -23,6 +23,7 @@ import { initBackend } from '../src/backend.js';
 import { modelDims, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
+import { headChunkRows, type HeadChunking } from '../src/model/lm-head.js';
 import { attachedAdapters, trainingParameters } from '../src/model/lora.js';
 import { LoraOptionsSchema } from '../src/config/lora.js';
 import { configureTrainingModel } from '../src/train/model-setup.js';
@@ -42,7 +43,7 @@ import { Rng } from '../src/util/rng.js';
 type Case =
   | { bench: 'train'; objective: 'sft' | 'dpo'; config: string; mode: 'lora' | 'full'; seqLen: number; numSteps: number }
   | { bench: 'sample'; config: string; k: number; numPrompts: number; promptLen: number; maxNewTokens: number }
-  | { bench: 'head'; vocab: number; chunk: number; numRows: number; seqLen: number; frozenEmbedding: boolean };
+  | { bench: 'head'; vocab: number; chunk: HeadChunking; numRows: number; seqLen: number; frozenEmbedding: boolean };
 
 const ids = (rng: Rng, n: number, vocab: number) => Array.from({ length: n }, () => 1 + rng.nextInt(vocab - 1));
 
@@ -65,8 +66,8 @@ async function trainCase(c: Extract<Case, { bench: 'train' }>): Promise<Record<s
   const config = parseLlamaConfig(readJsonFile(c.config), c.config);
   const dims = modelDims(config);
   const lora = c.mode === 'lora' ? LoraOptionsSchema.parse({ r: 16 }) : undefined;
-  const options = { lora, gradientCheckpointing: true, headChunkTokens: 1024, seed: 0 };
-  const head = { bench: 'train', objective: c.objective, model: c.config, mode: c.mode, micro_batch: `1 x ${c.seqLen}`, lora_r: lora?.r ?? null, gradient_checkpointing: true, head_chunk_tokens: 1024 };
+  const options = { lora, gradientCheckpointing: true, headChunkTokens: 'auto' as const, seed: 0 };
+  const head = { bench: 'train', objective: c.objective, model: c.config, mode: c.mode, micro_batch: `1 x ${c.seqLen}`, lora_r: lora?.r ?? null, gradient_checkpointing: true, head_chunk_tokens: 'auto' };
   try {
     checkTrainingFits({ batchSize: 1, workers: 1, ...options }, dims, { backend: 'wasm', length: c.seqLen, lengthField: 'maxLength', sequencesPerRow: c.objective === 'dpo' ? 2 : 1 }, `${c.objective} config`);
   } catch (err) {
@@ -162,7 +163,7 @@ async function headCase(c: Extract<Case, { bench: 'head' }>): Promise<Record<str
   const seconds = (performance.now() - start) / 1000;
   const positions = c.numRows * (c.seqLen - 1);
   return {
-    bench: 'head', vocab: c.vocab, head_chunk_tokens: c.chunk, embedding: c.frozenEmbedding ? 'frozen (LoRA)' : 'trained', positions,
+    bench: 'head', vocab: c.vocab, head_chunk_tokens: c.chunk, chunk_rows: headChunkRows(c.numRows * (c.seqLen - 1), c.vocab, 576, c.chunk), embedding: c.frozenEmbedding ? 'frozen (LoRA)' : 'trained', positions,
     peak_tensor_mb: Math.round(profile.peakBytes / 2 ** 20), loss: Number(loss.toFixed(4)), step_s: Number(seconds.toFixed(2)),
     full_logits_mb: Math.round((4 * positions * c.vocab) / 2 ** 20), embedding_mb: Math.round((4 * c.vocab * 576) / 2 ** 20),
     wasm_heap_before_step_mb: heapBefore, ...common(),
@@ -197,7 +198,7 @@ async function main(): Promise<void> {
   }
   for (const vocab of quick ? [512, 2048] : [8192, 32768, 128256]) {
     for (const frozenEmbedding of [true, false]) {
-      for (const chunk of [0, 256]) cases.push({ bench: 'head', vocab, chunk, numRows: 2, seqLen: quick ? 64 : 512, frozenEmbedding });
+      for (const chunk of [0, 256, 'auto'] as const) cases.push({ bench: 'head', vocab, chunk, numRows: 2, seqLen: quick ? 64 : 512, frozenEmbedding });
     }
   }
   for (const config of models) cases.push({ bench: 'sample', config, k: 8, numPrompts: 1, promptLen: quick ? 16 : 64, maxNewTokens: quick ? 8 : 32 });

@@ -145,12 +145,17 @@ export function memoryOptions(): Option[] {
     new Option('--lora-r <n>', 'LoRA rank (implies --lora)').argParser(intArg('--lora-r', { min: 1, max: 4096 })),
     new Option('--lora-alpha <a>', 'LoRA alpha: updates are scaled by alpha/r (implies --lora)').argParser(floatArg('--lora-alpha', { gt: 0 })),
     new Option('--gradient-checkpointing', 'recompute each decoder layer in backward instead of keeping its activations'),
-    new Option('--head-chunk-tokens <n>', 'positions whose LM-head logits exist at once (0: all at once; default 1024)').argParser(intArg('--head-chunk-tokens', { min: 0 })),
+    new Option('--head-chunk-tokens <n|auto>', 'positions whose LM-head logits exist at once (default auto: sized to the vocabulary; 0: all at once)').argParser(headChunkArg),
   ];
 }
 
+/** `--head-chunk-tokens`: `auto` or an integer ≥ 0. */
+function headChunkArg(value: string): number | 'auto' {
+  return value === 'auto' ? 'auto' : intArg('--head-chunk-tokens', { min: 0 })(value);
+}
+
 /** The config fields of `memoryOptions`' flags (undefined where a flag is absent, so a config file's value stands). */
-export function memoryFlags(o: { lora?: boolean; loraR?: number; loraAlpha?: number; gradientCheckpointing?: boolean; headChunkTokens?: number }): Record<string, unknown> {
+export function memoryFlags(o: { lora?: boolean; loraR?: number; loraAlpha?: number; gradientCheckpointing?: boolean; headChunkTokens?: number | 'auto' }): Record<string, unknown> {
   const wanted = o.lora === true || o.loraR !== undefined || o.loraAlpha !== undefined;
   const lora = wanted ? { ...(o.loraR !== undefined ? { r: o.loraR } : {}), ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}) } : undefined;
   return { lora, gradientCheckpointing: o.gradientCheckpointing ? true : undefined, headChunkTokens: o.headChunkTokens };

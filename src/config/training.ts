@@ -77,12 +77,11 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
       .default(false)
       .describe('Recompute each decoder layer in backward instead of keeping its activations: about one extra forward pass of compute for activations of one layer instead of all.'),
     headChunkTokens: z
-      .number()
-      .int()
-      .min(0)
-      .max(1_000_000)
-      .default(1024)
-      .describe('Token positions whose LM-head logits exist at once during training (the [B, T, V] logits never do); 0 computes them all at once. 1024 × a 128 k vocabulary is 0.5 GB per copy.'),
+      .union([z.literal('auto'), z.number().int().min(0).max(1_000_000)])
+      .default('auto')
+      .describe(
+        "Token positions whose LM-head logits exist at once during training (the [B, T, V] logits never do). 'auto' (default): Liger-Kernel's rule, positions / ceil(vocab / hidden) per chunk, so a chunk's logits are about the size of the hidden states whatever the vocabulary, and small heads (under 16 MiB of logits) run in one pass; a number fixes it (1024 × a 128 k vocabulary is 0.5 GB per copy); 0 computes them all at once.",
+      ),
   });
 }
 

@@ -24,7 +24,7 @@ export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch, opts: {
     const c = hidden.shape[2];
     const predicting = tf.slice(hidden, [0, 0, 0], [b, t - 1, c]); // [B, T−1, C]
     if (opts.positions !== 'targets') {
-      if (model.headChunkTokens <= 0) {
+      if (model.headChunkTokens === 0) {
         const logits = model.logits(predicting); // [B, T−1, V]
         return tokenLogprobs(logits, tf.tensor2d(batch.labels, [b, t - 1], 'int32')); // [B, T−1]
       }

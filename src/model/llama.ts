@@ -12,6 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { type LlamaConfig, type ModelDims, modelDims } from './config.js';
 import { type AttentionContext } from './attention.js';
+import type { HeadChunking } from './lm-head.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
 
 /** HF names of linear weights (stored [in, out] internally, [out, in] in checkpoints). */
@@ -80,10 +81,10 @@ export class LlamaModel {
    */
   gradientCheckpointing = false;
   /**
-   * Rows of the LM head computed at a time by the training and scoring paths (`lm-head.ts`); 0
-   * computes the logits of every position at once.
+   * Rows of the LM head computed at a time by the training and scoring paths (`lm-head.ts`): a
+   * number, `auto` (sized to the vocabulary), or 0 for the logits of every position at once.
    */
-  headChunkTokens = 0;
+  headChunkTokens: HeadChunking = 0;
 
   constructor(
     readonly config: LlamaConfig,

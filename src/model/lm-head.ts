@@ -11,10 +11,34 @@
  * so the tape holds only h per chunk, never a chunk's logits: peak memory is one chunk's [n, V]
  * (a few copies) whatever the number of rows. A frozen head (LoRA) is captured, not an input, so
  * its gradient is not even computed.
+ *
+ * How many rows a chunk takes (`headChunkRows`): a fixed number, or `auto`, Liger-Kernel's rule
+ * for its fused linear cross-entropy (Hsu et al. 2024, "Liger Kernel: Efficient Triton Kernels for
+ * LLM Training", §3.3): n = N / ⌈V / C⌉, so one chunk's [n, V] logits hold about as many values as
+ * the hidden states [N, C] themselves — flat as the vocabulary grows — with a floor of
+ * `AUTO_MIN_CHUNK_VALUES` so that small heads run in one plain pass.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from './llama.js';
 import { tokenLogprobs } from '../../losses/logprobs.js';
+
+/** How the head is split: rows per chunk (0: all rows in one plain pass) or `auto` (see the file comment). */
+export type HeadChunking = number | 'auto';
+
+/** `auto`'s floor on a chunk's logits: 2²² values (16 MiB of float32), under which chunking saves nothing worth its recompute. */
+export const AUTO_MIN_CHUNK_VALUES = 1 << 22;
+
+/**
+ * Rows per chunk for `numRows` rows of width `hiddenSize` under a `vocabSize` head; a result
+ * ≥ numRows means one plain pass (no chunking, no recompute).
+ */
+export function headChunkRows(numRows: number, vocabSize: number, hiddenSize: number, chunking: HeadChunking): number {
+  if (chunking === 'auto') {
+    const budget = Math.max(numRows * hiddenSize, AUTO_MIN_CHUNK_VALUES); // logits values per chunk
+    return Math.max(1, Math.floor(budget / vocabSize));
+  }
+  return chunking <= 0 ? numRows : chunking;
+}
 
 /** z = h·head for h [n, C] → [n, V]. */
 function headLogits(h: tf.Tensor2D, weight: tf.Tensor2D, transposed: boolean): tf.Tensor2D {
@@ -58,15 +82,16 @@ function chunkLogprobs(hidden: tf.Tensor2D, labels: tf.Tensor1D, weight: tf.Vari
 
 /**
  * log p(labels[i] | hidden[i]) for rows `hidden` [N, C] and int32 `labels` [N] → [N], the head
- * computed `chunkTokens` rows at a time (0: all at once, the plain path). Same values and
- * gradients either way, up to float rounding.
+ * computed over chunks of rows as `chunking` says (`headChunkRows`; one chunk: the plain path).
+ * Same values and gradients either way, up to float rounding.
  */
-export function labelLogprobs(model: LlamaModel, hidden: tf.Tensor2D, labels: tf.Tensor1D, chunkTokens: number): tf.Tensor1D {
+export function labelLogprobs(model: LlamaModel, hidden: tf.Tensor2D, labels: tf.Tensor1D, chunking: HeadChunking): tf.Tensor1D {
   return tf.tidy(() => {
     const { weight, transposed } = model.lmHeadWeight();
     const n = hidden.shape[0];
     if (n === 0) return tf.zeros([0]) as tf.Tensor1D;
-    if (chunkTokens <= 0) return plainLogprobs(hidden, labels, weight as tf.Tensor2D, transposed);
+    const chunkTokens = headChunkRows(n, model.dims.vocabSize, hidden.shape[1], chunking);
+    if (chunkTokens >= n) return plainLogprobs(hidden, labels, weight as tf.Tensor2D, transposed);
     const parts: tf.Tensor1D[] = [];
     for (let start = 0; start < n; start += chunkTokens) {
       const size = Math.min(chunkTokens, n - start);

@@ -10,6 +10,7 @@ import type { ModelDims } from '../model/config.js';
 import { checkWorkers, formatBytes, numCores, WASM_HEAP_BYTES } from '../config/limits.js';
 import type { LoraOptions } from '../model/lora.js';
 import { numLoraParameters } from '../model/lora.js';
+import { headChunkRows, type HeadChunking } from '../model/lm-head.js';
 
 /** Parameters of a model from its dimensions (embeddings counted once when tied). */
 function numParameters(d: ModelDims): number {
@@ -30,8 +31,8 @@ export interface TrainingShape {
   lora?: Pick<LoraOptions, 'r' | 'targetModules'>;
   /** Decoder layers recomputed in backward: one layer's activations plus each layer's input. */
   gradientCheckpointing?: boolean;
-  /** Positions whose LM-head logits exist at once (0 or absent: all). */
-  headChunkTokens?: number;
+  /** Positions whose LM-head logits exist at once (a number, `auto`; 0 or absent: all). */
+  headChunkTokens?: HeadChunking;
 }
 
 /** The estimated bytes of one training step per replica, by part. */
@@ -67,8 +68,8 @@ export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, op
   const trainableState = 4 * 3 * numTrainable;
   const perLayerPerToken = 10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t;
   const layers = shape.gradientCheckpointing ? dims.numLayers * dims.hiddenSize + perLayerPerToken : dims.numLayers * perLayerPerToken;
-  const chunk = shape.headChunkTokens ?? 0;
-  const head = dims.isRewardModel ? 2 * tokens : chunk > 0 ? 3 * dims.vocabSize * Math.min(tokens, chunk) + dims.hiddenSize * tokens : 2 * dims.vocabSize * tokens;
+  const chunk = headChunkRows(tokens, dims.vocabSize, dims.hiddenSize, shape.headChunkTokens ?? 0);
+  const head = dims.isRewardModel ? 2 * tokens : chunk < tokens ? 3 * dims.vocabSize * chunk + dims.hiddenSize * tokens : 2 * dims.vocabSize * tokens;
   return { weights, trainableState, activations: 4 * (tokens * layers + head), numTrainable, numParameters: params };
 }
 
@@ -118,7 +119,7 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   const fixes = [
     `lower ${field}${field === 'batchSize' ? ' (or set microBatchSize to accumulate gradients over smaller passes)' : ''}`,
     ...(shape.gradientCheckpointing ? [] : ['set gradientCheckpointing: true']),
-    ...((shape.headChunkTokens ?? 0) > 0 || dims.isRewardModel ? [] : ['set headChunkTokens (e.g. 1024)']),
+    ...((shape.headChunkTokens ?? 0) !== 0 || dims.isRewardModel ? [] : ["set headChunkTokens: auto"]),
     `lower ${opts.lengthField}`,
   ];
   throw new Error(

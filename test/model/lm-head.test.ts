@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { initModel } from '../../src/model/weights.js';
-import { labelLogprobs } from '../../src/model/lm-head.js';
+import { AUTO_MIN_CHUNK_VALUES, headChunkRows, labelLogprobs } from '../../src/model/lm-head.js';
 import { batchTokenLogprobs } from '../../src/inference/token-logprobs.js';
 import { computeGradients, disposeGrads } from '../../src/train/grad-accumulator.js';
 import { causalLmLoss, causalLmUnits } from '../../src/tasks/causal-lm.js';
@@ -122,5 +122,28 @@ describe('chunked LM head', () => {
     for (const g of grads.values()) expect(Math.max(...g.dataSync().map(Math.abs))).toBe(0);
     disposeGrads(grads);
     model.dispose();
+  });
+});
+
+describe('head chunk sizes', () => {
+  it('auto follows Liger-Kernel: N / ceil(V / C) rows, at least 2^22 logits a chunk, one pass for small heads', () => {
+    // 1,022 positions of a 576-wide model under Llama 3's 128,256 tokens: N·C = 588,672 < 2^22,
+    // so the floor decides: ⌊4,194,304 / 128,256⌋ = 32 rows (16 MiB of logits per copy)
+    expect(headChunkRows(1022, 128_256, 576, 'auto')).toBe(32);
+    // 8 × 2,048 positions of a 2,048-wide model: N·C = 33,554,432 values → ⌊33,554,432 / 128,256⌋ = 261 rows
+    expect(headChunkRows(16_384, 128_256, 2048, 'auto')).toBe(261);
+    // the quickstart's head (V 512): 8,192 rows a chunk ≥ 1,536 positions → one plain pass
+    expect(headChunkRows(1536, 512, 128, 'auto')).toBe(8192);
+    // fixed settings: 0 = all rows at once, n = n rows
+    expect(headChunkRows(100, 49_152, 576, 0)).toBe(100);
+    expect(headChunkRows(100, 49_152, 576, 16)).toBe(16);
+  });
+
+  it('auto keeps a chunk’s logits flat as the vocabulary grows 8 k → 128 k', () => {
+    for (const vocab of [8192, 32_768, 49_152, 128_256]) {
+      const rows = headChunkRows(1022, vocab, 576, 'auto');
+      expect(rows * vocab).toBeLessThanOrEqual(AUTO_MIN_CHUNK_VALUES);
+      expect((rows + 1) * vocab).toBeGreaterThan(AUTO_MIN_CHUNK_VALUES); // the largest chunk under the budget
+    }
   });
 });

@@ -45,12 +45,15 @@ describe('real model configs', () => {
 
   it('estimates by hand: LoRA state is 12 bytes per adapter value on top of the weights; checkpointing keeps C per layer per token', () => {
     const d = dimsOf('smollm2-135m');
-    const shape = { batchSize: 1, lora: lora16, gradientCheckpointing: true, headChunkTokens: 512 };
+    const shape = { batchSize: 1, lora: lora16, gradientCheckpointing: true, headChunkTokens: 256 };
     const m = estimateTrainingMemory(shape, d, { length: 512, sequencesPerRow: 1 }, 1);
     expect(m.weights).toBe(4 * (134_515_008 + 4_884_480));
     expect(m.trainableState).toBe(12 * 4_884_480);
-    // 512 tokens × (30·576 + 10·576 + 4·1536 + 9·512) + head 3·49152·512 + 576·512, × 4 bytes
-    expect(m.activations).toBe(4 * (512 * (30 * 576 + 10 * 576 + 4 * 1536 + 9 * 512) + 3 * 49152 * 512 + 576 * 512));
+    // 512 tokens × (30·576 + 10·576 + 4·1536 + 9·512) + head 3·49152·256 + 576·512, × 4 bytes
+    expect(m.activations).toBe(4 * (512 * (30 * 576 + 10 * 576 + 4 * 1536 + 9 * 512) + 3 * 49152 * 256 + 576 * 512));
+    // auto: ⌊2^22 / 49,152⌋ = 85 rows a chunk
+    const auto = estimateTrainingMemory({ ...shape, headChunkTokens: 'auto' }, d, { length: 512, sequencesPerRow: 1 }, 1);
+    expect(auto.activations).toBe(4 * (512 * (30 * 576 + 10 * 576 + 4 * 1536 + 9 * 512) + 3 * 49152 * 85 + 576 * 512));
     const plain = estimateTrainingMemory({ batchSize: 1 }, d, { length: 512, sequencesPerRow: 1 }, 1);
     expect(plain.trainableState).toBe(12 * 134_515_008);
   });
