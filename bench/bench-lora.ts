@@ -13,7 +13,7 @@
  * only grows, are per process). Tokens per CPU-second are given as well: other jobs may share the
  * cores.
  *
- *   node bin/run-ts.js bench/bench-lora.ts [--quick] [--only train|sample|head]
+ *   node bin/run-ts.js bench/bench-lora.ts [--quick] [--only train|sample|head] [--models smollm2-135m,smollm2-360m]
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -187,7 +187,9 @@ async function main(): Promise<void> {
   const quick = argv.includes('--quick');
   const onlyArg = argv.indexOf('--only');
   const only = onlyArg >= 0 ? argv[onlyArg + 1] : undefined;
-  const models = quick ? ['configs/models/tiny.json'] : ['configs/models/smollm2-135m.json', 'configs/models/smollm2-360m.json'];
+  const modelsArg = argv.indexOf('--models');
+  const named = modelsArg >= 0 ? argv[modelsArg + 1]!.split(',').map((m) => `configs/models/${m}.json`) : undefined;
+  const models = quick ? ['configs/models/tiny.json'] : (named ?? ['configs/models/smollm2-135m.json', 'configs/models/smollm2-360m.json']);
   const seqLen = quick ? 64 : 512;
   const cases: Case[] = [];
   // the issue's targets first: smollm2-360m LoRA SFT and DPO within the wasm heap (full is refused by the pre-check)
