@@ -20,11 +20,10 @@ import { trainRewardModel } from '../../src/trainers/reward.js';
 import { computeReferenceLogps } from '../../src/trainers/reference-logps.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import type { LlamaModel } from '../../src/model/llama.js';
-import { Command } from 'commander';
-import { vi } from 'vitest';
 import { registerModelCommands } from '../../src/cli/model.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
 import { FullAttention } from '../../src/model/attention.js';
+import { runCli } from '../cli/run-cli.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-lora-trainers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -219,21 +218,6 @@ describe('adapters and the step engine', () => {
   });
 });
 
-async function runCli(register: (program: Command) => void, args: string[]): Promise<void> {
-  const program = new Command('tfalign');
-  program.exitOverride();
-  register(program);
-  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
-  const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-  const bar = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await program.parseAsync(['node', 'tfalign', ...args]);
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-    bar.mockRestore();
-  }
-}
 
 describe('tfalign sft --lora and tfalign model merge', () => {
   it('merges a trained adapter into a plain HF folder whose logits equal base + adapter within 1e-5', async () => {
