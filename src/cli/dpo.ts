@@ -6,10 +6,10 @@ import { Option, type Command } from 'commander';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
 import { DPO_LOSS_TYPES } from '../../losses/dpo-loss-types.js';
-import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
+import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 
 export function registerDpoCommands(program: Command): void {
-  program
+  const dpoCommand = program
     .command('dpo')
     .description('direct preference optimization from an SFT checkpoint (Llama 3: β 0.1, NLL term 0.2, formatting tokens masked)')
     .option('--config <file>', 'YAML or JSON run config (fields of the DPO config; flags and --set override it)')
@@ -28,12 +28,8 @@ export function registerDpoCommands(program: Command): void {
     .option('--resume', 'continue from the latest checkpoint in --out, reusing stored reference log-probs')
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
-    .addOption(overwriteOption())
-    .addOption(memoryOptions()[0])
-    .addOption(memoryOptions()[1])
-    .addOption(memoryOptions()[2])
-    .addOption(memoryOptions()[3])
-    .addOption(memoryOptions()[4])
+    .addOption(overwriteOption());
+  addOptions(dpoCommand, memoryOptions())
     // no default here, so a backend set in the config file is not overridden
     .addOption(new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm').choices([...BACKEND_NAMES]))
     .addHelpText(

@@ -3,7 +3,7 @@
  * reward per {prompt, response} row).
  */
 import { Option, type Command } from 'commander';
-import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, memoryFlags, memoryOptions } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../util/backend-names.js';
@@ -24,7 +24,8 @@ function formatMetric(value: unknown): string {
 export function registerRmCommands(program: Command): void {
   const rm = program.command('rm').description('reward models: train on preference pairs, score responses');
 
-  rm.command('train')
+  const train = rm
+    .command('train')
     .description('train a reward model (a causal LM plus a scalar score head) on preference pairs, Bradley–Terry')
     .option('--config <file>', 'YAML or JSON config of RewardConfigSchema fields (model, train, out, lr, …); flags and --set override it')
     .option('--set <key=value>', 'override a config field (repeatable), e.g. --set lr=2e-5', (v: string, prev: string[]) => [...prev, v], [] as string[])
@@ -52,12 +53,8 @@ export function registerRmCommands(program: Command): void {
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
-    .addOption(overwriteOption())
-    .addOption(memoryOptions()[0])
-    .addOption(memoryOptions()[1])
-    .addOption(memoryOptions()[2])
-    .addOption(memoryOptions()[3])
-    .addOption(memoryOptions()[4])
+    .addOption(overwriteOption());
+  addOptions(train, memoryOptions())
     .addOption(configBackendOption())
     .addHelpText(
       'after',

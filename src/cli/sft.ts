@@ -4,11 +4,11 @@
  * log step otherwise.
  */
 import type { Command } from 'commander';
-import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions } from './common.js';
+import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 import { loadConfig } from '../config/load.js';
 
 export function registerSftCommands(program: Command): void {
-  program
+  const sftCommand = program
     .command('sft')
     .description('supervised fine-tuning: cross-entropy on response tokens, prompt tokens masked (Llama 3 recipe, lr 1e-5)')
     .option('--config <file>', 'YAML or JSON run config (the fields of SftConfigSchema)')
@@ -25,12 +25,8 @@ export function registerSftCommands(program: Command): void {
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
-    .addOption(overwriteOption())
-    .addOption(memoryOptions()[0])
-    .addOption(memoryOptions()[1])
-    .addOption(memoryOptions()[2])
-    .addOption(memoryOptions()[3])
-    .addOption(memoryOptions()[4])
+    .addOption(overwriteOption());
+  addOptions(sftCommand, memoryOptions())
     // no default here: an absent flag must not override the config file's backend
     .addOption(backendOption().default(undefined))
     .addHelpText(

@@ -9,7 +9,6 @@ import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '.
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { createModel } from '../../src/model/create.js';
 import { loadPretrained, savePretrained } from '../../src/model/pretrained.js';
-import { toRewardModel } from '../../src/model/weights.js';
 import { readSafetensorsHeader } from '../../src/model/safetensors.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { FullAttention } from '../../src/model/attention.js';
