@@ -23,6 +23,9 @@ import { initBackend } from '../src/backend.js';
 import { modelDims, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
 import { initModel } from '../src/model/weights.js';
+import { initQuantizedModel } from '../src/model/quantization/quantize-model.js';
+import { numQuantizedParameters } from '../src/model/quantization/hf-format.js';
+import { PROJECTIONS, QuantizationOptionsSchema } from '../src/model/quantization/options.js';
 import { headChunkRows, type HeadChunking } from '../src/model/lm-head.js';
 import { attachedAdapters, trainingParameters } from '../src/model/lora.js';
 import { LoraOptionsSchema } from '../src/config/lora.js';
@@ -41,7 +44,7 @@ import { SamplingEngine } from '../samplers/engine.js';
 import { Rng } from '../src/util/rng.js';
 
 type Case =
-  | { bench: 'train'; objective: 'sft' | 'dpo'; config: string; mode: 'lora' | 'full'; seqLen: number; numSteps: number }
+  | { bench: 'train'; objective: 'sft' | 'dpo'; config: string; mode: 'lora' | 'full' | 'qlora'; seqLen: number; numSteps: number }
   | { bench: 'sample'; config: string; k: number; numPrompts: number; promptLen: number; maxNewTokens: number }
   | { bench: 'head'; vocab: number; chunk: HeadChunking; numRows: number; seqLen: number; frozenEmbedding: boolean };
 
@@ -65,20 +68,23 @@ function cpuSeconds(from: NodeJS.CpuUsage): number {
 async function trainCase(c: Extract<Case, { bench: 'train' }>): Promise<Record<string, unknown>> {
   const config = parseLlamaConfig(readJsonFile(c.config), c.config);
   const dims = modelDims(config);
-  const lora = c.mode === 'lora' ? LoraOptionsSchema.parse({ r: 16 }) : undefined;
+  const lora = c.mode === 'full' ? undefined : LoraOptionsSchema.parse({ r: 16 });
+  // QLoRA: every projection of every layer in 8 bits (weights only), built without a float copy
+  const quantization = QuantizationOptionsSchema.parse({ scheme: 'int8-absmax', activations: 'none', projections: [...PROJECTIONS], keepFirstAndLastLayers: false });
+  const quantizedParameters = c.mode === 'qlora' ? numQuantizedParameters(config, quantization) : 0;
   const options = { lora, gradientCheckpointing: true, headChunkTokens: 'auto' as const, seed: 0 };
   const head = { bench: 'train', objective: c.objective, model: c.config, mode: c.mode, micro_batch: `1 x ${c.seqLen}`, lora_r: lora?.r ?? null, gradient_checkpointing: true, head_chunk_tokens: 'auto' };
   try {
-    checkTrainingFits({ batchSize: 1, workers: 1, ...options }, dims, { backend: 'wasm', length: c.seqLen, lengthField: 'maxLength', sequencesPerRow: c.objective === 'dpo' ? 2 : 1 }, `${c.objective} config`);
+    checkTrainingFits({ batchSize: 1, workers: 1, ...options }, dims, { backend: 'wasm', length: c.seqLen, lengthField: 'maxLength', sequencesPerRow: c.objective === 'dpo' ? 2 : 1, quantizedParameters }, `${c.objective} config`);
   } catch (err) {
     return { ...head, refused: (err as Error).message };
   }
-  const model = initModel(config, 0);
+  const model = c.mode === 'qlora' ? initQuantizedModel(config, 0, quantization) : initModel(config, 0);
   configureTrainingModel(model, options);
   const params = trainingParameters(model);
   let numTrainable = 0;
   for (const v of params.values()) if (v.trainable) numTrainable += v.size;
-  const weightBytes = 4 * model.numParameters();
+  const weightBytes = 4 * model.numParameters(); // float32 weights (QLoRA: the float ones; its 8-bit codes live outside the tensor heap)
   const rng = new Rng(1);
   const promptLen = Math.min(64, c.seqLen / 4);
   const optimizer = new AdamW({ lr: 1e-5 });
@@ -198,6 +204,8 @@ async function main(): Promise<void> {
       for (const mode of ['lora', 'full'] as const) cases.push({ bench: 'train', objective, config, mode, seqLen, numSteps: 1 });
     }
   }
+  // QLoRA on the size whose float32 weights alone exceed the wasm heap
+  if (!quick) for (const objective of ['sft', 'dpo'] as const) cases.push({ bench: 'train', objective, config: 'configs/models/llama-3.2-1b.json', mode: 'qlora', seqLen, numSteps: 1 });
   for (const vocab of quick ? [512, 2048] : [8192, 32768, 128256]) {
     for (const frozenEmbedding of [true, false]) {
       for (const chunk of [0, 256, 'auto'] as const) cases.push({ bench: 'head', vocab, chunk, numRows: 2, seqLen: quick ? 64 : 512, frozenEmbedding });

@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { z } from 'zod';
 import { LORA_TARGET_MODULES, LoraOptionsSchema } from '../config/lora.js';
-import type { LinearFn, LlamaModel } from './llama.js';
+import { parameterSpecs, type LinearFn, type LlamaModel } from './llama.js';
 import type { NamedTensor } from './safetensors.js';
 import { CheckpointError } from './safetensors.js';
 import { transpose2d } from './weights.js';
@@ -89,6 +89,8 @@ export class LoraAdapters {
   readonly scaling: number;
   /** HF names of the adapted weights, in model order. */
   readonly targets: string[];
+  /** The projections' own overrides before the adapters came (8-bit weights), restored by `detach`. */
+  private readonly baseOverrides = new Map<string, LinearFn>();
 
   private constructor(
     private readonly model: LlamaModel,
@@ -103,7 +105,10 @@ export class LoraAdapters {
       const a = params.get(adapterName(name, 'A'));
       const b = params.get(adapterName(name, 'B'));
       if (!a || !b) throw new Error(`lora: missing adapter for ${name}`);
-      const override: LinearFn = (x, weight) => this.project(x, weight!, a, b, index);
+      // a projection computed by something else (8-bit weights: QLoRA) stays the base of its adapter
+      const base = model.linearOverrides.get(name);
+      if (base) this.baseOverrides.set(name, base);
+      const override: LinearFn = (x, weight) => this.project(x, weight, a, b, index, base);
       override.variables = [a, b];
       model.linearOverrides.set(name, override);
     });
@@ -115,7 +120,7 @@ export class LoraAdapters {
     const rng = new Rng(seed).fork(0x10a);
     const params = new Map<string, tf.Variable>();
     for (const name of loraTargets(model, options)) {
-      const [numIn, numOut] = model.params.get(name)!.shape; // internal [in, out]
+      const [numIn, numOut] = targetShape(model, name); // internal [in, out]
       const bound = 1 / Math.sqrt(numIn); // kaiming_uniform_(a=√5) on [r, in]: gain·√(3/fan_in) = 1/√in
       const a = Float32Array.from({ length: numIn * options.r }, () => (2 * rng.next() - 1) * bound);
       params.set(adapterName(name, 'A'), tf.tidy(() => tf.variable(tf.tensor2d(a, [numIn, options.r]), true)));
@@ -140,7 +145,7 @@ export class LoraAdapters {
     try {
       const expected = new Set<string>();
       for (const name of loraTargets(model, options)) {
-        const [numIn, numOut] = model.params.get(name)!.shape;
+        const [numIn, numOut] = targetShape(model, name);
         for (const [which, shape] of [['A', [options.r, numIn]], ['B', [numOut, options.r]]] as const) {
           const key = adapterName(name, which);
           expected.add(key);
@@ -164,8 +169,8 @@ export class LoraAdapters {
   }
 
   /** x [N, in] → x·W + s · dropout(x)·A·B [N, out] (the base product alone when disabled). */
-  private project(x: tf.Tensor2D, weight: tf.Tensor, a: tf.Variable, b: tf.Variable, index: number): tf.Tensor2D {
-    const base: tf.Tensor2D = tf.matMul(x, weight as tf.Tensor2D); // [N, out]
+  private project(x: tf.Tensor2D, weight: tf.Variable | undefined, a: tf.Variable, b: tf.Variable, index: number, baseFn: LinearFn | undefined): tf.Tensor2D {
+    const base: tf.Tensor2D = baseFn ? baseFn(x, weight) : tf.matMul(x, weight as tf.Tensor2D); // [N, out]
     if (!this.enabled) return base;
     return tf.tidy(() => {
       const rate = this.options.dropout;
@@ -200,6 +205,8 @@ export class LoraAdapters {
 
   /** Adds s·A·B into each target weight (W' = W + s·(B A)ᵀ in HF's layout) and detaches the adapters. */
   mergeIntoBase(): void {
+    const quantized = this.targets.find((name) => !this.model.params.has(name));
+    if (quantized) throw new Error(`lora: cannot merge into ${quantized}: it is stored in 8 bits; merge the adapter onto the full-precision base (tfalign model merge --base FLOAT_DIR)`);
     for (const name of this.targets) {
       const w = this.model.params.get(name)!;
       const a = this.params.get(adapterName(name, 'A'))!;
@@ -211,7 +218,11 @@ export class LoraAdapters {
 
   /** Removes the overrides from the model and frees the adapter variables. */
   detach(): void {
-    for (const name of this.targets) this.model.linearOverrides.delete(name);
+    for (const name of this.targets) {
+      const base = this.baseOverrides.get(name);
+      if (base) this.model.linearOverrides.set(name, base);
+      else this.model.linearOverrides.delete(name);
+    }
     attached.delete(this.model);
     for (const p of this.params.values()) p.dispose();
     this.params.clear();
@@ -226,6 +237,15 @@ export class LoraAdapters {
 }
 
 /** HF names of the weights `options.targetModules` selects in `model`. */
+/** [in, out] of a target projection, whether the model holds it in float or in 8 bits (no float parameter). */
+function targetShape(model: LlamaModel, name: string): [number, number] {
+  const param = model.params.get(name);
+  if (param) return param.shape as [number, number];
+  const spec = parameterSpecs(model.config).find((p) => p.name === name);
+  if (!spec) throw new Error(`lora: ${name} is not a parameter of this model`);
+  return [spec.shape[0]!, spec.shape[1]!]; // internal [in, out], as the float parameter would be
+}
+
 function loraTargets(model: LlamaModel, options: Pick<LoraOptions, 'targetModules'>): string[] {
   const names: string[] = [];
   for (let l = 0; l < model.dims.numLayers; l++) {

@@ -42,7 +42,8 @@ export function loadConfig(dir: string): LlamaConfig {
 export async function loadPretrained(dir: string): Promise<LlamaModel> {
   if (isAdapterFolder(dir)) {
     const model = await loadWithAdapter(adapterBaseModel(dir, readAdapterConfig(dir).config), dir);
-    attachedAdapters(model)!.mergeIntoBase();
+    // an 8-bit base (QLoRA) keeps its adapters attached: its weights cannot take them in
+    if (!quantizationOf(model)) attachedAdapters(model)!.mergeIntoBase();
     return model;
   }
   const config = loadConfig(dir);

@@ -54,9 +54,10 @@ export interface TrainingMemory {
  * each, adapters' own weights included with LoRA); activations per token per layer
  * 10·C + 4·I + H·T (norms, projections, attention scores), all layers' — or with checkpointing
  * each layer's input C plus one layer's — and the head's logits: 2·V per position, or 3·V per
- * position of one chunk (logits, softmax, gradient) when the head is chunked.
+ * position of one chunk (logits, softmax, gradient) when the head is chunked. 8-bit weights
+ * (`quantizedParameters`) count only as the float copies dequantized at once.
  */
-export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, opts: Pick<TrainingFitOptions, 'length' | 'sequencesPerRow' | 'frozenModels'>, numReplicas: number): TrainingMemory {
+export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, opts: Pick<TrainingFitOptions, 'length' | 'sequencesPerRow' | 'frozenModels' | 'quantizedParameters'>, numReplicas: number): TrainingMemory {
   const rowsPerPass = shape.microBatchSize ?? shape.batchSize;
   const rowsPerReplica = Math.ceil(rowsPerPass / numReplicas) * opts.sequencesPerRow;
   const t = opts.length;
@@ -64,7 +65,10 @@ export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, op
   const params = numParameters(dims);
   const adapters = shape.lora ? numLoraParameters(dims, shape.lora) : 0;
   const numTrainable = shape.lora ? adapters + (dims.isRewardModel ? dims.hiddenSize : 0) : params;
-  const weights = 4 * (params * (1 + (opts.frozenModels ?? 0)) + adapters);
+  const quantized = opts.quantizedParameters ?? 0;
+  // 8-bit weights: none in the heap but the dequantized float copies in use (one layer's, twice: its products and the tape's)
+  const dequantized = quantized > 0 ? 2 * (shape.gradientCheckpointing ? quantized / dims.numLayers : quantized) : 0;
+  const weights = 4 * ((params - quantized) * (1 + (opts.frozenModels ?? 0)) + dequantized + adapters);
   const trainableState = 4 * 3 * numTrainable;
   const perLayerPerToken = 10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t;
   const layers = shape.gradientCheckpointing ? dims.numLayers * dims.hiddenSize + perLayerPerToken : dims.numLayers * perLayerPerToken;
@@ -83,6 +87,12 @@ export interface TrainingFitOptions {
   sequencesPerRow: number;
   /** Models held per replica besides the trained one (DPO's resident reference: 1). Default 0. */
   frozenModels?: number;
+  /**
+   * Parameters stored in 8 bits (a quantized checkpoint: QLoRA). Their codes live outside the
+   * tensor heap; each is dequantized to float32 for its own product, one layer's at a time under
+   * gradient checkpointing. Default 0.
+   */
+  quantizedParameters?: number;
 }
 
 /**

@@ -18,6 +18,19 @@ import type { StepEngine } from './step-engine.js';
 import { claimRunFolder, saveFinalModel, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
 import { ensureDir } from '../util/atomic.js';
 
+/**
+ * A quantized model trains only as QLoRA (Dettmers et al. 2023): LoRA adapters over frozen 8-bit
+ * weights, with weight-only quantization (per-token activation quantization has no gradient).
+ */
+function checkQuantizedTraining(model: LlamaModel): void {
+  const quantization = quantizationOf(model);
+  if (!quantization) return;
+  if (!attachedAdapters(model)) throw new Error('train: the model is quantized (8-bit weights are frozen); set lora to train adapters over it (QLoRA), or train the full-precision model and quantize the result');
+  if (quantization.options.activations !== 'none') {
+    throw new Error(`train: the model's activations are quantized too (${quantization.options.scheme}, activations ${quantization.options.activations}), which has no gradient; LoRA over 8-bit weights needs weight-only quantization (tfalign quantize --weights-only)`);
+  }
+}
+
 export const METRICS_FILE = 'metrics.jsonl';
 
 export interface LogRecord {
@@ -138,7 +151,7 @@ async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
 export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
   const { runDir, model, options: o, numSteps } = args;
   // 8-bit weights have no gradient (they live outside tfjs) and per-token activation quantization cuts the tape.
-  if (quantizationOf(model)) throw new Error('train: the model is quantized (8-bit weights are for inference); train the full-precision model and quantize the result');
+  checkQuantizedTraining(model);
   if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
     throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
   }

@@ -17,6 +17,7 @@
  */
 import { initBackend, type BackendInfo, type BackendName } from '../backend.js';
 import { loadConfig as loadModelConfig } from '../model/pretrained.js';
+import { quantizedParameterCount } from '../model/quantization/hf-format.js';
 import { modelDims, type ModelDims } from '../model/config.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -64,13 +65,14 @@ export interface RecipeSetup {
 
 /** Steps 1 and 2a of every recipe: checks before anything is read or written, the backend, the tokenizer and the pad id. */
 export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'microBatchSize' | 'workers' | 'forceWorkers' | 'lora' | 'gradientCheckpointing' | 'headChunkTokens'> & { model: string; backend: BackendName }, spec: RecipeSpec): Promise<RecipeSetup> {
-  const dims = modelDims(loadModelConfig(config.model));
+  const modelConfig = loadModelConfig(config.model);
+  const dims = modelDims(modelConfig);
   if (spec.model === 'causal-lm' && dims.isRewardModel) throw new Error(`${spec.command}: ${config.model} is a reward model; ${spec.method} needs a causal LM`);
   const backend = await initBackend(config.backend);
   checkTrainingFits(
     config,
     spec.trainsRewardModel ? { ...dims, isRewardModel: true } : dims,
-    { backend: backend.name, length: spec.length, lengthField: spec.lengthField, sequencesPerRow: spec.sequencesPerRow, frozenModels: spec.frozenModels },
+    { backend: backend.name, length: spec.length, lengthField: spec.lengthField, sequencesPerRow: spec.sequencesPerRow, frozenModels: spec.frozenModels, quantizedParameters: quantizedParameterCount(modelConfig, config.model) },
     `${spec.command} config`,
   );
   if (spec.longerThanContext === 'refuse' && spec.length > dims.maxPositions) {
