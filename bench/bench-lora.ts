@@ -84,7 +84,10 @@ async function trainCase(c: Extract<Case, { bench: 'train' }>): Promise<Record<s
   const params = trainingParameters(model);
   let numTrainable = 0;
   for (const v of params.values()) if (v.trainable) numTrainable += v.size;
-  const weightBytes = 4 * model.numParameters(); // float32 weights (QLoRA: the float ones; its 8-bit codes live outside the tensor heap)
+  // QLoRA: the 8-bit codes (1 byte a value, outside the tensor heap) count with the float32 weights
+  const numParameters = model.numParameters() + quantizedParameters;
+  const codeBytes = quantizedParameters;
+  const weightBytes = 4 * model.numParameters() + codeBytes;
   const rng = new Rng(1);
   const promptLen = Math.min(64, c.seqLen / 4);
   const optimizer = new AdamW({ lr: 1e-5 });
@@ -115,13 +118,14 @@ async function trainCase(c: Extract<Case, { bench: 'train' }>): Promise<Record<s
   const start = performance.now();
   for (let i = 0; i < c.numSteps; i++) await step();
   const seconds = (performance.now() - start) / 1000;
-  const heldBytes = tf.memory().numBytes;
+  const heldBytes = tf.memory().numBytes + codeBytes;
   const cpuS = cpuSeconds(cpu);
   return {
     ...head,
-    parameters: model.numParameters(),
+    parameters: numParameters,
+    ...(quantizedParameters > 0 ? { quantized_parameters: quantizedParameters, quantized_mb: Math.round(codeBytes / 2 ** 20) } : {}),
     trainable: numTrainable,
-    trainable_pct: Number(((100 * numTrainable) / model.numParameters()).toFixed(3)),
+    trainable_pct: Number(((100 * numTrainable) / numParameters).toFixed(3)),
     steps: c.numSteps,
     step_s: Number((seconds / c.numSteps).toFixed(1)),
     tokens_per_s: Number(((tokensPerStep * c.numSteps) / seconds).toFixed(1)),
