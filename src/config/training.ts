@@ -40,7 +40,7 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
       .workers()
       .optional()
       .describe(
-        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow. At most the number of cores unless forceWorkers.',
+        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow and for an 8-bit (QLoRA) model. At most the number of cores unless forceWorkers.',
       ),
     forceWorkers: z.boolean().default(false).describe('Allow more workers than cores (each still holds a full model replica; slower, more memory).'),
     overwrite: z
