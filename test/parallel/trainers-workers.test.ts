@@ -30,26 +30,16 @@ import { registerRmCommands } from '../../src/cli/rm.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { runCli } from '../cli/run-cli.js';
+import { preferenceWordRows, sftWordRows } from '../trainers/word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-trainers-workers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'music', 'paper', 'light'];
-const word = (i: number) => WORDS[i % WORDS.length];
-
 /** SFT rows of different lengths (so micro-batches pad and target counts differ by row). */
-const sftRows = Array.from({ length: 12 }, (_, i) => ({
-  prompt: `Tell me about ${word(i)}.`,
-  response: Array.from({ length: 2 + (i % 4) }, (_, k) => word(i + 3 * k)).join(' ') + '.',
-}));
+const sftRows = sftWordRows(12);
 
 /** Preference rows, every third with an edited response (ranked edited > chosen > rejected). */
-const preferenceRows = Array.from({ length: 12 }, (_, i) => ({
-  prompt: `Say something about ${word(i)} and ${word(i + 1)}.`,
-  chosen: `Gladly: ${Array.from({ length: 1 + (i % 3) }, (_, k) => word(i + k)).join(' ')}.`,
-  rejected: `Nope, ${word(i + 5)}.`,
-  ...(i % 3 === 0 ? { edited: `Gladly, with thanks: ${word(i + 2)} ${word(i + 4)}.` } : {}),
-}));
+const preferenceRows = preferenceWordRows(12, { edited: true });
 
 let tokDir: string;
 let baseDir: string;

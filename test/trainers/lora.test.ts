@@ -24,21 +24,13 @@ import { registerModelCommands } from '../../src/cli/model.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
 import { FullAttention } from '../../src/model/attention.js';
 import { runCli } from '../cli/run-cli.js';
+import { preferenceWordRows, sftWordRows } from './word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-lora-trainers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'music', 'paper', 'light'];
-const word = (i: number) => WORDS[i % WORDS.length];
-const sftRows = Array.from({ length: 12 }, (_, i) => ({
-  prompt: `Tell me about ${word(i)}.`,
-  response: Array.from({ length: 2 + (i % 4) }, (_, k) => word(i + 3 * k)).join(' ') + '.',
-}));
-const preferenceRows = Array.from({ length: 10 }, (_, i) => ({
-  prompt: `Say something about ${word(i)} and ${word(i + 1)}.`,
-  chosen: `Gladly: ${Array.from({ length: 1 + (i % 3) }, (_, k) => word(i + k)).join(' ')}.`,
-  rejected: `Nope, ${word(i + 5)}.`,
-}));
+const sftRows = sftWordRows(12);
+const preferenceRows = preferenceWordRows(10);
 
 let tokDir: string;
 let baseDir: string;

@@ -29,11 +29,10 @@ import { padRows } from '../../data/collate.js';
 import { sft } from '../../src/trainers/sft.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import type { LlamaModel } from '../../src/model/llama.js';
+import { sftWordRows } from './word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-qlora-'));
-const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'music', 'paper', 'light'];
-const word = (i: number) => WORDS[i % WORDS.length];
-const rows = Array.from({ length: 12 }, (_, i) => ({ prompt: `Tell me about ${word(i)}.`, response: Array.from({ length: 2 + (i % 4) }, (_, k) => word(i + 3 * k)).join(' ') + '.' }));
+const rows = sftWordRows(12);
 const ALL_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 const lora = { r: 4, alpha: 8 };
 
