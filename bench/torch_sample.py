@@ -12,13 +12,12 @@ import argparse
 import json
 import math
 import os
-import resource
 import time
 
 import torch
 import torch.nn.functional as F
 
-from torch_llama import Llama, rotate_half
+from torch_llama import Llama, cpu_seconds, rotate_half
 
 
 def forward_cached(model, ids, past, start):
@@ -69,11 +68,6 @@ def sample_prompt(model, prompt, k, new_tokens, generator):
         logits, past = forward_cached(model, token, past, position)
         position += 1
     return torch.cat(out, dim=1)  # (K, new_tokens)
-
-
-def cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main():

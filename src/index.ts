@@ -11,8 +11,14 @@ export { LlamaConfigSchema, parseLlamaConfig, modelDims, countParameters, type L
 export { LlamaModel, parameterSpecs } from './model/llama.js';
 export { FullAttention, DenseKVCache, scaledDotProductAttention, type AttentionContext } from './model/attention.js';
 export { initModel, toRewardModel, toHfTensors, fromHfTensors } from './model/weights.js';
-export { loadPretrained, savePretrained, loadConfig, type SaveOptions } from './model/pretrained.js';
-export { createModel, averageModels } from './model/create.js';
+export { loadPretrained, savePretrained, loadConfig, loadWithAdapter, saveAdapterFolder, type SaveOptions, type SaveAdapterOptions } from './model/pretrained.js';
+export { createModel, averageModels, mergeAdapter } from './model/create.js';
+export { LoraAdapters, attachedAdapters, trainingParameters, freezeBaseForLora, numLoraParameters, type LoraOptions, type LoraOptionsInput } from './model/lora.js';
+export { LoraOptionsSchema, LORA_TARGET_MODULES } from './config/lora.js';
+export { loadAdapter, readAdapterConfig, isAdapterFolder, restoreAdapterWeights, ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, type PeftAdapterConfig } from './model/peft.js';
+export { labelLogprobs } from './model/lm-head.js';
+export { configureTrainingModel } from './train/model-setup.js';
+export { checkTrainingFits, estimateTrainingMemory, type TrainingMemory } from './train/fits.js';
 export { readSafetensors, writeSafetensors, CheckpointError, type NamedTensor, type ByteTensor } from './model/safetensors.js';
 
 // Quantized inference (INT8 absmax, FP8 E4M3 row-wise)

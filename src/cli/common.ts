@@ -3,12 +3,12 @@
  * errors (bounded by the limits of `config/limits.ts`), the output-folder and worker overrides,
  * and a progress reporter (a bar on a TTY, one plain line per update otherwise).
  */
-import { Option } from 'commander';
+import { Option, type Command } from 'commander';
 import * as fs from 'node:fs';
 import { BACKEND_NAMES, type BackendName } from '../util/backend-names.js';
 import { RunStore, defaultStorePath } from '../store/store.js';
 import { readRunLock } from '../store/lock.js';
-import { checkWorkers, MAX_WORKERS } from '../config/limits.js';
+import { checkWorkers, MAX_TOKENS_PER_SEQUENCE, MAX_WORKERS } from '../config/limits.js';
 
 export function backendOption(): Option {
   return new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm')
@@ -131,4 +131,53 @@ export function openStoreReadOnly(project: string): RunStore {
   const file = defaultStorePath(project);
   if (!fs.existsSync(file)) throw new Error(`${file}: no such database (run \`tfalign run --config FILE\` first, or pass --project)`);
   return RunStore.open(file, { readonly: true });
+}
+
+/** Adds each of `options` to `command` (commander has none of its own); returns the command, for chaining. */
+export function addOptions(command: Command, options: readonly Option[]): Command {
+  for (const option of options) command.addOption(option);
+  return command;
+}
+
+/**
+ * The decoding flags of the sampling commands (generate, sample, eval quantization):
+ * `--max-new-tokens`, `--temperature`, `--top-k`, `--top-p`, `--seed`; each command says what its
+ * temperature and seed mean. samplers/decoding.ts's schema validates the values again.
+ */
+export function decodingOptions(o: { maxNewTokens: number; temperature?: string; seed: string }): Option[] {
+  return [
+    new Option('--max-new-tokens <n>', 'most tokens generated per sample').argParser(intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE })).default(o.maxNewTokens),
+    new Option('--temperature <t>', o.temperature ?? 'sampling temperature; 0 = greedy').argParser(floatArg('--temperature', { min: 0 })).default(1),
+    new Option('--top-k <k>', 'keep the k most likely tokens (0 = off)').argParser(intArg('--top-k', { min: 0 })).default(0),
+    new Option('--top-p <p>', 'nucleus sampling mass in (0, 1] (1 = off)').argParser(floatArg('--top-p', { gt: 0, max: 1 })).default(1),
+    new Option('--seed <s>', o.seed).argParser(intArg('--seed', { min: 0 })).default(0),
+  ];
+}
+
+/**
+ * The memory options of the post-training commands (sft, dpo, rm train), added with
+ * `.addOption` each: `--lora` and its rank and alpha, `--gradient-checkpointing`,
+ * `--head-chunk-tokens`. Other LoRA fields go through `--set lora.dropout=0.05` or the config
+ * file's `lora:` section.
+ */
+export function memoryOptions(): Option[] {
+  return [
+    new Option('--lora', 'train LoRA adapters on a frozen base (r 16, alpha 32, all seven projections); OUT is then a PEFT adapter folder'),
+    new Option('--lora-r <n>', 'LoRA rank (implies --lora)').argParser(intArg('--lora-r', { min: 1, max: 4096 })),
+    new Option('--lora-alpha <a>', 'LoRA alpha: updates are scaled by alpha/r (implies --lora)').argParser(floatArg('--lora-alpha', { gt: 0 })),
+    new Option('--gradient-checkpointing', 'recompute each decoder layer in backward instead of keeping its activations'),
+    new Option('--head-chunk-tokens <n|auto>', 'positions whose LM-head logits exist at once (default auto: sized to the vocabulary; 0: all at once)').argParser(headChunkArg),
+  ];
+}
+
+/** `--head-chunk-tokens`: `auto` or an integer ≥ 0. */
+function headChunkArg(value: string): number | 'auto' {
+  return value === 'auto' ? 'auto' : intArg('--head-chunk-tokens', { min: 0 })(value);
+}
+
+/** The config fields of `memoryOptions`' flags (undefined where a flag is absent, so a config file's value stands). */
+export function memoryFlags(o: { lora?: boolean; loraR?: number; loraAlpha?: number; gradientCheckpointing?: boolean; headChunkTokens?: number | 'auto' }): Record<string, unknown> {
+  const wanted = o.lora === true || o.loraR !== undefined || o.loraAlpha !== undefined;
+  const lora = wanted ? { ...(o.loraR !== undefined ? { r: o.loraR } : {}), ...(o.loraAlpha !== undefined ? { alpha: o.loraAlpha } : {}) } : undefined;
+  return { lora, gradientCheckpointing: o.gradientCheckpointing ? true : undefined, headChunkTokens: o.headChunkTokens };
 }

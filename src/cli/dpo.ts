@@ -6,10 +6,10 @@ import { Option, type Command } from 'commander';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { loadConfig } from '../config/load.js';
 import { DPO_LOSS_TYPES } from '../../losses/dpo-loss-types.js';
-import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
+import { example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 
 export function registerDpoCommands(program: Command): void {
-  program
+  const dpoCommand = program
     .command('dpo')
     .description('direct preference optimization from an SFT checkpoint (Llama 3: β 0.1, NLL term 0.2, formatting tokens masked)')
     .option('--config <file>', 'YAML or JSON run config (fields of the DPO config; flags and --set override it)')
@@ -28,7 +28,8 @@ export function registerDpoCommands(program: Command): void {
     .option('--resume', 'continue from the latest checkpoint in --out, reusing stored reference log-probs')
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
-    .addOption(overwriteOption())
+    .addOption(overwriteOption());
+  addOptions(dpoCommand, memoryOptions())
     // no default here, so a backend set in the config file is not overridden
     .addOption(new Option('--backend <name>', 'tensor backend: auto tries tfjs-node-gpu, tfjs-node, then wasm').choices([...BACKEND_NAMES]))
     .addHelpText(
@@ -36,6 +37,7 @@ export function registerDpoCommands(program: Command): void {
       example(
         'tfalign dpo --config configs/llama3.yaml --model runs/sft --train data/prefs.jsonl --out runs/dpo',
         'tfalign dpo --model runs/sft --train data/prefs.jsonl --out runs/dpo --beta 0.1 --nll-coefficient 0.2 --max-steps 200 --set evalEvery=50',
+        'tfalign dpo --model runs/sft --train data/prefs.jsonl --out runs/dpo-lora --lora --set referenceMode=resident   # reference = base, adapters off',
       ),
     )
     .action(async (o) => {
@@ -43,6 +45,7 @@ export function registerDpoCommands(program: Command): void {
       const config = loadConfig(DpoConfigSchema, {
         file: o.config,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, beta: o.beta, nllCoefficient: o.nllCoefficient, lossType: o.lossType,
           maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize, skipInvalid: o.skipInvalid ? true : undefined,
           resume: o.resume ? true : undefined, backend: o.backend, workers: o.workers,

@@ -9,18 +9,14 @@
  */
 import { Option, type Command } from 'commander';
 import * as path from 'node:path';
-import { backendOption, example, floatArg, intArg, overwriteOption, useBackend } from './common.js';
+import { backendOption, example, intArg, overwriteOption, useBackend, addOptions, decodingOptions } from './common.js';
 import { claimOutputFolder, ensureDir, writeFileAtomic, writeOutputMarker } from '../util/atomic.js';
-import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
-import { loadConfig as loadModelConfig } from '../model/pretrained.js';
+import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT } from '../config/limits.js';
 import { modelDims } from '../model/config.js';
 import { readJsonl, writeJsonlAtomic } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
-import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/engine.js';
-import { runQuantizationEval } from '../pipelines/quantization-eval.js';
-import { renderQuantizationReport } from '../report/quantization-report.js';
-import { loadJudge } from '../rounds/judge-loader.js';
-import { promptText } from '../rounds/prompts.js';
+import { KV_CACHE_KINDS, type KVCacheKind } from '../../samplers/sampling-io.js';
+import type { PromptRow } from '../../data/rows.js';
 
 interface EvalQuantizationOptions {
   policy: string;
@@ -45,6 +41,12 @@ interface EvalQuantizationOptions {
 }
 
 export async function runEvalQuantization(o: EvalQuantizationOptions): Promise<void> {
+  // loaded here, not at the top: `tfalign --help` loads no tensor code
+  const { loadConfig: loadModelConfig } = await import('../model/pretrained.js');
+  const { runQuantizationEval } = await import('../pipelines/quantization-eval.js');
+  const { renderQuantizationReport } = await import('../report/quantization-report.js');
+  const { loadJudge } = await import('../rounds/judge-loader.js');
+  const { promptText } = await import('../rounds/prompts.js');
   claimOutputFolder(o.out, { command: 'eval quantization', overwrite: o.overwrite, flag: '--out' });
   await useBackend(o.backend);
   const { rows } = await readJsonl(o.prompts, PromptRowSchema);
@@ -55,7 +57,7 @@ export async function runEvalQuantization(o: EvalQuantizationOptions): Promise<v
   // Before any sampling: the two policies must be the full-precision one and a quantized one.
   if (loadModelConfig(o.policy).quantization_config != null) throw new Error(`--policy: ${o.policy} is itself quantized; give the full-precision policy`);
   if (loadModelConfig(o.quantized).quantization_config == null) throw new Error(`--quantized: ${o.quantized} is not quantized (no quantization_config); make it with tfalign quantize`);
-  let judgeScore: ((prompt: Parameters<typeof promptText>[0], response: string) => number) | undefined;
+  let judgeScore: ((prompt: PromptRow['prompt'], response: string) => number) | undefined;
   if (o.judge) {
     let options: Record<string, unknown> = {};
     if (o.judgeOptions !== undefined) {
@@ -121,7 +123,7 @@ export async function runEvalQuantization(o: EvalQuantizationOptions): Promise<v
 
 export function registerEvalCommands(program: Command): void {
   const evalCommand = program.command('eval').description('evaluations of a model against a reference');
-  evalCommand
+  const quantization = evalCommand
     .command('quantization')
     .description('full-precision vs quantized policy: same prompts and seeds, reward-model (and judge) score distributions compared, identical greedy outputs counted')
     .requiredOption('--policy <dir>', 'full-precision causal LM folder (with tokenizer.json)')
@@ -129,12 +131,8 @@ export function registerEvalCommands(program: Command): void {
     .requiredOption('--reward-model <dir>', 'reward model folder (its own tokenizer, else the policy\'s)')
     .requiredOption('--prompts <file>', 'JSONL rows {"prompt": text or messages, "id"?}')
     .requiredOption('-k, --num-samples <k>', 'samples per prompt from each policy', intArg('-k', { min: 1, max: MAX_SAMPLES_PER_PROMPT }))
-    .requiredOption('--out <dir>', 'folder for summary.json, samples.jsonl, report.html (new, empty, or a previous output)')
-    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE }), 256)
-    .option('--temperature <t>', 'sampling temperature (the greedy comparison always uses 0)', floatArg('--temperature', { min: 0 }), 1)
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
-    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 1e-9, max: 1 }), 1)
-    .option('--seed <s>', 'sample i of prompt j uses seed + j·K + i, in both policies', intArg('--seed', { min: 0 }), 0)
+    .requiredOption('--out <dir>', 'folder for summary.json, samples.jsonl, report.html (new, empty, or a previous output)');
+  addOptions(quantization, decodingOptions({ maxNewTokens: 256, temperature: 'sampling temperature (the greedy comparison always uses 0)', seed: 'sample i of prompt j uses seed + j·K + i, in both policies' }))
     .addOption(new Option('--kv-cache <kind>', 'paged, dense or none').choices([...KV_CACHE_KINDS]).default('paged'))
     .option('--chat', 'render prompts with the chat template (default: when the tokenizer has one)')
     .option('--no-chat', 'render prompts as [BOS] text')

@@ -1,12 +1,12 @@
 /**
- * Commands over single models: `model init`, `model average`, `pretrain`, `logprobs`, `generate`.
+ * Commands over single models: `model init`, `model average`, `model merge`, `pretrain`, `logprobs`, `generate`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, addOptions, decodingOptions } from './common.js';
 import { validateConfig } from '../config/load.js';
-import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
+import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_STEPS } from '../config/limits.js';
 import { countParameters, modelDims, type ModelDims } from '../model/config.js';
 import type { PromptResponseIds } from '../inference/token-logprobs.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -46,7 +46,6 @@ export function registerModelCommands(program: Command): void {
     .addHelpText('after', example('tfalign model init --config configs/models/tiny.json --tokenizer runs/tok --out runs/base'))
     .action(async (o) => {
       const { createModel } = await import('../model/create.js');
-      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const m = await createModel({ configFile: o.config, tokenizerDir: o.tokenizer, out: o.out, seed: o.seed, overwrite: Boolean(o.overwrite) });
       console.log(`model init: ${o.out}: ${m.numParameters().toLocaleString('en-US')} parameters, vocab ${m.dims.vocabSize}, ${m.dims.numLayers} layers`);
@@ -75,12 +74,28 @@ export function registerModelCommands(program: Command): void {
     .addHelpText('after', example('tfalign model average runs/sft-a runs/sft-b --out runs/sft-avg'))
     .action(async (dirs: string[], o) => {
       const { averageModels } = await import('../model/create.js');
-      const { pretrain } = await import('../trainers/pretrain.js');
       await useBackend(o.backend);
       const weights = o.weights ? String(o.weights).split(',').map((w, i) => floatArg(`--weights[${i}]`, { min: 0 })(w)) : undefined;
       if (weights && weights.length !== dirs.length) throw new Error(`--weights: ${weights.length} coefficients for ${dirs.length} models`);
       await averageModels(dirs, o.out, weights, { overwrite: Boolean(o.overwrite) });
       console.log(`model average: ${o.out}: average of ${dirs.length} models`);
+    });
+
+  model
+    .command('merge')
+    .description('fold a LoRA adapter (PEFT folder) into its base model: a plain Hugging Face model folder')
+    .requiredOption('--base <dir>', 'base model folder the adapter was trained on')
+    .requiredOption('--adapter <dir>', 'PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. the --out folder of a LoRA run')
+    .requiredOption('--out <dir>', 'model folder to write (new, empty, or a previous model merge output)')
+    .addOption(overwriteOption())
+    .addOption(backendOption())
+    .addHelpText('after', example('tfalign model merge --base runs/base --adapter runs/sft-lora --out runs/sft-merged'))
+    .action(async (o) => {
+      const { mergeAdapter } = await import('../model/create.js');
+      await useBackend(o.backend);
+      const merged = await mergeAdapter(o.base, o.adapter, o.out, { overwrite: Boolean(o.overwrite) });
+      console.log(`model merge: ${o.out}: ${o.adapter} folded into ${o.base} (${merged.numParameters().toLocaleString('en-US')} parameters)`);
+      merged.dispose();
     });
 
   program
@@ -150,9 +165,7 @@ export function registerModelCommands(program: Command): void {
       const { encodePrompt } = await import('../tokenizer/chat-template.js');
       const { loadConfig: loadModelConfig, loadPretrained } = await import('../model/pretrained.js');
       const { ShardPool } = await import('../inference-pool/shard-pool.js');
-      const { pretrain } = await import('../trainers/pretrain.js');
       const { responseLogprobs } = await import('../inference/token-logprobs.js');
-      const { generate } = await import('../../samplers/generate.js');
       checkWorkersFlag('logprobs', o.workers, o.forceWorkers);
       await useBackend(o.backend);
       const { rows } = await readJsonl(o.input, TokenRowSchema);
@@ -210,20 +223,16 @@ export function registerModelCommands(program: Command): void {
       else for (const r of outRows) process.stdout.write(JSON.stringify(r) + '\n');
     });
 
-  program
+  const generate = program
     .command('generate')
     .description('sample completions of a prompt (greedy at temperature 0), with a KV cache')
     .requiredOption('--model <dir>', 'model folder')
     .option('--prompt <text>', 'prompt text')
     .option('--prompt-ids <json>', 'prompt as a JSON array of token ids (no tokenizer needed)')
     .option('--chat', 'wrap the prompt in the chat template')
-    .option('-n, --num-samples <k>', 'samples of the prompt', intArg('-n', { min: 1, max: MAX_SAMPLES_PER_PROMPT }), 1)
-    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE }), 64)
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
-    .option('--top-p <p>', 'nucleus sampling mass in (0, 1] (1 = off)', floatArg('--top-p', { gt: 0, max: 1 }), 1)
+    .option('-n, --num-samples <k>', 'samples of the prompt', intArg('-n', { min: 1, max: MAX_SAMPLES_PER_PROMPT }), 1);
+  addOptions(generate, decodingOptions({ maxNewTokens: 64, seed: 'sample i uses seed + i' }))
     .option('--parse-special-tokens', PARSE_SPECIAL_TOKENS_HELP)
-    .option('--seed <s>', 'sample i uses seed + i', intArg('--seed', { min: 0 }), 0)
     .option('--kv-cache <kind>', 'paged (prompt computed once, shared by the samples), dense (per-sample cache, the prompt stored n times) or none (recompute every step)', 'paged')
     .option('--json', 'print one JSON object per sample')
     .addOption(backendOption())

@@ -7,7 +7,6 @@ import { Option, type Command } from 'commander';
 import { backendOption, example, overwriteOption, useBackend } from './common.js';
 import { validateConfig } from '../config/load.js';
 import { PROJECTIONS, QUANT_SCHEMES, QuantizationOptionsSchema, type QuantizationOptionsInput } from '../model/quantization/options.js';
-import { quantizeFolder } from '../model/quantization/quantize-folder.js';
 
 interface QuantizeCommandOptions {
   model: string;
@@ -59,6 +58,7 @@ export function registerQuantizeCommands(program: Command): void {
       const options = quantizeFlagsToOptions(o);
       await useBackend(o.backend);
       const start = performance.now();
+      const { quantizeFolder } = await import('../model/quantization/quantize-folder.js');
       const { quantized, bytes } = await quantizeFolder({ model: o.model, out: o.out, options, overwrite: o.overwrite });
       const mib = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MiB`;
       console.log(

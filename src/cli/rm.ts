@@ -3,7 +3,7 @@
  * reward per {prompt, response} row).
  */
 import { Option, type Command } from 'commander';
-import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 import { MAX_ROWS_PER_BATCH } from '../config/limits.js';
 import { DataError } from '../util/errors.js';
 import { BACKEND_NAMES } from '../util/backend-names.js';
@@ -24,7 +24,8 @@ function formatMetric(value: unknown): string {
 export function registerRmCommands(program: Command): void {
   const rm = program.command('rm').description('reward models: train on preference pairs, score responses');
 
-  rm.command('train')
+  const train = rm
+    .command('train')
     .description('train a reward model (a causal LM plus a scalar score head, or its own LM head with --head logprob) on preference pairs, Bradley–Terry')
     .option('--config <file>', 'YAML or JSON config of RewardConfigSchema fields (model, train, out, lr, …); flags and --set override it')
     .option('--set <key=value>', 'override a config field (repeatable), e.g. --set lr=2e-5', (v: string, prev: string[]) => [...prev, v], [] as string[])
@@ -55,7 +56,8 @@ export function registerRmCommands(program: Command): void {
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
-    .addOption(overwriteOption())
+    .addOption(overwriteOption());
+  addOptions(train, memoryOptions())
     .addOption(configBackendOption())
     .addHelpText(
       'after',
@@ -70,6 +72,7 @@ export function registerRmCommands(program: Command): void {
         file: o.config,
         sets: o.set,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, strengths: o.strengths, margin: o.margin,
           centeringCoefficient: o.centeringCoefficient, head: o.head, beta: o.beta, nllCoefficient: o.nllCoefficient, maxLength: o.maxLength, maxPromptLength: o.maxPromptLength, chat: o.chat,
           maxSteps: o.maxSteps, epochs: o.epochs, batchSize: o.batchSize, microBatchSize: o.microBatchSize, lr: o.lr,

@@ -16,9 +16,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Option, type Command } from 'commander';
-import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg } from './common.js';
+import { backendOption, checkWorkersFlag, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, useBackend, workersArg, addOptions, decodingOptions } from './common.js';
 import { claimOutputFolder, writeOutputMarker } from '../util/atomic.js';
-import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT, MAX_TOKENS_PER_SEQUENCE } from '../config/limits.js';
+import { MAX_ROWS_PER_BATCH, MAX_SAMPLES_PER_PROMPT } from '../config/limits.js';
 import { modelDims } from '../model/config.js';
 import { readJsonl } from '../../data/jsonl.js';
 import { PromptRowSchema } from '../../data/rows.js';
@@ -111,19 +111,15 @@ export async function runSample(o: SampleCommandOptions): Promise<void> {
 }
 
 export function registerSampleCommands(program: Command): void {
-  program
+  const sample = program
     .command('sample')
     .description('rejection sampling: K samples per prompt from the policy, scored by a reward model; best-of-K SFT rows and preference pairs')
     .requiredOption('--policy <dir>', 'causal LM folder to sample from (with tokenizer.json)')
     .requiredOption('--reward-model <dir>', 'reward model folder (rm train\'s OUT: a score or logprob head)')
     .requiredOption('--prompts <file>', 'JSONL rows {"prompt": text or messages, "id"?}')
     .requiredOption('-k, --num-samples <k>', 'samples per prompt (Llama 3: 10 to 30)', intArg('-k', { min: 1, max: MAX_SAMPLES_PER_PROMPT }))
-    .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl (new, empty, or a previous sample output)')
-    .option('--max-new-tokens <n>', 'most tokens generated per sample', intArg('--max-new-tokens', { min: 1, max: MAX_TOKENS_PER_SEQUENCE }), 256)
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy', floatArg('--temperature', { min: 0 }), 1)
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intArg('--top-k', { min: 0 }), 0)
-    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', floatArg('--top-p', { min: 1e-9, max: 1 }), 1)
-    .option('--seed <s>', 'sample i of prompt j uses seed + j·K + i', intArg('--seed', { min: 0 }), 0)
+    .requiredOption('--out <dir>', 'folder for samples.jsonl, sft.jsonl, preferences.jsonl (new, empty, or a previous sample output)');
+  addOptions(sample, decodingOptions({ maxNewTokens: 256, seed: 'sample i of prompt j uses seed + j·K + i' }))
     .addOption(new Option('--kv-cache <kind>', 'paged (prompt once, shared by its samples), dense (prompt per sample) or none (recompute)').choices([...KV_CACHE_KINDS]).default('paged'))
     .addOption(new Option('--pair-strategy <s>', 'rejected side of each pair: the worst sample or a random other one').choices([...PAIR_STRATEGIES]).default('best-worst'))
     .option('--min-reward-gap <g>', 'make no pair when chosen − rejected reward is below this', floatArg('--min-reward-gap', { min: 0 }), 0)

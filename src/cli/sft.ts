@@ -4,11 +4,11 @@
  * log step otherwise.
  */
 import type { Command } from 'commander';
-import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg } from './common.js';
+import { backendOption, example, floatArg, forceWorkersOption, intArg, overwriteOption, progress, workersArg, memoryFlags, memoryOptions, addOptions } from './common.js';
 import { loadConfig } from '../config/load.js';
 
 export function registerSftCommands(program: Command): void {
-  program
+  const sftCommand = program
     .command('sft')
     .description('supervised fine-tuning: cross-entropy on response tokens, prompt tokens masked (Llama 3 recipe, lr 1e-5)')
     .option('--config <file>', 'YAML or JSON run config (the fields of SftConfigSchema)')
@@ -25,7 +25,8 @@ export function registerSftCommands(program: Command): void {
     .option('--workers <n>', 'data-parallel replicas (default: cores on wasm/cpu, 1 on tensorflow; at most the cores)', workersArg())
     .addOption(forceWorkersOption())
     .option('--resume', 'continue from the latest checkpoint in --out')
-    .addOption(overwriteOption())
+    .addOption(overwriteOption());
+  addOptions(sftCommand, memoryOptions())
     // no default here: an absent flag must not override the config file's backend
     .addOption(backendOption().default(undefined))
     .addHelpText(
@@ -33,6 +34,7 @@ export function registerSftCommands(program: Command): void {
       example(
         'tfalign sft --config configs/sft.yaml',
         'tfalign sft --model runs/base --train data/sft.jsonl --out runs/sft --max-steps 200 --lr 1e-4 --packing --set maxLength=256',
+        'tfalign sft --model runs/base --train data/sft.jsonl --out runs/sft-lora --lora --lora-r 16 --gradient-checkpointing --lr 2e-4',
       ),
     )
     .action(async (o) => {
@@ -40,6 +42,7 @@ export function registerSftCommands(program: Command): void {
       const config = loadConfig(SftConfigSchema, {
         file: o.config,
         flags: {
+          ...memoryFlags(o),
           model: o.model, train: o.train, eval: o.eval, out: o.out, maxSteps: o.maxSteps, lr: o.lr, batchSize: o.batchSize,
           packing: o.packing, skipInvalid: o.skipInvalid, resume: o.resume, backend: o.backend, workers: o.workers,
           forceWorkers: o.forceWorkers, overwrite: o.overwrite,

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../util/backend-names.js';
 import { limit } from './limits.js';
+import { LoraOptionsSchema } from './lora.js';
 
 export interface RecipeDefaults {
   lr: number;
@@ -39,7 +40,7 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
       .workers()
       .optional()
       .describe(
-        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow. At most the number of cores unless forceWorkers.',
+        'Data-parallel replicas (this thread plus workers-1 worker threads); each computes a share of every global batch. Default: the number of cores on the wasm and cpu backends, 1 on tensorflow and for an 8-bit (QLoRA) model. At most the number of cores unless forceWorkers.',
       ),
     forceWorkers: z.boolean().default(false).describe('Allow more workers than cores (each still holds a full model replica; slower, more memory).'),
     overwrite: z
@@ -68,6 +69,19 @@ export function trainingOptionsSchema(d: RecipeDefaults) {
     saveEvery: limit.interval().default(0).describe('Steps between checkpoints (checkpoint-<step>/); 0 saves only at the end.'),
     saveTotalLimit: limit.interval().default(2).describe('Checkpoints kept (oldest deleted); 0 keeps all.'),
     evalFraction: z.number().min(0).lt(1).default(0.05).describe('Fraction of rows held out for evaluation when no eval file is given.'),
+    lora: LoraOptionsSchema.optional().describe(
+      'Train LoRA adapters on a frozen base instead of every weight (only adapters, and a reward model\'s score head, get gradients and AdamW state); the final model in out (and each checkpoint) is then a PEFT adapter folder. Absent: full fine-tuning.',
+    ),
+    gradientCheckpointing: z
+      .boolean()
+      .default(false)
+      .describe('Recompute each decoder layer in backward instead of keeping its activations: about one extra forward pass of compute for activations of one layer instead of all.'),
+    headChunkTokens: z
+      .union([z.literal('auto'), z.number().int().min(0).max(1_000_000)])
+      .default('auto')
+      .describe(
+        "Token positions whose LM-head logits exist at once during training (the [B, T, V] logits never do). 'auto' (default): Liger-Kernel's rule, positions / ceil(vocab / hidden) per chunk, so a chunk's logits are about the size of the hidden states whatever the vocabulary, and small heads (under 16 MiB of logits) run in one pass; a number fixes it (1024 × a 128 k vocabulary is 0.5 GB per copy); 0 computes them all at once.",
+      ),
   });
 }
 

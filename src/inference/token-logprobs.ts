@@ -9,16 +9,43 @@ import type { LlamaModel } from '../model/llama.js';
 import { FullAttention } from '../model/attention.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
 import { tokenLogprobs } from '../../losses/logprobs.js';
+import { labelLogprobs } from '../model/lm-head.js';
 
-/** Per-token log-probs of each position's next token: [B, T−1]. */
-export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch): tf.Tensor2D {
+/**
+ * Per-token log-probs of each position's next token: [B, T−1]. With `positions: 'targets'` the LM
+ * head runs only where `batch.targets` is 1 (the loss's tokens; prompt and padding positions get
+ * no logits and read 0). The head goes `model.headChunkTokens` rows at a time (`lm-head.ts`).
+ */
+export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch, opts: { positions?: 'all' | 'targets' } = {}): tf.Tensor2D {
   return tf.tidy(() => {
     const { batchSize: b, seqLen: t } = batch;
     const ctx = new FullAttention({ batchSize: b, seqLen: t, segmentIds: batch.segmentIds });
     const hidden = model.forward(tf.tensor2d(batch.inputIds, [b, t], 'int32'), ctx); // [B, T, C]
-    const predicting = tf.slice(hidden, [0, 0, 0], [b, t - 1, hidden.shape[2]]); // [B, T−1, C]
-    const logits = model.logits(predicting); // [B, T−1, V]
-    return tokenLogprobs(logits, tf.tensor2d(batch.labels, [b, t - 1], 'int32')); // [B, T−1]
+    const c = hidden.shape[2];
+    const predicting = tf.slice(hidden, [0, 0, 0], [b, t - 1, c]); // [B, T−1, C]
+    if (opts.positions !== 'targets') {
+      if (model.headChunkTokens === 0) {
+        const logits = model.logits(predicting); // [B, T−1, V]
+        return tokenLogprobs(logits, tf.tensor2d(batch.labels, [b, t - 1], 'int32')); // [B, T−1]
+      }
+      const rows = tf.reshape(predicting, [b * (t - 1), c]) as tf.Tensor2D; // [B·(T−1), C]
+      const logps = labelLogprobs(model, rows, tf.tensor1d(batch.labels, 'int32'), model.headChunkTokens); // [B·(T−1)]
+      return tf.reshape(logps, [b, t - 1]) as tf.Tensor2D; // [B, T−1]
+    }
+    // Only the target positions: gather their rows, score them, put them back (0 elsewhere).
+    const slots = b * (t - 1);
+    const picked: number[] = [];
+    for (let i = 0; i < slots; i++) if (batch.targets[i] !== 0) picked.push(i);
+    // No target (a fully masked micro-batch): zeros that still depend on the weights, so a gradient
+    // tape sees the loss connected to them (a zero gradient, as the plain path gives).
+    if (picked.length === 0) return tf.mul(tf.sum(predicting, -1), 0) as tf.Tensor2D; // [B, T−1]
+    const rows = tf.gather(tf.reshape(predicting, [slots, c]), tf.tensor1d(picked, 'int32')) as tf.Tensor2D; // [M, C]
+    const labels = tf.tensor1d(Int32Array.from(picked, (i) => batch.labels[i]), 'int32'); // [M]
+    const logps = labelLogprobs(model, rows, labels, model.headChunkTokens); // [M]
+    const back = new Int32Array(slots).fill(picked.length); // slot → its row in logps, or the trailing 0
+    picked.forEach((slot, j) => (back[slot] = j));
+    const withZero = tf.concat([logps, tf.zeros([1])]); // [M + 1]
+    return tf.reshape(tf.gather(withZero, tf.tensor1d(back, 'int32')), [b, t - 1]) as tf.Tensor2D; // [B, T−1]
   });
 }
 
@@ -44,7 +71,7 @@ export function responseLogprobs(model: LlamaModel, rows: PromptResponseIds[], b
       padId,
     );
     // Read outside tf.tidy: a tidy walks every element of a typed array it returns.
-    const logpsTensor = batchTokenLogprobs(model, batch); // [B, T−1]
+    const logpsTensor = batchTokenLogprobs(model, batch, { positions: 'targets' }); // [B, T−1], response positions only
     const logps = logpsTensor.dataSync() as Float32Array;
     logpsTensor.dispose();
     const t = batch.seqLen;

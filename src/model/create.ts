@@ -1,13 +1,16 @@
 /**
  * New models and merged models as HF folders: `createModel` random-initialises an architecture
  * file (configs/models/*.json) sized to a tokenizer; `averageModels` averages the weights of
- * several checkpoints of one architecture (Llama 3 averages RM, SFT and DPO models).
+ * several checkpoints of one architecture (Llama 3 averages RM, SFT and DPO models);
+ * `mergeAdapter` folds a PEFT LoRA adapter into its base (W' = W + (α/r)·B A).
  */
 import * as fs from 'node:fs';
 import { parseLlamaConfig } from './config.js';
 import { readJsonFile } from './checkpoint-io.js';
 import { initModel, toHfTensors, fromHfTensors } from './weights.js';
-import { loadPretrained, savePretrained } from './pretrained.js';
+import { loadPretrained, loadWithAdapter, savePretrained } from './pretrained.js';
+import { attachedAdapters } from './lora.js';
+import { readAdapterConfig } from './peft.js';
 import { LlamaModel } from './llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { averageWeights } from './average.js';
@@ -68,4 +71,19 @@ export async function averageModels(dirs: string[], out: string, coefficients?: 
   await savePretrained(averaged, out, { tokenizerDir: dirs[0], ...output });
   first.dispose();
   averaged.dispose();
+}
+
+/**
+ * Folds the LoRA adapter of `adapterDir` into the base model `baseDir` and writes a plain HF folder
+ * at `out` (a reward-model adapter on a causal base gives a reward model with its score head).
+ * The adapter is read and checked before `out` is touched.
+ */
+export async function mergeAdapter(baseDir: string, adapterDir: string, out: string, options: { overwrite?: boolean } = {}): Promise<LlamaModel> {
+  const output = { command: 'model merge', overwrite: options.overwrite, flag: '--out' };
+  readAdapterConfig(adapterDir);
+  claimOutputFolder(out, output);
+  const model = await loadWithAdapter(baseDir, adapterDir);
+  attachedAdapters(model)!.mergeIntoBase();
+  await savePretrained(model, out, { tokenizerDir: fs.existsSync(`${adapterDir}/tokenizer.json`) ? adapterDir : baseDir, ...output });
+  return model;
 }

@@ -75,13 +75,30 @@ export interface ForwardOutput {
  * dequantized inside the call. `weight` is the float parameter when the model holds one.
  * x [N, in] → [N, out].
  */
-export type LinearFn = (x: tf.Tensor2D, weight: tf.Variable | undefined) => tf.Tensor2D;
+export type LinearFn = ((x: tf.Tensor2D, weight: tf.Variable | undefined) => tf.Tensor2D) & {
+  /** Variables the override reads besides `weight` (LoRA's A and B): gradient checkpointing passes the trainable ones explicitly. */
+  variables?: readonly tf.Variable[];
+};
+
+/** How the LM head is split: rows per chunk (0: all rows in one plain pass) or `auto` (sized to the vocabulary; see lm-head.ts). */
+export type HeadChunking = number | 'auto';
 
 export class LlamaModel {
   readonly dims: ModelDims;
   private readonly invFreq: Float64Array;
   /** Projections computed by something other than `x·W` (see {@link LinearFn}). */
   readonly linearOverrides: Map<string, LinearFn>;
+  /**
+   * Gradient checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"):
+   * while a gradient tape records, each decoder layer keeps only its input and recomputes its
+   * activations in backward — same loss and gradients, one layer's activations at a time.
+   */
+  gradientCheckpointing = false;
+  /**
+   * Rows of the LM head computed at a time by the training and scoring paths (`lm-head.ts`): a
+   * number, `auto` (sized to the vocabulary), or 0 for the logits of every position at once.
+   */
+  headChunkTokens: HeadChunking = 0;
 
   constructor(
     readonly config: LlamaConfig,
@@ -141,11 +158,53 @@ export class LlamaModel {
         // One tidy per layer: its intermediates are freed as soon as the layer is done (the
         // gradient tape keeps what backward needs), so peak memory is one layer's, not the model's.
         const input = x;
-        x = tf.tidy(() => this.decoderLayer(l, input, ctx, cos, sin));
+        const recording = tf.engine().state.gradientDepth > 0;
+        x = tf.tidy(() => (this.gradientCheckpointing && recording ? this.checkpointedLayer(l, input, ctx, cos, sin) : this.decoderLayer(l, input, ctx, cos, sin)));
       }
       const out = this.rmsNorm(x, this.param('model.norm.weight')); // [B·T, C]
       return tf.reshape(out, [b, t, c]) as tf.Tensor3D; // [B, T, C]
     });
+  }
+
+  /** The trainable variables decoder layer `l` reads: its own parameters and those of its projections' overrides. */
+  private layerVariables(l: number): tf.Variable[] {
+    const prefix = `model.layers.${l}.`;
+    const vars: tf.Variable[] = [];
+    for (const [name, v] of this.params) if (name.startsWith(prefix) && v.trainable) vars.push(v);
+    for (const [name, fn] of this.linearOverrides) if (name.startsWith(prefix)) vars.push(...(fn.variables ?? []).filter((v) => v.trainable));
+    return vars;
+  }
+
+  /**
+   * Decoder layer `l` under gradient checkpointing: forward without recording its activations
+   * (customGrad runs its function off the tape), saving only x, cos and sin; backward recomputes
+   * the layer under a tape of its own and differentiates it with respect to x and the layer's
+   * trainable variables, passed to customGrad explicitly (closure-captured variables get no
+   * gradient there; frozen ones are left captured on purpose).
+   */
+  private checkpointedLayer(l: number, x: tf.Tensor2D, ctx: AttentionContext, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Tensor2D {
+    const vars = this.layerVariables(l);
+    const layer = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const input = args[0] as tf.Tensor2D;
+      save([input, cos, sin]);
+      return {
+        value: this.decoderLayer(l, input, ctx, cos, sin), // [B·T, C]
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [savedX, savedCos, savedSin] = saved;
+          // The outer backward's tape: an inner tf.grads replaces and clears it, so put it back.
+          const state = tf.engine().state as unknown as { activeTape: unknown };
+          const outerTape = state.activeTape;
+          try {
+            // tf.grads keeps only the gradients; the recomputed activations are freed here, not at the end of backward
+            return tf.grads((xIn: tf.Tensor) => this.decoderLayer(l, xIn as tf.Tensor2D, ctx, savedCos as tf.Tensor4D, savedSin as tf.Tensor4D))([savedX, ...vars], dy);
+          } finally {
+            state.activeTape = outerTape;
+          }
+        },
+      };
+    });
+    return layer(x, ...vars) as tf.Tensor2D;
   }
 
   /** Decoder layer `l` over x [B·T, C]: attention block, then SwiGLU MLP block, each residual. */
@@ -169,6 +228,11 @@ export class LlamaModel {
     const up = this.linear(xn2, `${p}.mlp.up_proj.weight`); // [B·T, I]
     const act = tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor2D; // [B·T, I]
     return tf.add(afterAttention, this.linear(act, `${p}.mlp.down_proj.weight`)) as tf.Tensor2D; // [B·T, C]
+  }
+
+  /** The LM head's weight: the embedding [V, C] when tied (logits = h·Eᵀ), else lm_head [C, V]. */
+  lmHeadWeight(): { weight: tf.Variable; transposed: boolean } {
+    return this.dims.tied ? { weight: this.param('model.embed_tokens.weight'), transposed: true } : { weight: this.param('lm_head.weight'), transposed: false };
   }
 
   /** LM head: hidden [B, T, C] → logits [B, T, V]. */

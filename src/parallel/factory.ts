@@ -6,6 +6,8 @@ import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { currentBackend } from '../backend.js';
 import type { LlamaModel } from '../model/llama.js';
+import { trainingParameters } from '../model/lora.js';
+import { quantizationOf } from '../model/quantization/quantize-model.js';
 import { AdamW, type AdamWOptions } from '../train/adamw.js';
 import { LocalStepEngine, type StepEngine } from '../train/step-engine.js';
 import { type TaskDescriptor } from '../train/task.js';
@@ -49,13 +51,16 @@ function runningBackend(): RunningBackend {
 /** A `LocalStepEngine` for 1 replica, a started `WorkerStepEngine` for more. */
 export async function createStepEngine<B>(o: StepEngineOptions<B>): Promise<StepEngine<B>> {
   const backend = o.backend ?? runningBackend();
-  const numWorkers = o.numWorkers ?? defaultNumWorkers(backend);
+  // 8-bit weights (QLoRA) live outside the parameters that replicas copy: one thread trains them
+  const quantized = quantizationOf(o.model) !== undefined;
+  const numWorkers = o.numWorkers ?? (quantized ? 1 : defaultNumWorkers(backend));
   if (!Number.isInteger(numWorkers) || numWorkers < 1) throw new Error(`workers: numWorkers must be an integer ≥ 1, got ${numWorkers}`);
+  if (quantized && numWorkers > 1) throw new Error(`workers: ${numWorkers} replicas of an 8-bit (QLoRA) model are not supported: worker replicas copy float parameters only; set workers: 1`);
   const optimizer = new AdamW(o.optimizer);
   if (numWorkers === 1) {
     const loss = await buildTaskLoss<B>(o.task, o.model, { replica: 0, currentStep: () => optimizer.step });
     const task = await resolveTask<B>(o.task);
-    return new LocalStepEngine<B>(o.model.params, { loss, unitsOf: task.unitsOf.bind(task) }, optimizer, { maxGradNorm: o.maxGradNorm });
+    return new LocalStepEngine<B>(trainingParameters(o.model), { loss, unitsOf: task.unitsOf.bind(task) }, optimizer, { maxGradNorm: o.maxGradNorm });
   }
   return WorkerStepEngine.create<B>({ numWorkers, backend, model: o.model, task: o.task, optimizer, maxGradNorm: o.maxGradNorm });
 }
@@ -69,7 +74,7 @@ export function createTrainerEngine<B>(
   o: { backend: RunningBackend; model: LlamaModel; task: TaskDescriptor },
 ): Promise<StepEngine<B>> {
   return createStepEngine<B>({
-    numWorkers: options.workers ?? defaultNumWorkers(o.backend),
+    numWorkers: options.workers, // undefined: createStepEngine's default (one per core; one for an 8-bit model)
     backend: o.backend,
     model: o.model,
     task: o.task,

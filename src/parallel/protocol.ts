@@ -8,6 +8,8 @@
  * handles requests strictly in order: sync → (compute → reduce → apply)* → read-state.
  */
 import type { LlamaConfig } from '../model/config.js';
+import type { LoraOptions } from '../model/lora.js';
+import type { HeadChunking } from '../model/lm-head.js';
 import type { AdamWParamState } from '../train/adamw.js';
 import type { TaskDescriptor } from '../train/task.js';
 import type { ShardResult } from './replica.js';
@@ -22,6 +24,8 @@ export interface WorkerInit {
   backend: 'tensorflow' | 'wasm' | 'cpu';
   /** Architecture of the replica model. */
   config: LlamaConfig;
+  /** How the parent's model is set up for training: LoRA adapters (their variables arrive at sync), checkpointing, head chunks. */
+  model: { lora?: LoraOptions; gradientCheckpointing: boolean; headChunkTokens: HeadChunking };
   task: TaskDescriptor;
   /** AdamW hyperparameters; `noDecay` as the names it exempts (a function cannot cross threads). */
   optimizer: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; noDecayNames: string[] };

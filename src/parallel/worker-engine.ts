@@ -30,6 +30,7 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
+import { attachedAdapters, trainingParameters } from '../model/lora.js';
 import type { AdamW, AdamWParamState } from '../train/adamw.js';
 import { combineRecords, stepUnits, withUnits, type LossFn, type StepEngine, type StepResult, type UnitsFn } from '../train/step-engine.js';
 import { createSlotBuffer, layoutOfParams, partitionRange, reduceSlotRange, slotViews, type GradientLayout } from './allreduce.js';
@@ -87,7 +88,7 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     const o = parts.options;
     this.optimizer = o.optimizer;
     this.numReplicas = o.numWorkers;
-    this.params = o.model.params;
+    this.params = trainingParameters(o.model);
     this.layout = parts.layout;
     this.slots = slotViews(parts.slotBuffer, o.numWorkers, parts.layout.numElements);
     this.group = parts.group;
@@ -103,7 +104,8 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
     if (!Number.isInteger(n) || n < 2) throw new Error(`workers: WorkerStepEngine needs numWorkers ≥ 2, got ${n} (use LocalStepEngine for 1)`);
     const task = await resolveTask<B>(options.task);
     const lossFn = await buildTaskLoss<B>(options.task, options.model, { replica: 0, currentStep: () => options.optimizer.step });
-    const layout = layoutOfParams(options.model.params);
+    const params = trainingParameters(options.model);
+    const layout = layoutOfParams(params);
     if (layout.names.length === 0) throw new Error('workers: the model has no trainable parameter');
     const slotBuffer = createSlotBuffer(n, layout.numElements);
     const opt = options.optimizer;
@@ -111,10 +113,15 @@ export class WorkerStepEngine<B> implements StepEngine<B> {
       numReplicas: n,
       backend: options.backend,
       config: options.model.config,
+      model: {
+        lora: attachedAdapters(options.model)?.options,
+        gradientCheckpointing: options.model.gradientCheckpointing,
+        headChunkTokens: options.model.headChunkTokens,
+      },
       task: options.task,
       optimizer: {
         lr: opt.lr, beta1: opt.beta1, beta2: opt.beta2, eps: opt.eps, weightDecay: opt.weightDecay,
-        noDecayNames: [...options.model.params.keys()].filter((name) => opt.noDecay(name)),
+        noDecayNames: [...params.keys()].filter((name) => opt.noDecay(name)),
       },
       maxGradNorm: options.maxGradNorm,
       layout: { names: layout.names, shapes: layout.shapes },

@@ -11,6 +11,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { LlamaModel } from '../model/llama.js';
+import { isAdapterParameter, LoraAdapters, trainingParameters } from '../model/lora.js';
 import { AdamW, type AdamWParamState } from '../train/adamw.js';
 import type { LossFn } from '../train/step-engine.js';
 import { gradientLayout, reduceSlotRange, slotViews } from './allreduce.js';
@@ -41,12 +42,19 @@ function replicaModel(): LlamaModel {
 async function sync(request: Extract<WorkerRequest, { type: 'sync' }>): Promise<null> {
   if (!model) {
     const params = new Map<string, tf.Variable>();
-    for (const p of request.params) params.set(p.name, tf.tidy(() => tf.variable(tf.tensor(p.values, p.shape, 'float32'), p.trainable)));
+    const adapterParams = new Map<string, tf.Variable>();
+    for (const p of request.params) {
+      (isAdapterParameter(p.name) ? adapterParams : params).set(p.name, tf.tidy(() => tf.variable(tf.tensor(p.values, p.shape, 'float32'), p.trainable)));
+    }
     model = new LlamaModel(init.config, params);
+    model.gradientCheckpointing = init.model.gradientCheckpointing;
+    model.headChunkTokens = init.model.headChunkTokens;
+    if (init.model.lora) LoraAdapters.fromVariables(model, init.model.lora, adapterParams);
     lossFn = await buildTaskLoss(init.task, model, { replica: init.replica, currentStep: () => currentStep });
   } else {
+    const replicaParams = trainingParameters(model);
     for (const p of request.params) {
-      const variable = model.params.get(p.name);
+      const variable = replicaParams.get(p.name);
       if (!variable) throw new Error(`worker ${init.replica}: sync: parameter '${p.name}' is not in the replica model`);
       tf.tidy(() => variable.assign(tf.tensor(p.values, p.shape, 'float32')));
     }
@@ -62,17 +70,17 @@ async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerReque
     case 'compute': {
       const m = replicaModel();
       currentStep = request.step;
-      return computeShard(m.params, lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
+      return computeShard(trainingParameters(m), lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
     }
     case 'reduce':
       reduceSlotRange(slots, request.start, request.end);
       return null;
     case 'apply':
-      return { gradNorm: applyReduced(replicaModel().params, optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };
+      return { gradNorm: applyReduced(trainingParameters(replicaModel()), optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };
     case 'read-state': {
       const m = replicaModel();
       return {
-        weights: [...m.params].map(([name, v]) => [name, Float32Array.from(v.dataSync() as Float32Array)] as [string, Float32Array]),
+        weights: [...trainingParameters(m)].map(([name, v]) => [name, Float32Array.from(v.dataSync() as Float32Array)] as [string, Float32Array]),
         optimizerStep: optimizer.step,
         optimizerStates: optimizer.stateNames().map((name) => [name, optimizer.readState(name)!] as [string, AdamWParamState]),
       };

@@ -20,7 +20,6 @@
  * All text from the database (names, paths, errors, the config) is escaped.
  */
 import { writeFileAtomic } from '../util/atomic.js';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readRunLock, type LockHolder } from '../store/lock.js';
 import type { RoundSummary, RunRecord, StageRecord } from '../store/records.js';

@@ -211,7 +211,7 @@ export class AlignmentRun {
     const rm = config.rewardModel;
     checkTrainingFits(rm, { ...dims, isRewardModel: true, rewardHead: rm.head }, { backend, length: rm.maxLength, lengthField: 'maxLength', sequencesPerRow: 3 }, `${source}: rewardModel`);
     checkTrainingFits(config.sft, dims, { backend, length: config.sft.maxLength, lengthField: 'maxLength', sequencesPerRow: 1 }, `${source}: sft`);
-    const frozenModels = config.dpo.referenceMode === 'resident' ? 1 : 0;
+    const frozenModels = config.dpo.referenceMode === 'resident' && config.dpo.lora === undefined ? 1 : 0;
     checkTrainingFits(config.dpo, dims, { backend, length: config.dpo.maxLength, lengthField: 'maxLength', sequencesPerRow: 2, frozenModels }, `${source}: dpo`);
   }
 

@@ -26,7 +26,7 @@ export function causalLmUnits(batch: TokenBatch): UnitCounts {
 /** Next-token cross-entropy summed over the batch's target tokens (`sums.tokens`). */
 export function causalLmLoss(model: LlamaModel, batch: TokenBatch): MicroBatchObjective {
   const tokens = tf.tidy(() => {
-    const logps = batchTokenLogprobs(model, batch); // [B, T−1]
+    const logps = batchTokenLogprobs(model, batch, { positions: 'targets' }); // [B, T−1], 0 off the targets
     const mask = tf.tensor2d(batch.targets, [batch.batchSize, batch.seqLen - 1]); // [B, T−1]
     return tokenNllSum(logps, mask);
   });

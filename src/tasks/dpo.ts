@@ -171,7 +171,7 @@ export function dpoTerms(tokenLogps: tf.Tensor2D, batch: DpoBatch, opts: DpoLoss
 export function dpoLoss(model: LlamaModel, batch: DpoBatch, opts: DpoLossOptions): MicroBatchObjective {
   let metrics: Record<string, MetricSum> = {};
   const sums = tf.tidy(() => {
-    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens), batch, opts);
+    const terms = dpoTerms(batchTokenLogprobs(model, batch.tokens, { positions: 'targets' }), batch, opts); // every mask ⊆ targets
     const { chosenRewards: chosen, rejectedRewards: rejected } = terms;
     const values = tf
       .stack([

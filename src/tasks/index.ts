@@ -6,6 +6,7 @@
  * A kind not built in is loaded from the descriptor's `module` URL (its `task` export).
  */
 import type { LlamaModel } from '../model/llama.js';
+import { attachedAdapters } from '../model/lora.js';
 import type { LossFn } from '../train/step-engine.js';
 import type { TaskDefinition, TaskDescriptor } from '../train/task.js';
 import { causalLmTask } from './causal-lm.js';
@@ -49,11 +50,31 @@ export async function buildTaskLoss<B>(
   fault: { replica: number; currentStep: () => number },
 ): Promise<LossFn<B>> {
   const task = await resolveTask<B>(descriptor);
-  const lossFn = await task.buildLoss({ model, options: descriptor.options ?? {} });
+  const lossFn = withDropoutSeeds(await task.buildLoss({ model, options: descriptor.options ?? {} }), model, fault);
   const failAt = descriptor.failAtStep;
   if (!failAt || failAt.replica !== fault.replica) return lossFn;
   return (batch) => {
     if (fault.currentStep() === failAt.step) throw new Error(failAt.message ?? `injected fault on replica ${fault.replica} at step ${failAt.step}`);
+    return lossFn(batch);
+  };
+}
+
+/**
+ * With LoRA dropout, seeds each micro-batch's masks from (optimizer step, micro-batch of the step,
+ * replica): a resumed run draws the masks the uninterrupted one drew, and the recompute of
+ * gradient checkpointing (same seed) draws them again.
+ */
+function withDropoutSeeds<B>(lossFn: LossFn<B>, model: LlamaModel, fault: { replica: number; currentStep: () => number }): LossFn<B> {
+  const adapters = attachedAdapters(model);
+  if (!adapters || adapters.options.dropout === 0) return lossFn;
+  let step = -1;
+  let call = 0;
+  return (batch) => {
+    if (fault.currentStep() !== step) {
+      step = fault.currentStep();
+      call = 0;
+    }
+    adapters.dropoutSeed = ((step * 1_000_003 + call++ * 8191 + fault.replica * 131) % 2_147_483_629) + 1;
     return lossFn(batch);
   };
 }

@@ -9,12 +9,17 @@
  * A run folder is the final model itself, as TRL's `output_dir` after `save_model`: its HF files
  * (config.json, model.safetensors, tokenizer files) sit directly in it, beside `checkpoint-*`
  * folders and `metrics.jsonl` (`saveFinalModel`).
+ *
+ * With LoRA the weights part (of the final model and of each checkpoint) is a PEFT adapter folder
+ * (adapter_config.json, adapter_model.safetensors) instead, and the optimizer state covers the
+ * adapters only.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
-import { savePretrained } from '../model/pretrained.js';
+import { saveAdapterFolder, savePretrained } from '../model/pretrained.js';
+import { attachedAdapters, trainingParameters } from '../model/lora.js';
 import { encodeSafetensors, readSafetensors } from '../model/safetensors.js';
 import { CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, readJsonFile } from '../model/checkpoint-io.js';
 import { sha256File } from '../util/hash.js';
@@ -30,7 +35,7 @@ export const TRAINER_STATE_FILE = 'trainer_state.json';
  * other files), so a copy of the folder elsewhere hashes alike and a retrained one does not.
  */
 export function modelFingerprint(dir: string): string {
-  const names = fs.readdirSync(dir).filter((name) => name === CONFIG_NAME || name.endsWith('.safetensors') || name === SAFE_WEIGHTS_INDEX_NAME).sort();
+  const names = fs.readdirSync(dir).filter((name) => name === CONFIG_NAME || name === 'adapter_config.json' || name.endsWith('.safetensors') || name === SAFE_WEIGHTS_INDEX_NAME).sort();
   const listing = createHash('sha256');
   for (const name of names) listing.update(`${sha256File(path.join(dir, name))}  ${name}\n`, 'utf8');
   return listing.digest('hex');
@@ -75,14 +80,14 @@ export function claimRunFolder(runDir: string, owner: RunFolderOwner, options: {
  * its owner (`claimRunFolder`) and its starting model's hash, so `--resume` still checks it.
  * A folder nobody claimed (a caller that owns it) is written under the `checkpoint` command.
  */
-export async function saveFinalModel(model: LlamaModel, runDir: string, opts: { tokenizerDir?: string }): Promise<void> {
+export async function saveFinalModel(model: LlamaModel, runDir: string, opts: { tokenizerDir?: string; baseModel?: string }): Promise<void> {
   const marker = readOutputMarker(runDir);
-  if (marker === null) {
-    await savePretrained(model, runDir, { tokenizerDir: opts.tokenizerDir, overwrite: true });
-    return;
-  }
-  const { command, files: _files, ...extra } = marker;
-  await savePretrained(model, runDir, { tokenizerDir: opts.tokenizerDir, command, markerExtra: extra });
+  const adapters = attachedAdapters(model);
+  if (adapters && opts.baseModel === undefined) throw new Error('checkpoint: a LoRA run needs its base model folder (baseModel) to write its adapter folder');
+  const { command, files: _files, ...extra } = marker ?? { command: undefined, files: undefined };
+  const owner = marker === null ? { overwrite: true } : { command, markerExtra: extra };
+  if (adapters) saveAdapterFolder(model, adapters, runDir, { baseModel: opts.baseModel!, tokenizerDir: opts.tokenizerDir, ...owner });
+  else await savePretrained(model, runDir, { tokenizerDir: opts.tokenizerDir, ...owner });
 }
 
 export function checkpointDir(runDir: string, step: number): string {
@@ -108,18 +113,25 @@ export interface SaveCheckpointArgs {
   tokenizerDir?: string;
   /** Keep at most this many checkpoints (oldest removed after a save); 0 keeps all. */
   saveTotalLimit: number;
+  /** With LoRA: the base model folder the adapter checkpoint names (base_model_name_or_path). */
+  baseModel?: string;
 }
 
 export async function saveCheckpoint(runDir: string, args: SaveCheckpointArgs): Promise<string> {
   const dir = checkpointDir(runDir, args.state.globalStep);
   const opt = exportOptimizerState(args.optimizer);
-  await savePretrained(args.model, dir, {
-    tokenizerDir: args.tokenizerDir,
-    files: {
-      [OPTIMIZER_FILE]: encodeSafetensors(opt.tensors, { metadata: { tfalign: JSON.stringify(opt.meta) }, name: OPTIMIZER_FILE }),
-      [TRAINER_STATE_FILE]: JSON.stringify(args.state, null, 2) + '\n',
-    },
-  });
+  const files = {
+    [OPTIMIZER_FILE]: encodeSafetensors(opt.tensors, { metadata: { tfalign: JSON.stringify(opt.meta) }, name: OPTIMIZER_FILE }),
+    [TRAINER_STATE_FILE]: JSON.stringify(args.state, null, 2) + '\n',
+  };
+  // A LoRA run's checkpoint is its adapter folder (PEFT format) plus the same state files.
+  const adapters = attachedAdapters(args.model);
+  if (adapters) {
+    if (args.baseModel === undefined) throw new Error('checkpoint: a LoRA checkpoint needs its base model folder (baseModel)');
+    saveAdapterFolder(args.model, adapters, dir, { baseModel: args.baseModel, tokenizerDir: args.tokenizerDir, files });
+  } else {
+    await savePretrained(args.model, dir, { tokenizerDir: args.tokenizerDir, files });
+  }
   if (args.saveTotalLimit > 0) {
     const all = listCheckpoints(runDir);
     for (const old of all.slice(0, Math.max(0, all.length - args.saveTotalLimit))) fs.rmSync(old.dir, { recursive: true, force: true });
@@ -139,6 +151,6 @@ export function loadCheckpointState(dir: string, optimizer: AdamW, model: LlamaM
   } catch {
     throw new Error(`checkpoint: ${optPath}: __metadata__.tfalign is missing or not JSON`);
   }
-  importOptimizerState(optimizer, model.params, { tensors, meta: parseOptimizerStateMeta(metaJson, optPath) });
+  importOptimizerState(optimizer, trainingParameters(model), { tensors, meta: parseOptimizerStateMeta(metaJson, optPath) });
   return state;
 }

@@ -8,6 +8,9 @@
 import * as os from 'node:os';
 import type { ModelDims } from '../model/config.js';
 import { checkWorkers, formatBytes, numCores, WASM_HEAP_BYTES } from '../config/limits.js';
+import type { LoraOptions } from '../model/lora.js';
+import { numLoraParameters } from '../model/lora.js';
+import { headChunkRows, type HeadChunking } from '../model/lm-head.js';
 
 /** Parameters of a model from its dimensions (embeddings counted once when tied). */
 function numParameters(d: ModelDims): number {
@@ -24,6 +27,54 @@ export interface TrainingShape {
   /** Data-parallel replicas (undefined: one per core on wasm/cpu, 1 on tensorflow). */
   workers?: number;
   forceWorkers?: boolean;
+  /** LoRA: only adapters (and a score head) hold gradients and AdamW state. */
+  lora?: Pick<LoraOptions, 'r' | 'targetModules'>;
+  /** Decoder layers recomputed in backward: one layer's activations plus each layer's input. */
+  gradientCheckpointing?: boolean;
+  /** Positions whose LM-head logits exist at once (a number, `auto`; 0 or absent: all). */
+  headChunkTokens?: HeadChunking;
+}
+
+/** The estimated bytes of one training step per replica, by part. */
+export interface TrainingMemory {
+  /** Model weights (and frozen copies). */
+  weights: number;
+  /** Gradients and AdamW moments of the trainable parameters (all of them, or the adapters). */
+  trainableState: number;
+  /** Activations kept for backward, plus the LM head's logits. */
+  activations: number;
+  /** Trainable parameters. */
+  numTrainable: number;
+  numParameters: number;
+}
+
+/**
+ * The memory one training step needs per replica (see `checkTrainingFits`): 4 bytes per value;
+ * weights P (+ frozen copies); gradients + AdamW m, v of the trainable parameters (3 × 4 bytes
+ * each, adapters' own weights included with LoRA); activations per token per layer
+ * 10·C + 4·I + H·T (norms, projections, attention scores), all layers' — or with checkpointing
+ * each layer's input C plus one layer's — and the head's logits: 2·V per position, or 3·V per
+ * position of one chunk (logits, softmax, gradient) when the head is chunked. 8-bit weights
+ * (`quantizedParameters`) count only as the float copies dequantized at once.
+ */
+export function estimateTrainingMemory(shape: TrainingShape, dims: ModelDims, opts: Pick<TrainingFitOptions, 'length' | 'sequencesPerRow' | 'frozenModels' | 'quantizedParameters'>, numReplicas: number): TrainingMemory {
+  const rowsPerPass = shape.microBatchSize ?? shape.batchSize;
+  const rowsPerReplica = Math.ceil(rowsPerPass / numReplicas) * opts.sequencesPerRow;
+  const t = opts.length;
+  const tokens = rowsPerReplica * t;
+  const params = numParameters(dims);
+  const adapters = shape.lora ? numLoraParameters(dims, shape.lora) : 0;
+  const numTrainable = shape.lora ? adapters + (dims.rewardHead === 'score' ? dims.hiddenSize : 0) : params;
+  const quantized = opts.quantizedParameters ?? 0;
+  // 8-bit weights: none in the heap but the dequantized float copies in use (one layer's, twice: its products and the tape's)
+  const dequantized = quantized > 0 ? 2 * (shape.gradientCheckpointing ? quantized / dims.numLayers : quantized) : 0;
+  const weights = 4 * ((params - quantized) * (1 + (opts.frozenModels ?? 0)) + dequantized + adapters);
+  const trainableState = 4 * 3 * numTrainable;
+  const perLayerPerToken = 10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t;
+  const layers = shape.gradientCheckpointing ? dims.numLayers * dims.hiddenSize + perLayerPerToken : dims.numLayers * perLayerPerToken;
+  const chunk = headChunkRows(tokens, dims.vocabSize, dims.hiddenSize, shape.headChunkTokens ?? 0);
+  const head = dims.rewardHead === 'score' ? 2 * tokens : chunk < tokens ? 3 * dims.vocabSize * chunk + dims.hiddenSize * tokens : 2 * dims.vocabSize * tokens;
+  return { weights, trainableState, activations: 4 * (tokens * layers + head), numTrainable, numParameters: params };
 }
 
 export interface TrainingFitOptions {
@@ -36,6 +87,12 @@ export interface TrainingFitOptions {
   sequencesPerRow: number;
   /** Models held per replica besides the trained one (DPO's resident reference: 1). Default 0. */
   frozenModels?: number;
+  /**
+   * Parameters stored in 8 bits (a quantized checkpoint: QLoRA). Their codes live outside the
+   * tensor heap; each is dequantized to float32 for its own product, one layer's at a time under
+   * gradient checkpointing. Default 0.
+   */
+  quantizedParameters?: number;
 }
 
 /**
@@ -46,14 +103,10 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   checkWorkers(shape.workers, shape.forceWorkers === true, source);
   const numReplicas = shape.workers ?? (opts.backend === 'tensorflow' ? 1 : numCores());
   const rowsPerPass = shape.microBatchSize ?? shape.batchSize;
-  const rowsPerReplica = Math.ceil(rowsPerPass / numReplicas) * opts.sequencesPerRow;
   const t = opts.length;
-  const params = numParameters(dims);
-  const stateBytes = 4 * params * (4 + (opts.frozenModels ?? 0)); // weights, gradients, AdamW m and v (+ frozen copies)
-  const outputs = dims.rewardHead === 'score' ? 1 : dims.vocabSize;
-  const perToken = 2 * outputs + dims.numLayers * (10 * dims.hiddenSize + 4 * dims.intermediateSize + dims.numHeads * t);
-  const activationBytes = 4 * rowsPerReplica * t * perToken;
-  const perReplica = stateBytes + activationBytes;
+  const m = estimateTrainingMemory(shape, dims, opts, numReplicas);
+  const stateBytes = m.weights + m.trainableState;
+  const perReplica = stateBytes + m.activations;
   const machine = os.totalmem();
   const wasm = opts.backend === 'wasm';
   const budgetPerReplica = wasm ? Math.min(WASM_HEAP_BYTES, machine / numReplicas) : machine / numReplicas;
@@ -61,13 +114,25 @@ export function checkTrainingFits(shape: TrainingShape, dims: ModelDims, opts: T
   const holds = wasm
     ? `the wasm backend holds ${formatBytes(WASM_HEAP_BYTES)} per replica (${numReplicas} replica${numReplicas === 1 ? '' : 's'}, ${formatBytes(machine)} of memory)`
     : `this machine has ${formatBytes(machine)} for ${numReplicas} replica${numReplicas === 1 ? '' : 's'}`;
-  const needs = `needs about ${formatBytes(perReplica)} per replica (${formatBytes(stateBytes)} of weights, gradients and AdamW state, ${formatBytes(activationBytes)} of activations)`;
+  const what = shape.lora ? 'weights, adapter gradients and AdamW state' : 'weights, gradients and AdamW state';
+  const needs = `needs about ${formatBytes(perReplica)} per replica (${formatBytes(stateBytes)} of ${what}, ${formatBytes(m.activations)} of activations)`;
   if (stateBytes > budgetPerReplica) {
-    throw new Error(`${source}: model: ${params.toLocaleString('en-US')} parameters ${needs}; ${holds}; use a smaller model${wasm ? ' or the tensorflow backend' : ''}`);
+    const fixes = [
+      ...(shape.lora ? [] : [`set lora (weights + adapter state: ${formatBytes(m.weights + 16 * numLoraParameters(dims, { r: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] }))} at r 16)`]),
+      ...(numReplicas > 1 ? ['fewer workers'] : []),
+      'a smaller model',
+      ...(wasm ? ['the tensorflow backend'] : []),
+    ];
+    throw new Error(`${source}: model: ${m.numParameters.toLocaleString('en-US')} parameters ${needs}; ${holds}; ${fixes.join(', or ')}`);
   }
   const field = shape.microBatchSize !== undefined ? 'microBatchSize' : 'batchSize';
+  const fixes = [
+    `lower ${field}${field === 'batchSize' ? ' (or set microBatchSize to accumulate gradients over smaller passes)' : ''}`,
+    ...(shape.gradientCheckpointing ? [] : ['set gradientCheckpointing: true']),
+    ...((shape.headChunkTokens ?? 0) !== 0 || dims.rewardHead === 'score' ? [] : ["set headChunkTokens: auto"]),
+    `lower ${opts.lengthField}`,
+  ];
   throw new Error(
-    `${source}: ${field}: one pass of ${rowsPerPass.toLocaleString('en-US')} rows × ${opts.lengthField} ${t.toLocaleString('en-US')} tokens ${needs}; ${holds}; ` +
-      `lower ${field} or ${opts.lengthField}${field === 'batchSize' ? ', or set microBatchSize to accumulate gradients over smaller passes' : ''}`,
+    `${source}: ${field}: one pass of ${rowsPerPass.toLocaleString('en-US')} rows × ${opts.lengthField} ${t.toLocaleString('en-US')} tokens ${needs}; ${holds}; ${fixes.join(', or ')}`,
   );
 }

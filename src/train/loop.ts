@@ -8,6 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LlamaModel } from '../model/llama.js';
 import { loadPretrained } from '../model/pretrained.js';
+import { attachedAdapters } from '../model/lora.js';
+import { restoreAdapterWeights } from '../model/peft.js';
 import { quantizationOf } from '../model/quantization/quantize-model.js';
 import type { TrainingOptions } from '../config/training.js';
 import { learningRateAt } from './schedule.js';
@@ -15,6 +17,19 @@ import { Rng } from '../util/rng.js';
 import type { StepEngine } from './step-engine.js';
 import { claimRunFolder, saveFinalModel, listCheckpoints, loadCheckpointState, saveCheckpoint, type RunFolderOwner } from './checkpoint.js';
 import { ensureDir } from '../util/atomic.js';
+
+/**
+ * A quantized model trains only as QLoRA (Dettmers et al. 2023): LoRA adapters over frozen 8-bit
+ * weights, with weight-only quantization (per-token activation quantization has no gradient).
+ */
+function checkQuantizedTraining(model: LlamaModel): void {
+  const quantization = quantizationOf(model);
+  if (!quantization) return;
+  if (!attachedAdapters(model)) throw new Error('train: the model is quantized (8-bit weights are frozen); set lora to train adapters over it (QLoRA), or train the full-precision model and quantize the result');
+  if (quantization.options.activations !== 'none') {
+    throw new Error(`train: the model's activations are quantized too (${quantization.options.scheme}, activations ${quantization.options.activations}), which has no gradient; LoRA over 8-bit weights needs weight-only quantization (tfalign quantize --weights-only)`);
+  }
+}
 
 export const METRICS_FILE = 'metrics.jsonl';
 
@@ -124,8 +139,10 @@ function truncateMetrics(runDir: string, step: number): void {
   fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }
 
-/** Copies a checkpoint's weights into the model's variables. */
+/** Copies a checkpoint's weights into the model's variables (with LoRA: the adapters and a score head). */
 async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
+  const adapters = attachedAdapters(model);
+  if (adapters) return restoreAdapterWeights(model, adapters, dir);
   const saved = await loadPretrained(dir);
   for (const [name, variable] of model.params) variable.assign(saved.params.get(name)!);
   saved.dispose();
@@ -134,7 +151,7 @@ async function restoreWeights(model: LlamaModel, dir: string): Promise<void> {
 export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<TrainingResult> {
   const { runDir, model, options: o, numSteps } = args;
   // 8-bit weights have no gradient (they live outside tfjs) and per-token activation quantization cuts the tape.
-  if (quantizationOf(model)) throw new Error('train: the model is quantized (8-bit weights are for inference); train the full-precision model and quantize the result');
+  checkQuantizedTraining(model);
   if ((o.microBatchSize ?? o.batchSize) > o.batchSize || o.batchSize % (o.microBatchSize ?? o.batchSize) !== 0) {
     throw new Error(`train: microBatchSize ${o.microBatchSize} must divide batchSize ${o.batchSize}`);
   }
@@ -142,6 +159,11 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   else ensureDir(runDir);
   const { engine } = args;
   const schedule = { lr: o.lr, warmupSteps: Math.round(o.warmupRatio * numSteps), totalSteps: numSteps, decay: o.lrDecay, minLrRatio: o.minLrRatio };
+
+  // With LoRA the checkpoints and the final model are PEFT adapter folders over this base.
+  const baseModel = args.owner?.model ?? args.tokenizerDir;
+  const adapters = attachedAdapters(model);
+  if (adapters && baseModel === undefined) throw new Error('train: a LoRA run needs its base model folder (owner.model) to write adapter folders');
 
   // 1) resume: weights, optimizer moments and step from the latest complete checkpoint
   let startStep = 0;
@@ -172,6 +194,7 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
       state: { globalStep: step, epoch: 0, samplesSeen: step * o.batchSize, rngState: new Rng(o.seed).state() },
       tokenizerDir: args.tokenizerDir,
       saveTotalLimit: o.saveTotalLimit,
+      baseModel,
     });
 
   // 2) train
@@ -204,7 +227,7 @@ export async function runTrainingLoop<B>(args: TrainingLoopArgs<B>): Promise<Tra
   lastEval = runEval(numSteps) ?? lastEval;
   if (o.saveEvery > 0) await save(numSteps);
   const modelDir = runDir; // the run folder is the final model (TRL's output_dir), checkpoints beside it
-  await saveFinalModel(model, modelDir, { tokenizerDir: args.tokenizerDir });
+  await saveFinalModel(model, modelDir, { tokenizerDir: args.tokenizerDir, baseModel }); // with LoRA: a PEFT adapter folder
   const seconds = (performance.now() - runStart) / 1000;
   return { modelDir, lastTrain, lastEval, numSteps, tokensPerSecond: totalTokens / Math.max(seconds, 1e-9) };
 }

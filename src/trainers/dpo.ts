@@ -10,7 +10,8 @@
  * `OUT/reference_logps.jsonl`, so only one model is ever held. `referenceMode: 'resident'` instead
  * keeps a second, frozen copy and computes the reference per batch, as TRL does without
  * `precompute_ref_log_probs`; it gives the same losses and exists so a benchmark can measure the
- * memory that precomputing saves.
+ * memory that precomputing saves. With `lora`, 'resident' holds no second copy: the reference is
+ * the policy with its adapters switched off (the frozen base), as TRL does with a PEFT policy.
  *
  * Pairs: a row's chosen response is its `edited` response when it has one (Llama 3 ranks
  * edited > chosen > rejected), and its rejected response is `rejected`; the (chosen, rejected) pair
@@ -30,6 +31,7 @@ import * as path from 'node:path';
 import { LLAMA3_POST_TRAINING, trainingOptionsSchema } from '../config/training.js';
 import { validateConfig } from '../config/load.js';
 import { loadPretrained } from '../model/pretrained.js';
+import { attachedAdapters } from '../model/lora.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { readJsonl } from '../../data/jsonl.js';
@@ -72,7 +74,7 @@ export const DpoConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING)
     referenceMode: z
       .enum(REFERENCE_MODES)
       .default('precomputed')
-      .describe('precomputed: reference log-probs computed once and stored, one model in memory; resident: a second frozen model scores every batch (TRL without precompute; for memory benchmarks).'),
+      .describe('precomputed: reference log-probs computed once and stored, one model in memory; resident: the reference scores every batch — a second frozen model (TRL without precompute; for memory benchmarks), or with lora the same weights with the adapters disabled (no second copy).'),
     resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`, reusing stored reference log-probs of unchanged pairs.'),
   });
 export type DpoConfigInput = z.input<typeof DpoConfigSchema>;
@@ -167,7 +169,8 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
   checkLossOptions(loss, config);
   const microSize = config.microBatchSize ?? config.batchSize;
   if (config.batchSize % microSize !== 0) throw new Error(`dpo config: microBatchSize: ${microSize} must divide batchSize ${config.batchSize}`);
-  const frozenModels = config.referenceMode === 'resident' ? 1 : 0;
+  // With LoRA the resident reference is the policy's own base (adapters off): no second model.
+  const frozenModels = config.referenceMode === 'resident' && config.lora === undefined ? 1 : 0;
   // rows longer than the model's context are dropped as too long, like rows longer than maxLength
   const { backend, tokenizer, padId, contextLength } = await setupRecipe(config, {
     command: 'dpo',
@@ -224,6 +227,15 @@ export async function dpo(input: DpoConfigInput, hooks: DpoHooks = {}): Promise<
         chosen: Float64Array.from(indices, (i) => stored[split].chosen[i]),
         rejected: Float64Array.from(indices, (i) => stored[split].rejected[i]),
       });
+    } else if (config.lora !== undefined) {
+      const pairsOf = { train: trainPairs, eval: evalPairs };
+      // The adapters are attached when training starts (trainWithTask); the reference runs later,
+      // in batchesAt / evaluate, on the same weights with them switched off.
+      referenceOf = (split, indices) => {
+        const adapters = attachedAdapters(policy);
+        if (!adapters) throw new Error('dpo: the LoRA reference needs the policy\'s adapters attached');
+        return adapters.withDisabled(() => computeReferenceLogps(policy, indices.map((i) => pairsOf[split][i]), referenceOptions));
+      };
     } else {
       const frozen = await loadPretrained(config.model);
       for (const variable of frozen.params.values()) variable.trainable = false;

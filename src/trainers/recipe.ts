@@ -17,6 +17,7 @@
  */
 import { initBackend, type BackendInfo, type BackendName } from '../backend.js';
 import { loadConfig as loadModelConfig } from '../model/pretrained.js';
+import { quantizedParameterCount } from '../model/quantization/hf-format.js';
 import { modelDims, type ModelDims, type RewardHead } from '../model/config.js';
 import type { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -26,6 +27,7 @@ import { runTrainingLoop, type TrainingLoopArgs, type TrainingResult } from '../
 import type { TaskDescriptor } from '../train/task.js';
 import { Rng } from '../util/rng.js';
 import { createTrainerEngine } from '../parallel/factory.js';
+import { configureTrainingModel } from '../train/model-setup.js';
 
 export interface RecipeSpec {
   /** The command, for errors (`sft`, `dpo`, `rm train`, `pretrain`); config errors read `<command> config: …`. */
@@ -62,14 +64,15 @@ export interface RecipeSetup {
 }
 
 /** Steps 1 and 2a of every recipe: checks before anything is read or written, the backend, the tokenizer and the pad id. */
-export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'microBatchSize' | 'workers' | 'forceWorkers'> & { model: string; backend: BackendName }, spec: RecipeSpec): Promise<RecipeSetup> {
-  const dims = modelDims(loadModelConfig(config.model));
+export async function setupRecipe(config: Pick<TrainingOptions, 'batchSize' | 'microBatchSize' | 'workers' | 'forceWorkers' | 'lora' | 'gradientCheckpointing' | 'headChunkTokens'> & { model: string; backend: BackendName }, spec: RecipeSpec): Promise<RecipeSetup> {
+  const modelConfig = loadModelConfig(config.model);
+  const dims = modelDims(modelConfig);
   if (spec.model === 'causal-lm' && dims.isRewardModel) throw new Error(`${spec.command}: ${config.model} is a reward model; ${spec.method} needs a causal LM`);
   const backend = await initBackend(config.backend);
   checkTrainingFits(
     config,
     spec.rewardHead !== undefined ? { ...dims, isRewardModel: true, rewardHead: spec.rewardHead } : dims,
-    { backend: backend.name, length: spec.length, lengthField: spec.lengthField, sequencesPerRow: spec.sequencesPerRow, frozenModels: spec.frozenModels },
+    { backend: backend.name, length: spec.length, lengthField: spec.lengthField, sequencesPerRow: spec.sequencesPerRow, frozenModels: spec.frozenModels, quantizedParameters: quantizedParameterCount(modelConfig, config.model) },
     `${spec.command} config`,
   );
   if (spec.longerThanContext === 'refuse' && spec.length > dims.maxPositions) {
@@ -101,12 +104,15 @@ export interface TaskTrainingArgs<B> extends Omit<TrainingLoopArgs<B>, 'engine'>
 }
 
 /**
- * Steps 3 and 4: the step engine for `task` over `model` (this thread, or `options.workers`
+ * Steps 3 and 4: the model set up for training (`configureTrainingModel`: LoRA, gradient
+ * checkpointing, chunked head), the step engine for `task` over `model` (this thread, or `options.workers`
  * data-parallel replicas), the training loop (which saves checkpoints, metrics and the final
  * model), and the engine stopped whatever happens. The model's weights stay the caller's.
  */
 export async function trainWithTask<B>(args: TaskTrainingArgs<B>): Promise<TrainingResult> {
   const { backend, task, ...loop } = args;
+  // LoRA adapters, gradient checkpointing and the chunked head, before the engine copies the model to workers
+  configureTrainingModel(args.model, args.options);
   const engine = await createTrainerEngine<B>(args.options, { backend: backend.name, model: args.model, task });
   try {
     return await runTrainingLoop<B>({ ...loop, engine });

@@ -57,7 +57,7 @@ export function computeReferenceLogps(model: LlamaModel, pairs: readonly Prefere
   for (let start = 0; start < order.length; start += pairsPerBatch) {
     const indices = order.slice(start, start + pairsPerBatch);
     const batch = collatePairs(indices.map((i) => pairs[i]), { chosen: [], rejected: [] }, opts.padId);
-    const seqLogps = tf.tidy(() => maskedSequenceLogps(batchTokenLogprobs(model, batch.tokens), batch.tokens, opts.formattingTokenIds).seqLogps); // [2P]
+    const seqLogps = tf.tidy(() => maskedSequenceLogps(batchTokenLogprobs(model, batch.tokens, { positions: 'targets' }), batch.tokens, opts.formattingTokenIds).seqLogps); // [2P]
     const values = seqLogps.dataSync();
     seqLogps.dispose();
     indices.forEach((i, j) => {

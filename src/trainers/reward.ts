@@ -78,9 +78,10 @@ export const RewardConfigSchema = trainingOptionsSchema(LLAMA3_POST_TRAINING).ex
   resume: z.boolean().default(false).describe('Continue from the latest checkpoint in `out`.'),
 });
 
-/** The one cross-field rule of a reward config (`rm train` and a run's `rewardModel` both apply it). */
-export function rewardHeadProblem(c: { head: RewardHead; nllCoefficient: number }): { path: string; message: string } | undefined {
+/** The cross-field rules of a reward config (`rm train` and a run's `rewardModel` both apply them). */
+export function rewardHeadProblem(c: { head: RewardHead; nllCoefficient: number; lora?: unknown }): { path: string; message: string } | undefined {
   if (c.head === 'score' && c.nllCoefficient > 0) return { path: 'nllCoefficient', message: 'needs head: logprob (a score head has no LM head to take an NLL of)' };
+  if (c.head === 'logprob' && c.lora !== undefined) return { path: 'lora', message: 'a logprob reward model trains all its weights: a PEFT adapter folder cannot carry its tfalign_reward marker (use head: score with lora)' };
   return undefined;
 }
 export type RewardConfigInput = z.input<typeof RewardConfigSchema>;

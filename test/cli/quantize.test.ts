@@ -128,7 +128,7 @@ describe('tfalign quantize', () => {
       [['quantize', '--model', at('policy'), '--scheme', 'fp8-rowwise', '--activation-scale-ub', 'big', '--out', at('x3')], /^error: --activation-scale-ub: expected a positive number or "none", got "big"/],
       [['quantize', '--model', at('policy'), '--scheme', 'fp8-rowwise', '--projections', 'up_proj,mlp', '--out', at('x4')], /^error: quantize: projections\.1: /],
       [['quantize', '--model', at('fp8'), '--scheme', 'fp8-rowwise', '--out', at('x5')], /^error: quantize: .*fp8: is already quantized/],
-      [['pretrain', '--model', at('fp8'), '--corpus', at('corpus.txt'), '--out', at('x7'), '--max-steps', '2', '--seq-len', '16'], /(^|\n)error: train: the model is quantized \(8-bit weights are for inference\); train the full-precision model and quantize the result$/],
+      [['pretrain', '--model', at('fp8'), '--corpus', at('corpus.txt'), '--out', at('x7'), '--max-steps', '2', '--seq-len', '16'], /(^|\n)error: train: the model is quantized \(8-bit weights are frozen\); set lora to train adapters over it \(QLoRA\), or train the full-precision model and quantize the result$/],
       [['eval', 'quantization', '--policy', at('policy'), '--quantized', at('policy'), '--reward-model', at('rm'), '--prompts', at('prompts.jsonl'), '-k', '1', '--max-new-tokens', '2', '--out', at('x6')], /^error: --quantized: .* is not quantized/],
     ];
     for (const [args, message] of cases) {

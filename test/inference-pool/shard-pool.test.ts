@@ -8,13 +8,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/backend.js';
 import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../../src/tokenizer/bpe-trainer.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { createModel } from '../../src/model/create.js';
-import { loadPretrained, savePretrained } from '../../src/model/pretrained.js';
+import { savePretrained } from '../../src/model/pretrained.js';
 import { toRewardModel } from '../../src/model/weights.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { scoreResponses } from '../../src/inference/reward-scoring.js';
@@ -26,6 +25,7 @@ import { registerSampleCommands } from '../../src/cli/sample.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import { registerModelCommands } from '../../src/cli/model.js';
 import type { Conversation } from '../../data/rows.js';
+import { runCli } from '../cli/run-cli.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-shard-pool-'));
 const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'music', 'paper', 'light'];
@@ -153,26 +153,6 @@ describe('ShardPool', () => {
   });
 });
 
-/** Runs a command line with its output captured (stdout lines) and progress silenced. */
-async function runCli(register: (program: Command) => void, args: string[]): Promise<string> {
-  const program = new Command('tfalign');
-  program.exitOverride();
-  register(program);
-  const out: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
-  const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => (out.push(String(chunk)), true));
-  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await program.parseAsync(['node', 'tfalign', ...args]);
-    return out.join('');
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-    stdout.mockRestore();
-    stderr.mockRestore();
-  }
-}
 
 const readJsonl = (file: string) => fs.readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
 

@@ -5,7 +5,8 @@
  * Dependencies resolve from the npm cache that `npm ci` filled (`--prefer-offline`). Install
  * scripts are skipped and better-sqlite3's native module is taken from this checkout's build when
  * the versions match (else `npm rebuild better-sqlite3` compiles it: minutes on a busy machine);
- * tfalign itself has no install script. The file takes a minute or two.
+ * tfalign's own install script (the native matmul addon, native/build.js) is then run as a user's
+ * install runs it, by `npm rebuild tfalign`. The file takes a few minutes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
@@ -50,7 +51,7 @@ const tok = t.Tokenizer.fromJson(tokJson, t.buildTokenizerConfig(tokJson));
 const config = t.parseLlamaConfig({ ...${JSON.stringify(TINY)}, vocab_size: tok.vocabSize });
 const rm = t.toRewardModel(t.initModel(config, 3), 4);
 const scores = t.scoreResponses(rm, tok, ${JSON.stringify(ROWS)}, { batchSize: 2 });
-console.log(JSON.stringify({ backend: info.name, scores, exports: Object.keys(t).length }));
+console.log(JSON.stringify({ backend: info.name, matMul: info.matMul, scores, exports: Object.keys(t).length }));
 `;
 
 describe('the npm package, installed into an empty project', () => {
@@ -118,6 +119,23 @@ describe('the npm package, installed into an empty project', () => {
     out.scores.forEach((s, i) => expect(Math.abs(s - expected[i]!)).toBeLessThan(1e-6));
     expect(out.scores[0]).not.toBe(out.scores[1]); // real, row-dependent numbers
   });
+
+  it("its install script builds the native matmul addon from the shipped sources, and the installed package uses it (or says why not)", () => {
+    for (const file of ['binding.gyp', 'native/build.js', 'native/sgemm.cc', 'native/addon.cc']) expect(fs.existsSync(path.join(installed, file)), file).toBe(true);
+    const rebuild = run('npm', ['rebuild', 'tfalign', '--foreground-scripts'], project, 900_000);
+    expect(rebuild.status, rebuild.stderr).toBe(0);
+    const r = run(process.execPath, ['--input-type=module', '-e', SCRIPT], project, 120_000);
+    expect(r.status, r.stderr).toBe(0);
+    const { matMul } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { matMul: string };
+    // where this checkout built the addon (npm ci did), the installed copy must build it too
+    const builtHere = fs.existsSync(path.join(REPO, 'build', 'Release', 'tfalign_native.node'));
+    if (builtHere) {
+      expect(fs.existsSync(path.join(installed, 'build', 'Release', 'tfalign_native.node'))).toBe(true);
+      expect(matMul).toMatch(/^matmul: native (AVX2|AVX-512)/);
+    } else {
+      expect(matMul).toMatch(/XNNPACK/);
+    }
+  }, 1_000_000);
 
   it('npx tfalign --help lists the commands; a training command runs data-parallel workers from dist/', () => {
     const help = run('npx', ['--no-install', 'tfalign', '--help'], project, 60_000);

@@ -6,8 +6,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/backend.js';
 import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../../src/tokenizer/bpe-trainer.js';
@@ -15,7 +13,6 @@ import { createModel } from '../../src/model/create.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { loadPretrained } from '../../src/model/pretrained.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
-import type { LlamaModel } from '../../src/model/llama.js';
 import { evaluateObjective } from '../../src/train/objective.js';
 import type { LogRecord } from '../../src/train/loop.js';
 import { WorkerStepEngine } from '../../src/parallel/worker-engine.js';
@@ -32,26 +29,17 @@ import { registerSftCommands } from '../../src/cli/sft.js';
 import { registerRmCommands } from '../../src/cli/rm.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
+import { runCli } from '../cli/run-cli.js';
+import { preferenceWordRows, sftWordRows } from '../trainers/word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-trainers-workers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'music', 'paper', 'light'];
-const word = (i: number) => WORDS[i % WORDS.length];
-
 /** SFT rows of different lengths (so micro-batches pad and target counts differ by row). */
-const sftRows = Array.from({ length: 12 }, (_, i) => ({
-  prompt: `Tell me about ${word(i)}.`,
-  response: Array.from({ length: 2 + (i % 4) }, (_, k) => word(i + 3 * k)).join(' ') + '.',
-}));
+const sftRows = sftWordRows(12);
 
 /** Preference rows, every third with an edited response (ranked edited > chosen > rejected). */
-const preferenceRows = Array.from({ length: 12 }, (_, i) => ({
-  prompt: `Say something about ${word(i)} and ${word(i + 1)}.`,
-  chosen: `Gladly: ${Array.from({ length: 1 + (i % 3) }, (_, k) => word(i + k)).join(' ')}.`,
-  rejected: `Nope, ${word(i + 5)}.`,
-  ...(i % 3 === 0 ? { edited: `Gladly, with thanks: ${word(i + 2)} ${word(i + 4)}.` } : {}),
-}));
+const preferenceRows = preferenceWordRows(12, { edited: true });
 
 let tokDir: string;
 let baseDir: string;
@@ -144,22 +132,6 @@ describe('splitting reward-model and DPO micro-batches', () => {
   });
 });
 
-/** Runs a command line of one command group with its output silenced. */
-async function runCli(register: (program: Command) => void, args: string[]): Promise<void> {
-  const program = new Command('tfalign');
-  program.exitOverride();
-  register(program);
-  const log = vi.spyOn(console, 'log').mockImplementation(() => undefined);
-  const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-  const bar = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    await program.parseAsync(['node', 'tfalign', ...args]);
-  } finally {
-    log.mockRestore();
-    err.mockRestore();
-    bar.mockRestore();
-  }
-}
 
 const readMetrics = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRecord);
 

@@ -2,7 +2,7 @@
  * Data-parallel training with worker threads against the single-thread reference
  * (`LocalStepEngine` on the whole global batch), on a tiny Llama and the wasm backend.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import * as os from 'node:os';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig } from '../../src/model/config.js';

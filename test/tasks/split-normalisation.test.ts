@@ -6,7 +6,6 @@
  * metrics through the step engine (gradient accumulation over the parts, and 2 worker replicas
  * splitting the batch), with nothing in the batches saying they were split.
  */
-import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
 import { parseLlamaConfig } from '../../src/model/config.js';

@@ -9,7 +9,6 @@ import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '.
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { createModel } from '../../src/model/create.js';
 import { loadPretrained, savePretrained } from '../../src/model/pretrained.js';
-import { toRewardModel } from '../../src/model/weights.js';
 import { readSafetensorsHeader } from '../../src/model/safetensors.js';
 import type { LlamaModel } from '../../src/model/llama.js';
 import { FullAttention } from '../../src/model/attention.js';
@@ -242,6 +241,7 @@ describe('head: logprob (the reward read through the LM head)', () => {
   it('refuses an NLL term without an LM head, and a head other than the reward model\'s own', async () => {
     const common = { train: trainFile, out: path.join(tmpRoot, 'refused'), backend: 'wasm' as const, maxSteps: 1, maxLength: 64, maxPromptLength: 64 };
     await expect(trainRewardModel({ ...common, model: baseDir, nllCoefficient: 1 })).rejects.toThrow('rm train config: nllCoefficient: needs head: logprob');
+    await expect(trainRewardModel({ ...common, model: baseDir, head: 'logprob', lora: { r: 2 } })).rejects.toThrow('rm train config: lora: a logprob reward model trains all its weights');
     await expect(trainRewardModel({ ...common, model: runDir, head: 'logprob' })).rejects.toThrow('is a reward model with a score head; head is logprob');
     await expect(trainRewardModel({ ...common, model: lpDir, head: 'score' })).rejects.toThrow('is a reward model with a logprob head; head is score');
   });

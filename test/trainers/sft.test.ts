@@ -92,19 +92,21 @@ describe('sft', () => {
     const batches = new SftBatches(data, config, tok.padTokenId!);
     const base = await loadPretrained(baseDir);
 
-    // Gradient of the SFT loss w.r.t. the logits, through causalLmLoss itself: a probe model adds
-    // δ (zeros) to the logits, and ∂loss/∂δ = ∂loss/∂logits. Prompt and padding positions must get
-    // exactly 0 (the mask multiplies their log-probs by 0), response positions must not.
+    // Gradient of the SFT loss w.r.t. the final hidden states (what the LM head reads), through
+    // causalLmLoss itself: a probe model adds δ (zeros) to them, and ∂loss/∂δ at position t is the
+    // head's gradient there. Prompt and padding positions must get exactly 0 (the head does not
+    // even run there: only target positions are scored), response positions must not.
     const batch = batches.evalBatches[0];
     const [b, t] = [batch.batchSize, batch.seqLen];
     const grad = tf.tidy(() => {
       const probeLoss = (delta: tf.Tensor) => {
         const probe = Object.create(base) as LlamaModel;
-        probe.logits = (hidden: tf.Tensor3D) => tf.add(base.logits(hidden), delta) as tf.Tensor3D;
+        probe.forward = (ids, ctx) => tf.add(base.forward(ids, ctx), delta) as tf.Tensor3D;
         return causalLmLoss(probe, batch).sums.tokens;
       };
-      const g = tf.grad(probeLoss)(tf.zeros([b, t - 1, base.dims.vocabSize])); // [B, T−1, V]
-      return tf.sum(tf.abs(g), -1).dataSync() as Float32Array; // [B·(T−1)]
+      const g = tf.grad(probeLoss)(tf.zeros([b, t, base.dims.hiddenSize])); // [B, T, C]
+      const predicting = tf.slice(g, [0, 0, 0], [b, t - 1, base.dims.hiddenSize]); // [B, T−1, C]: position t predicts t+1
+      return tf.sum(tf.abs(predicting), -1).dataSync() as Float32Array; // [B·(T−1)]
     });
     let numZero = 0;
     grad.forEach((g, i) => {

@@ -22,7 +22,7 @@ import type { LlamaConfig } from '../config.js';
 import { isLinearWeight, LlamaModel, parameterSpecs } from '../llama.js';
 import { CheckpointError, type ByteTensor, type NamedTensor } from '../safetensors.js';
 import { fromHfTensors, hfShape, transpose2d } from '../weights.js';
-import { QuantizationOptionsSchema, type QuantizationOptions } from './options.js';
+import { QuantizationOptionsSchema, selectQuantizedWeights, type QuantizationOptions } from './options.js';
 import { hfBytesOf, weightFromHf, type QuantizedWeight } from './quantized-linear.js';
 import { activationQuantization, assembleQuantizedModel, quantizationOf, type ModelQuantization } from './quantize-model.js';
 
@@ -166,4 +166,22 @@ export function quantizedModelFromHf(
   if (weights.size === 0) fail(source, `quantization_config names ${options.scheme}, but no ${expectedDtype} weight is stored`);
   const params = fromHfTensors(config, tensors, source, new Set(weights.keys()));
   return assembleQuantizedModel(config, params, { options, weights });
+}
+
+/**
+ * How many parameters a checkpoint stores in 8 bits, from its config.json alone (0 for a float
+ * checkpoint): the memory pre-check counts them apart, before any weight is read.
+ */
+export function quantizedParameterCount(config: LlamaConfig, source: string): number {
+  const raw = (config as Record<string, unknown>).quantization_config;
+  if (raw === undefined || raw === null) return 0;
+  return numQuantizedParameters(config, optionsFromHfConfig(raw, source));
+}
+
+/** How many parameters `options` put in 8 bits on a model of `config`. */
+export function numQuantizedParameters(config: LlamaConfig, options: QuantizationOptions): number {
+  const names = new Set(selectQuantizedWeights(config, options));
+  return parameterSpecs(config)
+    .filter((p) => names.has(p.name))
+    .reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 }
