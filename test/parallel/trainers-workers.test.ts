@@ -8,8 +8,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../../src/tokenizer/bpe-trainer.js';
-import { createModel } from '../../src/model/create.js';
 import { parseLlamaConfig } from '../../src/model/config.js';
 import { loadPretrained } from '../../src/model/pretrained.js';
 import { initModel, toRewardModel } from '../../src/model/weights.js';
@@ -30,7 +28,7 @@ import { registerRmCommands } from '../../src/cli/rm.js';
 import { registerDpoCommands } from '../../src/cli/dpo.js';
 import { DPO_LOSSES } from '../../losses/dpo.js';
 import { runCli } from '../cli/run-cli.js';
-import { preferenceWordRows, sftWordRows } from '../trainers/word-rows.js';
+import { preferenceWordRows, sftWordRows, writeWordFixtures } from '../trainers/word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-trainers-workers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -41,23 +39,13 @@ const sftRows = sftWordRows(12);
 /** Preference rows, every third with an edited response (ranked edited > chosen > rejected). */
 const preferenceRows = preferenceWordRows(12, { edited: true });
 
-let tokDir: string;
 let baseDir: string;
 let sftFile: string;
 let prefsFile: string;
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
-  tokDir = path.join(root, 'tok');
-  const corpus = [...sftRows.flatMap((r) => [r.prompt, r.response]), ...preferenceRows.flatMap((r) => [r.prompt, r.chosen, r.rejected, r.edited ?? ''])];
-  const tokenizerJson = trainByteLevelBpe([corpus.join('\n')], { vocabSize: 300 });
-  writeTokenizerFolder(tokDir, { tokenizerJson, tokenizerConfig: buildTokenizerConfig(tokenizerJson) });
-  baseDir = path.join(root, 'base');
-  (await createModel({ configFile: 'configs/models/tiny.json', tokenizerDir: tokDir, out: baseDir, seed: 5 })).dispose();
-  sftFile = path.join(root, 'sft.jsonl');
-  fs.writeFileSync(sftFile, sftRows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-  prefsFile = path.join(root, 'prefs.jsonl');
-  fs.writeFileSync(prefsFile, preferenceRows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  ({ baseDir, sftFile, prefsFile } = await writeWordFixtures(root, { sft: sftRows, preferences: preferenceRows }));
 });
 
 function expectClose(actual: number, expected: number, tolerance: number, what: string): void {

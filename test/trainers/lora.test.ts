@@ -9,8 +9,6 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.js';
-import { buildTokenizerConfig, trainByteLevelBpe, writeTokenizerFolder } from '../../src/tokenizer/bpe-trainer.js';
-import { createModel } from '../../src/model/create.js';
 import { loadPretrained, loadWithAdapter } from '../../src/model/pretrained.js';
 import { attachedAdapters, LoraAdapters, LoraOptionsSchema } from '../../src/model/lora.js';
 import { readSafetensors } from '../../src/model/safetensors.js';
@@ -24,7 +22,7 @@ import { registerModelCommands } from '../../src/cli/model.js';
 import { registerSftCommands } from '../../src/cli/sft.js';
 import { FullAttention } from '../../src/model/attention.js';
 import { runCli } from '../cli/run-cli.js';
-import { preferenceWordRows, sftWordRows } from './word-rows.js';
+import { preferenceWordRows, sftWordRows, writeWordFixtures } from './word-rows.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-lora-trainers-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -32,7 +30,6 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 const sftRows = sftWordRows(12);
 const preferenceRows = preferenceWordRows(10);
 
-let tokDir: string;
 let baseDir: string;
 let sftFile: string;
 let prefsFile: string;
@@ -40,16 +37,7 @@ const lora = { r: 4, alpha: 8 };
 
 beforeAll(async () => {
   await initBackend('wasm', { quiet: true });
-  tokDir = path.join(root, 'tok');
-  const corpus = [...sftRows.flatMap((r) => [r.prompt, r.response]), ...preferenceRows.flatMap((r) => [r.prompt, r.chosen, r.rejected])];
-  const tokenizerJson = trainByteLevelBpe([corpus.join('\n')], { vocabSize: 300 });
-  writeTokenizerFolder(tokDir, { tokenizerJson, tokenizerConfig: buildTokenizerConfig(tokenizerJson) });
-  baseDir = path.join(root, 'base');
-  (await createModel({ configFile: 'configs/models/tiny.json', tokenizerDir: tokDir, out: baseDir, seed: 5 })).dispose();
-  sftFile = path.join(root, 'sft.jsonl');
-  fs.writeFileSync(sftFile, sftRows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-  prefsFile = path.join(root, 'prefs.jsonl');
-  fs.writeFileSync(prefsFile, preferenceRows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  ({ baseDir, sftFile, prefsFile } = await writeWordFixtures(root, { sft: sftRows, preferences: preferenceRows }));
 });
 
 const readMetrics = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRecord);
