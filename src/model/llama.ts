@@ -240,9 +240,8 @@ export class LlamaModel {
     return tf.tidy(() => {
       const [b, t, c] = hidden.shape;
       const flat = tf.reshape(hidden, [b * t, c]); // [B·T, C]
-      const logits = this.dims.tied
-        ? tf.matMul(flat, this.param('model.embed_tokens.weight'), false, true) // [B·T, V]
-        : tf.matMul(flat, this.param('lm_head.weight')); // [B·T, V]
+      const { weight, transposed } = this.lmHeadWeight();
+      const logits = tf.matMul(flat, weight, false, transposed); // [B·T, V]
       return tf.reshape(logits, [b, t, this.dims.vocabSize]) as tf.Tensor3D; // [B, T, V]
     });
   }
@@ -254,19 +253,28 @@ export class LlamaModel {
    *   token `at.lastIndex`.
    * - `logprob` head (`tfalign_reward`): beta · (1/|y|) Σ_t log p(y_t | x, y_<t) over the response
    *   tokens at positions [responseStart, lastIndex] — SimPO's length-normalised implicit reward
-   *   (Meng et al. 2024, eq. 4), read from the LM head; `responseTokenLogprobs` gives its parts.
+   *   (Meng et al. 2024, eq. 4), read from the LM head (`logprobRewards`).
    */
   rewards(hidden: tf.Tensor3D, at: RewardReadout): tf.Tensor1D {
     if (!this.dims.isRewardModel) throw new Error('model: rewards() needs a reward model (LlamaForSequenceClassification, or a causal LM with tfalign_reward)');
     return tf.tidy(() => {
       const [b, t, c] = hidden.shape;
-      if (this.dims.rewardHead === 'logprob') {
-        const { logps, mask, numTokens } = this.responseTokenLogprobs(hidden, at); // [B, T−1] ×2, [B]
-        return tf.mul(this.dims.rewardBeta!, tf.div(tf.sum(tf.mul(logps, mask), 1), numTokens)) as tf.Tensor1D; // [B]
-      }
+      if (this.dims.rewardHead === 'logprob') return this.logprobRewards(hidden, at).rewards; // [B]
       const rows = Int32Array.from({ length: b }, (_, r) => r * t + at.lastIndex[r]);
       const last = tf.gather(tf.reshape(hidden, [b * t, c]), tf.tensor1d(rows, 'int32')); // [B, C]
       return tf.reshape(tf.matMul(last, this.param('score.weight')), [b]) as tf.Tensor1D; // [B]
+    });
+  }
+
+  /**
+   * A `logprob` head's rewards r = beta · sums / numTokens [B] and the response log-likelihoods
+   * they are read from, `sums` [B] = Σ_t log p(y_t | x, y_<t) (a trainer's NLL term reuses them).
+   */
+  logprobRewards(hidden: tf.Tensor3D, at: RewardReadout): { rewards: tf.Tensor1D; sums: tf.Tensor1D } {
+    return tf.tidy(() => {
+      const { logps, mask, numTokens } = this.responseTokenLogprobs(hidden, at); // [B, T−1] ×2, [B]
+      const sums = tf.sum(tf.mul(logps, mask), 1) as tf.Tensor1D; // [B]
+      return { rewards: tf.mul(this.dims.rewardBeta!, tf.div(sums, numTokens)) as tf.Tensor1D, sums }; // [B], [B]
     });
   }
 

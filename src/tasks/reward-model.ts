@@ -143,10 +143,9 @@ export function rewardMatrix(model: LlamaModel, batch: PreferenceBatch): { rewar
     let bestNllSum: tf.Scalar = tf.scalar(0);
     if (model.dims.rewardHead === 'logprob') {
       // one LM-head pass gives both: r = beta · mean log p (as `LlamaModel.rewards`) and the best responses' NLL
-      const { logps, mask, numTokens } = model.responseTokenLogprobs(hidden, at); // [N, T−1], [N, T−1], [N]
-      const sums = tf.sum(tf.mul(logps, mask), 1); // [N] log p(response)
-      rewards = tf.mul(model.dims.rewardBeta!, tf.div(sums, numTokens)) as tf.Tensor1D;
-      bestNllSum = tf.neg(tf.sum(tf.gather(sums, tf.tensor1d(batch.bestSequence, 'int32')))) as tf.Scalar;
+      const logprob = model.logprobRewards(hidden, at); // [N] each: rewards, log p(response)
+      rewards = logprob.rewards;
+      bestNllSum = tf.neg(tf.sum(tf.gather(logprob.sums, tf.tensor1d(batch.bestSequence, 'int32')))) as tf.Scalar;
     } else {
       rewards = model.rewards(hidden, at);
     }
