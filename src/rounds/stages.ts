@@ -451,15 +451,18 @@ export async function dpoStage(ctx: StageContext): Promise<StageOutput> {
 /** Scores of each prompt's samples: by the judge when there is one, else by the round's reward model. */
 type SampleScorer = (prompts: readonly PreferenceRow['prompt'][], samples: { text: string }[][]) => number[][];
 
-/** A policy's samples on the held-out prompts, their scores and the mean score. */
-async function scorePolicy(ctx: StageContext, policyDir: string, prompts: readonly PreferenceRow['prompt'][], scorer: SampleScorer) {
+/**
+ * A policy's samples on the held-out prompts, their scores and the mean score: sampled as the
+ * config says, or with `greedy` one greedy answer per prompt.
+ */
+async function scorePolicy(ctx: StageContext, policyDir: string, prompts: readonly PreferenceRow['prompt'][], scorer: SampleScorer, { greedy = false } = {}) {
   const e = ctx.config.evaluate;
   // One seed for every round: each policy is judged on the same prompts with the same random
   // streams, so a policy scores the same whenever it is evaluated and rounds compare fairly.
   const evalSeed = ctx.config.seed * 1_000_003 + 6;
-  const { samples } = await sampleTexts(ctx, policyDir, prompts, e.samplesPerPrompt, evalSeed, {
+  const { samples } = await sampleTexts(ctx, policyDir, prompts, greedy ? 1 : e.samplesPerPrompt, evalSeed, {
     maxNewTokens: e.maxNewTokens ?? ctx.config.sampling.maxNewTokens,
-    temperature: e.temperature,
+    temperature: greedy ? 0 : e.temperature,
   });
   const scores = scorer(prompts, samples);
   const flat = scores.flat();
@@ -495,6 +498,10 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
     current = await scorePolicy(ctx, policyDir, prompts, scorer);
     const previous = await scorePolicy(ctx, ctx.bestPolicy, prompts, scorer);
     const base = ctx.bestPolicy === ctx.basePolicy ? previous : await scorePolicy(ctx, ctx.basePolicy, prompts, scorer);
+    // Greedy answers, the policy's mode: how much of what a model knows its samples show (a base
+    // whose greedy score is close to its sampled one knows little that post-training can elicit).
+    const greedy = await scorePolicy(ctx, policyDir, prompts, scorer, { greedy: true });
+    const baseGreedy = await scorePolicy(ctx, ctx.basePolicy, prompts, scorer, { greedy: true });
     const rmScores = judge ? rmScorer(prompts, current.samples).flat() : current.scores.flat();
     // The previous best was scored on the same prompts with the same random streams just now.
     improved = current.mean >= previous.mean;
@@ -513,6 +520,8 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
       [`eval/base_${scoreName}_score`]: base.mean,
       [`eval/base_${scoreName}_score_ci_low`]: baseScore.low,
       [`eval/base_${scoreName}_score_ci_high`]: baseScore.high,
+      [`eval/${scoreName}_score_greedy`]: greedy.mean,
+      [`eval/base_${scoreName}_score_greedy`]: baseGreedy.mean,
       [`eval/gain_over_base`]: gainOverBase.estimate,
       [`eval/gain_over_base_ci_low`]: gainOverBase.low,
       [`eval/gain_over_base_ci_high`]: gainOverBase.high,
@@ -529,7 +538,7 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
     };
     const ci = (x: { low: number; high: number }) => `[${x.low.toFixed(3)}, ${x.high.toFixed(3)}]`;
     ctx.log(
-      `evaluate: ${scoreName} score ${current.mean.toFixed(3)} ${ci(score)} on ${prompts.length} held-out prompts (previous best ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}), ` +
+      `evaluate: ${scoreName} score ${current.mean.toFixed(3)} ${ci(score)} on ${prompts.length} held-out prompts (previous best ${previous.mean.toFixed(3)}, base ${base.mean.toFixed(3)}; greedy ${greedy.mean.toFixed(3)}, base ${baseGreedy.mean.toFixed(3)}), ` +
         `win rate vs previous ${vsPrevious.estimate.toFixed(3)} ${ci(vsPrevious)}, vs base ${vsBase.estimate.toFixed(3)} ${ci(vsBase)}; ` +
         (improved ? "this round's policy is the new best" : 'the previous policy stays the best'),
     );
