@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type LlamaConfig, type ModelDims, modelDims } from './config.js';
 import { type AttentionContext } from './attention.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
-import { tokenLogprobs } from '../../losses/logprobs.js';
+import { labelLogprobs } from './lm-head.js';
 
 /** HF names of linear weights (stored [in, out] internally, [out, in] in checkpoints). */
 export function isLinearWeight(name: string): boolean {
@@ -269,45 +269,40 @@ export class LlamaModel {
   /**
    * A `logprob` head's rewards r = beta · sums / numTokens [B] and the response log-likelihoods
    * they are read from, `sums` [B] = Σ_t log p(y_t | x, y_<t) (a trainer's NLL term reuses them).
+   * The LM head runs on the response positions only (responseStart−1 … lastIndex−1, the positions
+   * that predict the response's tokens, its end-of-turn token included), `headChunkTokens` rows at
+   * a time, as the causal-LM objectives do: no [B, T, V] logits. Needs `at.inputIds` and
+   * `at.responseStart`.
    */
   logprobRewards(hidden: tf.Tensor3D, at: RewardReadout): { rewards: tf.Tensor1D; sums: tf.Tensor1D } {
-    return tf.tidy(() => {
-      const { logps, mask, numTokens } = this.responseTokenLogprobs(hidden, at); // [B, T−1] ×2, [B]
-      const sums = tf.sum(tf.mul(logps, mask), 1) as tf.Tensor1D; // [B]
-      return { rewards: tf.mul(this.dims.rewardBeta!, tf.div(sums, numTokens)) as tf.Tensor1D, sums }; // [B], [B]
-    });
-  }
-
-  /**
-   * Log-prob of every next token under the LM head and the mask of the response tokens:
-   * `logps` [B, T−1] (position p predicts token p+1), `mask` [B, T−1] with 1 at positions
-   * responseStart−1 … lastIndex−1 (the positions that predict the response's tokens, its
-   * end-of-turn token included), `numTokens` [B] their count. Needs `at.inputIds` and `at.responseStart`.
-   */
-  responseTokenLogprobs(hidden: tf.Tensor3D, at: RewardReadout): { logps: tf.Tensor2D; mask: tf.Tensor2D; numTokens: tf.Tensor1D } {
     const [b, t, c] = hidden.shape;
     const { inputIds, responseStart, lastIndex } = at;
     if (inputIds === undefined || responseStart === undefined) throw new Error('model: a logprob reward needs the token ids and where each response starts');
     if (inputIds.length !== b * t) throw new Error(`model: inputIds has ${inputIds.length} ids for a [${b}, ${t}] batch`);
-    const labels = new Int32Array(b * (t - 1));
-    const mask = new Float32Array(b * (t - 1));
+    const positions: number[] = []; // flat b·T index of each predicting position
+    const labels: number[] = []; // the token it predicts
+    const rowOf: number[] = []; // its row
     const counts = new Float32Array(b);
     for (let r = 0; r < b; r++) {
-      for (let p = 0; p < t - 1; p++) labels[r * (t - 1) + p] = inputIds[r * t + p + 1];
       const from = responseStart[r] - 1;
       if (!(from >= 0 && from < lastIndex[r] && lastIndex[r] < t)) {
         throw new Error(`model: row ${r}: response [${responseStart[r]}, ${lastIndex[r]}] is not inside a sequence of ${t} tokens after a non-empty prompt`);
       }
-      for (let p = from; p < lastIndex[r]; p++) mask[r * (t - 1) + p] = 1;
+      for (let p = from; p < lastIndex[r]; p++) {
+        positions.push(r * t + p);
+        labels.push(inputIds[r * t + p + 1]);
+        rowOf.push(r);
+      }
       counts[r] = lastIndex[r] - from;
     }
+    const m = positions.length;
+    const membership = new Float32Array(b * m); // [B, M]: 1 where position j belongs to row r
+    rowOf.forEach((r, j) => (membership[r * m + j] = 1));
     return tf.tidy(() => {
-      const logits = this.logits(tf.slice(hidden, [0, 0, 0], [b, t - 1, c]) as tf.Tensor3D); // [B, T−1, V]
-      return {
-        logps: tokenLogprobs(logits, tf.tensor2d(labels, [b, t - 1], 'int32')), // [B, T−1]
-        mask: tf.tensor2d(mask, [b, t - 1]),
-        numTokens: tf.tensor1d(counts),
-      };
+      const rows = tf.gather(tf.reshape(hidden, [b * t, c]), tf.tensor1d(positions, 'int32')) as tf.Tensor2D; // [M, C]
+      const logps = labelLogprobs(this, rows, tf.tensor1d(labels, 'int32'), this.headChunkTokens); // [M]
+      const sums = tf.reshape(tf.matMul(tf.tensor2d(membership, [b, m]), tf.reshape(logps, [m, 1])), [b]) as tf.Tensor1D; // [B]
+      return { rewards: tf.mul(this.dims.rewardBeta!, tf.div(sums, tf.tensor1d(counts))) as tf.Tensor1D, sums }; // [B], [B]
     });
   }
 

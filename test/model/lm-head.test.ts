@@ -147,3 +147,64 @@ describe('head chunk sizes', () => {
     }
   });
 });
+
+describe('logprob reward head (LlamaModel.logprobRewards)', () => {
+  beforeAll(async () => {
+    await initBackend('cpu', { quiet: true });
+  });
+
+  const BETA = 2;
+  // rows of 9 tokens: responses [3, 8], [1, 4], [2, 2] (first and last token index)
+  const at = { inputIds: batch.inputIds, responseStart: [3, 1, 2], lastIndex: [8, 4, 2] };
+
+  /** The same rewards from the full [B, T−1, V] logits: log-softmax, pick, mask, mean, × β. */
+  function fromFullLogits(model: LlamaModel, hidden: tf.Tensor3D): tf.Tensor1D {
+    const [b, t, c] = hidden.shape;
+    const logits = model.logits(tf.slice(hidden, [0, 0, 0], [b, t - 1, c]) as tf.Tensor3D); // [B, T−1, V]
+    const logps = tf.logSoftmax(logits); // [B, T−1, V]
+    const mask = new Float32Array(b * (t - 1));
+    const onehot = new Float32Array(b * (t - 1) * raw.vocab_size);
+    for (let r = 0; r < b; r++) {
+      for (let p = at.responseStart[r]! - 1; p < at.lastIndex[r]!; p++) mask[r * (t - 1) + p] = 1;
+      for (let p = 0; p < t - 1; p++) onehot[(r * (t - 1) + p) * raw.vocab_size + at.inputIds[r * t + p + 1]!] = 1;
+    }
+    const picked = tf.sum(tf.mul(logps, tf.tensor3d(onehot, [b, t - 1, raw.vocab_size])), 2); // [B, T−1]
+    const m = tf.tensor2d(mask, [b, t - 1]);
+    return tf.mul(BETA, tf.div(tf.sum(tf.mul(picked, m), 1), tf.sum(m, 1))) as tf.Tensor1D; // [B]
+  }
+
+  for (const tied of [true, false]) {
+    it(`${tied ? 'tied' : 'untied'}: the response positions alone give the full logits' rewards and gradients, plain or chunked`, () => {
+      const model = initModel(parseLlamaConfig({ ...raw, tie_word_embeddings: tied, tfalign_reward: { head: 'logprob', beta: BETA } }), 5);
+      expect(model.dims).toMatchObject({ rewardHead: 'logprob', rewardBeta: BETA });
+      const hidden = tf.randomNormal([3, 9, 16], 0, 1, 'float32', 6) as tf.Tensor3D;
+      const weights = tf.tensor1d([1, -2, 3]); // a non-uniform upstream gradient
+      const rewardsAndGrads = (rewardsOf: (h: tf.Tensor3D) => tf.Tensor1D) => {
+        const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(rewardsOf(hidden), weights)) as tf.Scalar, [...model.params.values()] as tf.Variable[]);
+        const rewards = tf.tidy(() => rewardsOf(hidden).dataSync() as Float32Array);
+        const out = { loss: value.dataSync()[0]!, rewards, grads: Object.fromEntries(Object.entries(grads).map(([n, g]) => [n, g.dataSync() as Float32Array])) };
+        value.dispose();
+        tf.dispose(Object.values(grads));
+        return out;
+      };
+      const oracle = rewardsAndGrads((h) => fromFullLogits(model, h));
+      expect(oracle.rewards.every((r) => r < 0)).toBe(true);
+      for (const chunk of [0, 2]) {
+        model.headChunkTokens = chunk;
+        const before = tf.memory().numTensors;
+        const ours = rewardsAndGrads((h) => model.logprobRewards(h, at).rewards);
+        expect(tf.memory().numTensors).toBe(before);
+        expect(maxAbsDiff(ours.rewards, oracle.rewards), `chunk ${chunk} rewards`).toBeLessThan(1e-5);
+        const sums = tf.tidy(() => model.logprobRewards(hidden, at).sums.dataSync() as Float32Array);
+        [6, 4, 1].forEach((n, r) => expect(sums[r]! * BETA / n).toBeCloseTo(oracle.rewards[r]!, 5)); // sums / numTokens · β
+        for (const [name, g] of Object.entries(oracle.grads)) {
+          expect(maxAbsDiff(ours.grads[name]!, g), `chunk ${chunk} d/d${name}`).toBeLessThan(1e-5);
+        }
+        expect(Object.values(oracle.grads).some((g) => g.some((x) => x !== 0))).toBe(true);
+      }
+      hidden.dispose();
+      weights.dispose();
+      model.dispose();
+    });
+  }
+});
