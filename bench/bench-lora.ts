@@ -15,10 +15,10 @@
  *
  *   node bin/run-ts.js bench/bench-lora.ts [--quick] [--only train|sample|head] [--models smollm2-135m,smollm2-360m]
  */
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { modelDims, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -189,9 +189,9 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const caseArg = argv.indexOf('--case');
-  if (caseArg >= 0) {
-    console.log(JSON.stringify(await runCase(JSON.parse(argv[caseArg + 1]!) as Case)));
+  const child = caseArgument<Case>(argv);
+  if (child) {
+    console.log(JSON.stringify(await runCase(child)));
     return;
   }
   const quick = argv.includes('--quick');
@@ -217,14 +217,8 @@ async function main(): Promise<void> {
   }
   for (const config of models) cases.push({ bench: 'sample', config, k: 8, numPrompts: 1, promptLen: quick ? 16 : 64, maxNewTokens: quick ? 8 : 32 });
   const self = fileURLToPath(import.meta.url);
-  for (const c of cases.filter((x) => only === undefined || x.bench === only)) {
-    const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    if (child.status === 0) process.stdout.write(child.stdout);
-    else {
-      const reason = (child.stderr ?? '').trim().split('\n').filter((l) => /error|memory|abort/i.test(l)).slice(-1)[0] ?? `exit ${child.status}`;
-      process.stdout.write(JSON.stringify({ ...c, failed: `exit ${child.status ?? child.signal}: ${reason.slice(0, 300)}` }) + '\n');
-    }
-  }
+  // a case that runs out of memory says so: the last error line of its stderr
+  for (const c of cases.filter((x) => only === undefined || x.bench === only)) passThrough(runCaseInChild(self, c, { stderrReason: true }), c);
 }
 
 await main();

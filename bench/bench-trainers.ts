@@ -6,10 +6,10 @@
  *
  *   node bin/run-ts.js bench/bench-trainers.ts [--quick]
  */
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -113,9 +113,9 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const caseArg = argv.indexOf('--case');
-  if (caseArg >= 0) {
-    console.log(JSON.stringify(await runCase(JSON.parse(argv[caseArg + 1]!) as Case)));
+  const child = caseArgument<Case>(argv);
+  if (child) {
+    console.log(JSON.stringify(await runCase(child)));
     return;
   }
   const quick = argv.includes('--quick');
@@ -127,10 +127,7 @@ async function main(): Promise<void> {
     { ...base, bench: 'dpo', referenceMode: 'resident' },
   ];
   const self = fileURLToPath(import.meta.url);
-  for (const c of cases) {
-    const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    process.stdout.write(child.status === 0 ? child.stdout : JSON.stringify({ bench: c.bench, error: `exit ${child.status}` }) + '\n');
-  }
+  for (const c of cases) passThrough(runCaseInChild(self, c), { bench: c.bench });
 }
 
 await main();

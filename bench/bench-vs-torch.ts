@@ -25,6 +25,7 @@
  * once, its KV cache repeated K times, the K samples decoded as one batch), alternating.
  */
 import { spawnSync } from 'node:child_process';
+import { caseArgument, runChild } from './child-case.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -92,15 +93,13 @@ function findTorchPython(): { python: string; version: string } | { python: unde
 
 /** Runs a command whose last stdout line is a JSON record; prints and returns it (undefined on failure). */
 function runRecord(command: string, args: string[], env: NodeJS.ProcessEnv, label: Record<string, unknown>): Record<string, number> | undefined {
-  const child = spawnSync(command, args, { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'inherit'] });
-  if (child.status !== 0) {
-    console.log(JSON.stringify({ ...label, error: `exit ${child.status ?? child.signal}` }));
+  const result = runChild(command, args, { env });
+  if (!result.ok) {
+    console.log(JSON.stringify({ ...label, error: result.error }));
     return undefined;
   }
-  const line = child.stdout.trim().split('\n').pop()!;
-  const record = JSON.parse(line) as Record<string, number>;
-  console.log(JSON.stringify({ ...record, loadavg_after: record.loadavg_after ?? loadavg() }));
-  return record;
+  console.log(JSON.stringify({ ...result.record, loadavg_after: result.record.loadavg_after ?? loadavg() }));
+  return result.record;
 }
 
 function parseArgs(argv: string[]) {
@@ -118,7 +117,6 @@ function parseArgs(argv: string[]) {
     xnnpack: !argv.includes('--no-xnnpack'),
     sample: !argv.includes('--no-sample'),
     onlySample: argv.includes('--only-sample'),
-    child: get('--case'),
   };
 }
 
@@ -134,11 +132,12 @@ function keepBest(best: Best, key: string, record: Record<string, number> | unde
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.child) {
-    console.log(JSON.stringify(await runTfalign(JSON.parse(args.child) as TfalignCase)));
+  const child = caseArgument<TfalignCase>();
+  if (child) {
+    console.log(JSON.stringify(await runTfalign(child)));
     return;
   }
+  const args = parseArgs(process.argv.slice(2));
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const batchSize = 8;
   const seqLen = args.quick ? 64 : 256;

@@ -16,12 +16,12 @@
  * of the machine other processes take, so `cpu_efficiency` (N replicas against 1) says how much
  * of the ideal N× the engine itself gives up to communication and imbalance.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { countParameters, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -161,19 +161,12 @@ function parseArgs(argv: string[]) {
     repeats: Number(get('--repeats') ?? (quick ? 1 : 2)),
     steps: Number(get('--steps') ?? 3),
     only: get('--only'),
-    child: get('--case'),
   };
 }
 
-/** Runs one case in a fresh child process; its last stdout line, parsed (undefined on failure). */
+/** Runs one case in a fresh child process and passes its record through (undefined on failure). */
 function runChild(self: string, c: object, label: Record<string, unknown>): Record<string, number> | undefined {
-  const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  if (child.status !== 0) {
-    console.log(JSON.stringify({ ...label, error: `exit ${child.status}` }));
-    return undefined;
-  }
-  process.stdout.write(child.stdout);
-  return JSON.parse(child.stdout.trim().split('\n').pop()!) as Record<string, number>;
+  return passThrough(runCaseInChild(self, c), label);
 }
 
 type Best = Map<number, { tokensPerSecond: number; tokensPerCpuSecond: number }>;
@@ -223,12 +216,12 @@ async function benchSampling(args: ReturnType<typeof parseArgs>, self: string): 
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.child) {
-    const c = JSON.parse(args.child) as Case | SampleCase;
+  const c = caseArgument<Case | SampleCase>();
+  if (c) {
     console.log(JSON.stringify('bench' in c && c.bench === 'sample' ? await runSampleCase(c) : await runCase(c as Case)));
     return;
   }
+  const args = parseArgs(process.argv.slice(2));
   const self = fileURLToPath(import.meta.url);
   if (args.only !== undefined && args.only !== 'train' && args.only !== 'sample') throw new Error(`--only: expected train or sample, got "${args.only}"`);
   if (args.only !== 'sample') benchTraining(args, self);

@@ -18,10 +18,10 @@
  * --only train|generate|vs-torch. Each case runs in a fresh child process so backends do not
  * share memory. `npm run bench -- --only vs-torch` is the side-by-side mode alone.
  */
-import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import { caseArgument, passThrough, runCaseInChild, runChild } from './child-case.js';
 import { initBackend, type BackendName } from '../src/backend.js';
 import { benchTrainStep } from './train-step.js';
 import { parseLlamaConfig } from '../src/model/config.js';
@@ -75,16 +75,16 @@ function parseArgs(argv: string[]) {
     quick: argv.includes('--quick'),
     backends: (get('--backends') ?? 'wasm,cpu').split(',') as BackendName[],
     only: get('--only'),
-    child: get('--case'),
   };
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.child) {
-    console.log(JSON.stringify(await runCase(JSON.parse(args.child) as Case)));
+  const child = caseArgument<Case>();
+  if (child) {
+    console.log(JSON.stringify(await runCase(child)));
     return;
   }
+  const args = parseArgs(process.argv.slice(2));
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const cases: Case[] = [];
   for (const backend of args.backends) {
@@ -101,22 +101,14 @@ async function main(): Promise<void> {
     runBenchFile('bench/bench-vs-torch.ts', args.quick);
     return;
   }
-  for (const c of cases) {
-    const child = spawnSync(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    if (child.status !== 0) {
-      console.log(JSON.stringify({ bench: c.bench, backend: c.backend, error: `exit ${child.status}` }));
-      continue;
-    }
-    process.stdout.write(child.stdout);
-  }
+  for (const c of cases) passThrough(runCaseInChild(self, c), { bench: c.bench, backend: c.backend });
   if (args.only) return;
   for (const file of ['bench/bench-vs-torch.ts', 'bench/bench-trainers.ts', 'bench/bench-workers.ts', 'bench/bench-curation.ts']) runBenchFile(file, args.quick);
 }
 
 /** Runs another bench file in a child process and passes its JSON lines through. */
 function runBenchFile(file: string, quick: boolean): void {
-  const child = spawnSync(process.execPath, ['bin/run-ts.js', file, ...(quick ? ['--quick'] : [])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  process.stdout.write(child.status === 0 ? child.stdout : JSON.stringify({ bench: file, error: `exit ${child.status}` }) + '\n');
+  passThrough(runChild(process.execPath, ['bin/run-ts.js', file, ...(quick ? ['--quick'] : [])]), { bench: file });
 }
 
 await main();
