@@ -509,6 +509,8 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
     const seed = ctx.config.seed;
     const score = bootstrapMeanInterval(current.scores.map(mean), { seed });
     const baseScore = bootstrapMeanInterval(base.scores.map(mean), { seed });
+    const greedyScore = bootstrapMeanInterval(greedy.scores.map(mean), { seed });
+    const baseGreedyScore = bootstrapMeanInterval(baseGreedy.scores.map(mean), { seed });
     const vsPrevious = bootstrapMeanInterval(winsPerPrompt(current.scores, previous.scores), { seed });
     const vsBase = bootstrapMeanInterval(winsPerPrompt(current.scores, base.scores), { seed });
     const gainOverBase = bootstrapMeanInterval(current.scores.map((row, j) => mean(row) - mean(base.scores[j]!)), { seed });
@@ -521,7 +523,11 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
       [`eval/base_${scoreName}_score_ci_low`]: baseScore.low,
       [`eval/base_${scoreName}_score_ci_high`]: baseScore.high,
       [`eval/${scoreName}_score_greedy`]: greedy.mean,
+      [`eval/${scoreName}_score_greedy_ci_low`]: greedyScore.low,
+      [`eval/${scoreName}_score_greedy_ci_high`]: greedyScore.high,
       [`eval/base_${scoreName}_score_greedy`]: baseGreedy.mean,
+      [`eval/base_${scoreName}_score_greedy_ci_low`]: baseGreedyScore.low,
+      [`eval/base_${scoreName}_score_greedy_ci_high`]: baseGreedyScore.high,
       [`eval/gain_over_base`]: gainOverBase.estimate,
       [`eval/gain_over_base_ci_low`]: gainOverBase.low,
       [`eval/gain_over_base_ci_high`]: gainOverBase.high,

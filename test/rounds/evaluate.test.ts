@@ -2,7 +2,8 @@
  * The evaluate stage's numbers, recomputed outside the runner: the sampled judge score is the mean
  * of the judge scores in the stage's report, and the greedy scores (`eval/judge_score_greedy`,
  * `eval/base_judge_score_greedy`: how much of what a model knows its samples show) are the judge's
- * mean over one greedy answer per held-out prompt from the round's policy and from the base model.
+ * mean over one greedy answer per held-out prompt from the round's policy and from the base model,
+ * with bootstrap 95% intervals over prompts.
  */
 import { describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -14,14 +15,16 @@ import { loadPretrained } from '../../src/model/pretrained.js';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.js';
 import { samplePolicy } from '../../samplers/policy-sampler.js';
 import { score } from '../../data/synthetic/task.js';
+import { bootstrapMeanInterval, mean } from '../../src/eval/statistics.js';
 
 const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'tiny-run.yaml');
 
-async function greedyJudgeScore(dir: string, prompts: string[], maxNewTokens: number): Promise<number> {
+/** The judge's scores of one greedy answer per prompt. */
+async function greedyJudgeScores(dir: string, prompts: string[], maxNewTokens: number): Promise<number[]> {
   const policy = await loadPretrained(dir);
   try {
     const { samples } = samplePolicy(policy, await Tokenizer.fromFolder(dir), prompts, { numSamples: 1, seed: 12345, decoding: { maxNewTokens, temperature: 0, topK: 0, topP: 1 } });
-    return samples.reduce((sum, [s], j) => sum + score(prompts[j]!, s!.text), 0) / prompts.length;
+    return samples.map(([s], j) => score(prompts[j]!, s!.text));
   } finally {
     policy.dispose();
   }
@@ -53,8 +56,15 @@ describe('evaluate stage', () => {
 
       const prompts = report.map((r) => r.prompt);
       const maxNewTokens = config.sampling.maxNewTokens;
-      expect(metrics['eval/judge_score_greedy']).toBeCloseTo(await greedyJudgeScore(artifact(1, 'dpo', 'policy'), prompts, maxNewTokens), 12);
-      expect(metrics['eval/base_judge_score_greedy']).toBeCloseTo(await greedyJudgeScore(artifact(0, 'build_base', 'base-model'), prompts, maxNewTokens), 12);
+      for (const [name, dir] of [['eval/judge_score_greedy', artifact(1, 'dpo', 'policy')], ['eval/base_judge_score_greedy', artifact(0, 'build_base', 'base-model')]] as const) {
+        const scores = await greedyJudgeScores(dir, prompts, maxNewTokens);
+        expect(metrics[name], name).toBeCloseTo(mean(scores), 12);
+        // a 95% bootstrap interval over prompts, as every score of the stage has
+        const interval = bootstrapMeanInterval(scores, { seed: config.seed });
+        expect([metrics[`${name}_ci_low`], metrics[`${name}_ci_high`]], name).toEqual([interval.low, interval.high]);
+        expect(interval.low).toBeLessThanOrEqual(metrics[name]!);
+        expect(interval.high).toBeGreaterThanOrEqual(metrics[name]!);
+      }
     } finally {
       store.close();
     }
