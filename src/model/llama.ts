@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type LlamaConfig, type ModelDims, modelDims } from './config.js';
 import { type AttentionContext } from './attention.js';
 import { applyRope, ropeInverseFrequencies, ropeTables } from './rope.js';
-import { labelLogprobs } from './lm-head.js';
+import { labelLogprobs, type HeadChunking } from './lm-head.js';
 
 /** HF names of linear weights (stored [in, out] internally, [out, in] in checkpoints). */
 export function isLinearWeight(name: string): boolean {
@@ -79,9 +79,6 @@ export type LinearFn = ((x: tf.Tensor2D, weight: tf.Variable | undefined) => tf.
   /** Variables the override reads besides `weight` (LoRA's A and B): gradient checkpointing passes the trainable ones explicitly. */
   variables?: readonly tf.Variable[];
 };
-
-/** How the LM head is split: rows per chunk (0: all rows in one plain pass) or `auto` (sized to the vocabulary; see lm-head.ts). */
-export type HeadChunking = number | 'auto';
 
 export class LlamaModel {
   readonly dims: ModelDims;

@@ -22,10 +22,16 @@
  * `AUTO_MIN_CHUNK_VALUES` so that small heads run in one plain pass.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { HeadChunking, LlamaModel } from './llama.js';
 import { tokenLogprobs } from '../../losses/logprobs.js';
 
-export type { HeadChunking };
+/** How the LM head is split: rows per chunk (0: all rows in one plain pass) or `auto` (sized to the vocabulary, `headChunkRows`). */
+export type HeadChunking = number | 'auto';
+
+/** What the head reads of a model (a `LlamaModel`): its head weight and its vocabulary size. */
+export interface LmHead {
+  lmHeadWeight(): { weight: tf.Variable; transposed: boolean };
+  readonly dims: { readonly vocabSize: number };
+}
 
 /** `auto`'s floor on a chunk's logits: 2²² values (16 MiB of float32), under which chunking saves nothing worth its recompute. */
 export const AUTO_MIN_CHUNK_VALUES = 1 << 22;
@@ -127,7 +133,7 @@ function chunkedLogprobs(hidden: tf.Tensor2D, labels: tf.Tensor1D, weight: tf.Va
  * computed over chunks of rows as `chunking` says (`headChunkRows`; one chunk: the plain path).
  * Same values and gradients either way, up to float rounding.
  */
-export function labelLogprobs(model: LlamaModel, hidden: tf.Tensor2D, labels: tf.Tensor1D, chunking: HeadChunking): tf.Tensor1D {
+export function labelLogprobs(model: LmHead, hidden: tf.Tensor2D, labels: tf.Tensor1D, chunking: HeadChunking): tf.Tensor1D {
   return tf.tidy(() => {
     const { weight, transposed } = model.lmHeadWeight();
     const n = hidden.shape[0];
