@@ -57,11 +57,11 @@ function withInterval(m: Record<string, number>, name: string, digits = 3): stri
 /**
  * The per-round table: the RM's accuracy on the fixed held-out pairs, what best-of-K selection
  * bought as the judge measures it (and in the RM's own units), RM–judge rank agreement, the
- * held-out judge score and win rates, each with its 95% interval where one was recorded.
- * `numStages`: stages per round of the run (7 with curate).
+ * held-out judge score (sampled, and greedy: what the policy knows) and win rates, each with its
+ * 95% interval where one was recorded. `numStages`: stages per round of the run (7 with curate).
  */
 export function roundTable(summaries: readonly RoundSummary[], numStages: number = ROUND_STAGES.length): string {
-  const header = ['round', 'status', 'rm acc [95% CI]', 'judge gain of best-of-K [95% CI]', 'rm gain', 'rm–judge ρ', 'judge score [95% CI]', 'win vs prev', 'win vs base [95% CI]', 'policy', 'best so far'];
+  const header = ['round', 'status', 'rm acc [95% CI]', 'judge gain of best-of-K [95% CI]', 'rm gain', 'rm–judge ρ', 'judge score [95% CI]', 'greedy [95% CI]', 'win vs prev [95% CI]', 'win vs base [95% CI]', 'policy', 'best so far'];
   const hasJudge = summaries.some((s) => s.metrics['eval/judge_score'] !== undefined);
   const score = hasJudge ? 'eval/judge_score' : 'eval/rm_score';
   const rows = summaries
@@ -77,7 +77,8 @@ export function roundTable(summaries: readonly RoundSummary[], numStages: number
         fmt(m['sample/best_of_k_gain']),
         fmt(m['rm/spearman_judge']),
         withInterval(m, score),
-        fmt(m['eval/win_rate_vs_previous']),
+        withInterval(m, `${score}_greedy`),
+        withInterval(m, 'eval/win_rate_vs_previous'),
         withInterval(m, 'eval/win_rate_vs_base'),
         m['eval/selected'] === undefined ? '—' : m['eval/selected'] ? 'new best' : 'kept previous',
         // the score of the policy the next round starts from
@@ -87,12 +88,14 @@ export function roundTable(summaries: readonly RoundSummary[], numStages: number
   if (!hasJudge) header[6] = 'rm score [95% CI]';
   const firstRound = summaries.find((s) => s.roundIndex === 1)?.metrics ?? {};
   const baseName = hasJudge ? 'eval/base_judge_score' : 'eval/base_rm_score';
+  const baseGreedy = `${baseName}_greedy`;
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const lines = [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)];
   if (firstRound[baseName] !== undefined) {
-    lines.push(`base model ${hasJudge ? 'judge' : 'rm'} score: ${withInterval(firstRound, baseName)}`);
+    const greedy = firstRound[baseGreedy] !== undefined ? `; greedy ${withInterval(firstRound, baseGreedy)}` : '';
+    lines.push(`base model ${hasJudge ? 'judge' : 'rm'} score: ${withInterval(firstRound, baseName)}${greedy}`);
   }
   const numEval = firstRound['eval/num_prompts'];
   const numRmEval = summaries.find((s) => s.metrics['rm/num_eval_pairs'] !== undefined)?.metrics['rm/num_eval_pairs'];

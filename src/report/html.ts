@@ -149,7 +149,11 @@ interface RoundChart {
   yInclude?: readonly [number, number];
 }
 const ROUND_CHARTS: readonly RoundChart[] = [
-  { id: 'eval/judge_score', title: 'Judge score on held-out prompts (this round\'s policy and the base model)', metrics: () => ['eval/judge_score', 'eval/base_judge_score'] },
+  {
+    id: 'eval/judge_score',
+    title: 'Judge score on held-out prompts (this round\'s policy and the base model; sampled, and greedy: what each knows)',
+    metrics: () => ['eval/judge_score', 'eval/base_judge_score', 'eval/judge_score_greedy', 'eval/base_judge_score_greedy'],
+  },
   { id: 'eval/win_rate_vs', title: 'Win rates of the round\'s policy on held-out prompts', metrics: winRateMetrics, yInclude: [0, 1] },
   { id: 'rm/accuracy', title: 'Reward model held-out accuracy', metrics: () => ['rm/accuracy'], yInclude: [0, 1] },
   { id: 'sample/judge_gain', title: 'What best-of-K selection bought, as the judge measures it (selected sample minus mean sample)', metrics: () => ['sample/judge_gain'] },
@@ -303,6 +307,7 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
     ['RM gain of best-of-K (RM units)', 'sample/best_of_k_gain'],
     ['RM–judge Spearman', 'rm/spearman_judge'],
     ['judge score [95% CI]', 'eval/judge_score'],
+    ['greedy judge score [95% CI]', 'eval/judge_score_greedy'],
     ...winRates.map((m): [string, string] => [`win rate vs ${m.slice('eval/win_rate_vs_'.length)}`, m]),
   ];
   const header = `<tr><th>round</th><th>status</th>${columns.map(([label]) => `<th>${escapeHtml(label)}</th>`).join('')}<th>chosen policy</th></tr>`;
@@ -320,7 +325,7 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
   const baseRow =
     base === undefined
       ? ''
-      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => (metric === 'eval/judge_score' ? metricCell('eval/base_judge_score', base, rounds[0]!.metrics) : '<td class="num missing">—</td>')).join('')}<td class="policy">the starting model</td></tr>`;
+      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => (metric === 'eval/judge_score' || metric === 'eval/judge_score_greedy' ? metricCell(metric.replace('eval/', 'eval/base_'), rounds[0]!.metrics[metric.replace('eval/', 'eval/base_')], rounds[0]!.metrics) : '<td class="num missing">—</td>')).join('')}<td class="policy">the starting model</td></tr>`;
   return `<section id="rounds"><h2>Rounds</h2><table class="rounds">${header}${baseRow}${rows.join('')}</table></section>`;
 }
 

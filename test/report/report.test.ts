@@ -49,7 +49,7 @@ function row(html: string, round: string): string {
 
 /** `[text, data-value]` of the cell of `metric` in a table row. */
 function cell(rowHtml: string, metric: string): [string, string | undefined] {
-  const m = new RegExp(`<td class="num[^"]*" data-metric="${escapeHtml(metric).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"(?: data-value="([^"]*)")?>([^<]*)</td>`).exec(rowHtml);
+  const m = new RegExp(`<td class="num[^"]*" data-metric="${escapeHtml(metric).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"(?: data-value="([^"]*)")?(?: data-ci-low="[^"]*" data-ci-high="[^"]*")?>([^<]*)(?: <span class="ci">[^<]*</span>)?</td>`).exec(rowHtml);
   expect(m, `cell ${metric}`).not.toBeNull();
   return [m![2]!, m![1]];
 }
@@ -76,7 +76,7 @@ const FAILURE = 'loss became NaN at step 3 <b>&</b> "stopped"';
 
 /** Per round: end-of-stage metrics (the figures of `tfalign status`). */
 const ROUND_METRICS = {
-  1: { 'rm/accuracy': 0.625, 'sample/best_of_k_gain': 0.84375, 'eval/judge_score': 0.41666666666666669, 'eval/base_judge_score': 0.25, 'eval/win_rate_vs_previous': 0.6, 'eval/win_rate_vs_base': 0.6, 'eval/selected': 1 },
+  1: { 'rm/accuracy': 0.625, 'sample/best_of_k_gain': 0.84375, 'eval/judge_score': 0.41666666666666669, 'eval/base_judge_score': 0.25, 'eval/judge_score_greedy': 0.5625, 'eval/judge_score_greedy_ci_low': 0.5, 'eval/judge_score_greedy_ci_high': 0.625, 'eval/base_judge_score_greedy': 0.375, 'eval/win_rate_vs_previous': 0.6, 'eval/win_rate_vs_base': 0.6, 'eval/selected': 1 },
   2: { 'rm/accuracy': 0.8125, 'sample/best_of_k_gain': 0.6875, 'eval/judge_score': 0.5, 'eval/base_judge_score': 0.25, 'eval/win_rate_vs_previous': 0.55, 'eval/win_rate_vs_base': 0.7, 'eval/selected': 0 },
 } as const;
 
@@ -153,6 +153,8 @@ describe('report page', () => {
       ['eval/judge_score', 2, 0.5],
       ['eval/base_judge_score', 1, 0.25],
       ['eval/base_judge_score', 2, 0.25],
+      ['eval/judge_score_greedy', 1, 0.5625], // recorded in round 1 only
+      ['eval/base_judge_score_greedy', 1, 0.375],
     ]);
     // Every eval/win_rate_vs_* series, previous and base first; the odd name only has round 1.
     expect(points(figure(html, 'eval/win_rate_vs'))).toEqual([
@@ -221,6 +223,11 @@ describe('report page', () => {
     expect(r2).toContain('kept the previous best');
     expect(row(html, '3')).toContain('1/6 stages, train_reward_model failed');
     expect(cell(row(html, 'base'), 'eval/base_judge_score')).toEqual(['0.250', '0.25']);
+    // greedy scores beside the sampled ones, with the interval when one was recorded
+    expect(cell(r1, 'eval/judge_score_greedy')).toEqual(['0.563', '0.5625']);
+    expect(r1).toContain('data-ci-low="0.5" data-ci-high="0.625"');
+    expect(cell(row(html, 'base'), 'eval/base_judge_score_greedy')).toEqual(['0.375', '0.375']);
+    expect(cell(r2, 'eval/judge_score_greedy')).toEqual(['—', undefined]);
     // Headers in order: win rates vs previous, vs base, then others.
     const headers = [...html.matchAll(/<th>win rate vs ([^<]*)<\/th>/g)].map((m) => decode(m[1]!));
     expect(headers).toEqual(['previous', 'base', '<b>&"odd"']);
