@@ -20,6 +20,11 @@ export interface Interval {
   high: number;
 }
 
+/** An estimate and its interval as metrics: `name`, `name_ci_low`, `name_ci_high`. */
+export function intervalMetrics(name: string, x: Interval): Record<string, number> {
+  return { [name]: x.estimate, [`${name}_ci_low`]: x.low, [`${name}_ci_high`]: x.high };
+}
+
 /** z for a two-sided 95% interval. */
 const Z95 = 1.959963984540054;
 

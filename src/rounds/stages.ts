@@ -35,7 +35,7 @@ import { promptsOfRound, promptText, readPrompts } from './prompts.js';
 import { hasImportedPreferences, readImportedPreferences } from './annotations.js';
 import { preferenceAccuracy } from '../eval/preference-accuracy.js';
 import { selectionQuality } from '../eval/selection-quality.js';
-import { bootstrapMeanInterval, mean } from '../eval/statistics.js';
+import { bootstrapMeanInterval, intervalMetrics, mean } from '../eval/statistics.js';
 
 /** The stages a round of this config runs, in order (`curate` after rejection sampling when enabled). */
 export function stagesOf(config: RunConfig): RoundStageName[] {
@@ -262,9 +262,7 @@ export async function trainRewardModelStage(ctx: StageContext): Promise<StageOut
     }
     const report = preferenceAccuracy(pairs.map((p, i) => ({ strength: p.strength ?? 'better', chosenReward: rewards[2 * i]!, rejectedReward: rewards[2 * i + 1]! })));
     Object.assign(metrics, {
-      'rm/accuracy': report.accuracy.estimate,
-      'rm/accuracy_ci_low': report.accuracy.low,
-      'rm/accuracy_ci_high': report.accuracy.high,
+      ...intervalMetrics('rm/accuracy', report.accuracy),
       'rm/margin': report.margin,
       'rm/num_eval_pairs': report.numPairs,
     });
@@ -331,9 +329,7 @@ export async function rejectionSample(ctx: StageContext): Promise<StageOutput> {
     Object.assign(metrics, {
       'sample/judge_mean': q.judgeMean,
       'sample/judge_best_of_k': q.judgeBest,
-      'sample/judge_gain': q.judgeGain.estimate,
-      'sample/judge_gain_ci_low': q.judgeGain.low,
-      'sample/judge_gain_ci_high': q.judgeGain.high,
+      ...intervalMetrics('sample/judge_gain', q.judgeGain),
       'rm/spearman_judge': q.spearman,
       'sample/reward_hacking': q.rewardHacking ? 1 : 0,
     });
@@ -507,37 +503,21 @@ export async function evaluateStage(ctx: StageContext): Promise<StageOutput> {
     improved = current.mean >= previous.mean;
     // 95% intervals by bootstrap over held-out prompts (a prompt's samples are not independent).
     const seed = ctx.config.seed;
-    const score = bootstrapMeanInterval(current.scores.map(mean), { seed });
-    const baseScore = bootstrapMeanInterval(base.scores.map(mean), { seed });
-    const greedyScore = bootstrapMeanInterval(greedy.scores.map(mean), { seed });
-    const baseGreedyScore = bootstrapMeanInterval(baseGreedy.scores.map(mean), { seed });
+    // (a policy's score is the mean over all its samples: the estimate of the per-prompt bootstrap)
+    const scoreOf = (p: { scores: number[][]; mean: number }) => ({ ...bootstrapMeanInterval(p.scores.map(mean), { seed }), estimate: p.mean });
+    const score = scoreOf(current);
     const vsPrevious = bootstrapMeanInterval(winsPerPrompt(current.scores, previous.scores), { seed });
     const vsBase = bootstrapMeanInterval(winsPerPrompt(current.scores, base.scores), { seed });
-    const gainOverBase = bootstrapMeanInterval(current.scores.map((row, j) => mean(row) - mean(base.scores[j]!)), { seed });
     metrics = {
-      [`eval/${scoreName}_score`]: current.mean,
-      [`eval/${scoreName}_score_ci_low`]: score.low,
-      [`eval/${scoreName}_score_ci_high`]: score.high,
+      ...intervalMetrics(`eval/${scoreName}_score`, score),
       [`eval/previous_${scoreName}_score`]: previous.mean,
-      [`eval/base_${scoreName}_score`]: base.mean,
-      [`eval/base_${scoreName}_score_ci_low`]: baseScore.low,
-      [`eval/base_${scoreName}_score_ci_high`]: baseScore.high,
-      [`eval/${scoreName}_score_greedy`]: greedy.mean,
-      [`eval/${scoreName}_score_greedy_ci_low`]: greedyScore.low,
-      [`eval/${scoreName}_score_greedy_ci_high`]: greedyScore.high,
-      [`eval/base_${scoreName}_score_greedy`]: baseGreedy.mean,
-      [`eval/base_${scoreName}_score_greedy_ci_low`]: baseGreedyScore.low,
-      [`eval/base_${scoreName}_score_greedy_ci_high`]: baseGreedyScore.high,
-      [`eval/gain_over_base`]: gainOverBase.estimate,
-      [`eval/gain_over_base_ci_low`]: gainOverBase.low,
-      [`eval/gain_over_base_ci_high`]: gainOverBase.high,
+      ...intervalMetrics(`eval/base_${scoreName}_score`, scoreOf(base)),
+      ...intervalMetrics(`eval/${scoreName}_score_greedy`, scoreOf(greedy)),
+      ...intervalMetrics(`eval/base_${scoreName}_score_greedy`, scoreOf(baseGreedy)),
+      ...intervalMetrics('eval/gain_over_base', bootstrapMeanInterval(current.scores.map((row, j) => mean(row) - mean(base.scores[j]!)), { seed })),
       'eval/rm_score': rmScores.reduce((a, b) => a + b, 0) / rmScores.length,
-      'eval/win_rate_vs_previous': vsPrevious.estimate,
-      'eval/win_rate_vs_previous_ci_low': vsPrevious.low,
-      'eval/win_rate_vs_previous_ci_high': vsPrevious.high,
-      'eval/win_rate_vs_base': vsBase.estimate,
-      'eval/win_rate_vs_base_ci_low': vsBase.low,
-      'eval/win_rate_vs_base_ci_high': vsBase.high,
+      ...intervalMetrics('eval/win_rate_vs_previous', vsPrevious),
+      ...intervalMetrics('eval/win_rate_vs_base', vsBase),
       'eval/num_prompts': prompts.length,
       'eval/num_samples': current.scores.flat().length,
       'eval/selected': improved ? 1 : 0,
