@@ -18,7 +18,7 @@
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
-import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
+import { answerCase, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { modelDims, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -189,11 +189,7 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const child = caseArgument<Case>(argv);
-  if (child) {
-    console.log(JSON.stringify(await runCase(child)));
-    return;
-  }
+  if (await answerCase(runCase)) return;
   const quick = argv.includes('--quick');
   const onlyArg = argv.indexOf('--only');
   const only = onlyArg >= 0 ? argv[onlyArg + 1] : undefined;

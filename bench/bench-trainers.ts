@@ -9,7 +9,7 @@
 import { fileURLToPath } from 'node:url';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
-import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
+import { answerCase, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -113,11 +113,7 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const child = caseArgument<Case>(argv);
-  if (child) {
-    console.log(JSON.stringify(await runCase(child)));
-    return;
-  }
+  if (await answerCase(runCase)) return;
   const quick = argv.includes('--quick');
   const config = quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const base = { config, numPairs: 4, promptLen: quick ? 32 : 128, responseLen: quick ? 32 : 128, numSteps: quick ? 2 : 3 };

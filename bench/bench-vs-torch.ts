@@ -25,7 +25,7 @@
  * once, its KV cache repeated K times, the K samples decoded as one batch), alternating.
  */
 import { spawnSync } from 'node:child_process';
-import { caseArgument, runChild } from './child-case.js';
+import { answerCase, runChild } from './child-case.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -132,11 +132,7 @@ function keepBest(best: Best, key: string, record: Record<string, number> | unde
 }
 
 async function main(): Promise<void> {
-  const child = caseArgument<TfalignCase>();
-  if (child) {
-    console.log(JSON.stringify(await runTfalign(child)));
-    return;
-  }
+  if (await answerCase(runTfalign)) return;
   const args = parseArgs(process.argv.slice(2));
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const batchSize = 8;

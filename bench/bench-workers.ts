@@ -21,7 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { caseArgument, passThrough, runCaseInChild } from './child-case.js';
+import { answerCase, passThrough, runCaseInChild } from './child-case.js';
 import { initBackend } from '../src/backend.js';
 import { countParameters, parseLlamaConfig } from '../src/model/config.js';
 import { readJsonFile } from '../src/model/checkpoint-io.js';
@@ -216,11 +216,7 @@ async function benchSampling(args: ReturnType<typeof parseArgs>, self: string): 
 }
 
 async function main(): Promise<void> {
-  const c = caseArgument<Case | SampleCase>();
-  if (c) {
-    console.log(JSON.stringify('bench' in c && c.bench === 'sample' ? await runSampleCase(c) : await runCase(c as Case)));
-    return;
-  }
+  if (await answerCase((c: Case | SampleCase) => ('bench' in c && c.bench === 'sample' ? runSampleCase(c) : runCase(c as Case)))) return;
   const args = parseArgs(process.argv.slice(2));
   const self = fileURLToPath(import.meta.url);
   if (args.only !== undefined && args.only !== 'train' && args.only !== 'sample') throw new Error(`--only: expected train or sample, got "${args.only}"`);

@@ -21,7 +21,7 @@
 import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { caseArgument, passThrough, runCaseInChild, runChild } from './child-case.js';
+import { answerCase, passThrough, runCaseInChild, runChild } from './child-case.js';
 import { initBackend, type BackendName } from '../src/backend.js';
 import { benchTrainStep } from './train-step.js';
 import { parseLlamaConfig } from '../src/model/config.js';
@@ -79,11 +79,7 @@ function parseArgs(argv: string[]) {
 }
 
 async function main(): Promise<void> {
-  const child = caseArgument<Case>();
-  if (child) {
-    console.log(JSON.stringify(await runCase(child)));
-    return;
-  }
+  if (await answerCase(runCase)) return;
   const args = parseArgs(process.argv.slice(2));
   const config = args.quick ? 'configs/models/tiny.json' : 'configs/models/small.json';
   const cases: Case[] = [];

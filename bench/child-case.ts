@@ -35,10 +35,16 @@ export function runCaseInChild(self: string, c: object, opts: { env?: NodeJS.Pro
   return runChild(process.execPath, ['bin/run-ts.js', self, '--case', JSON.stringify(c)], opts);
 }
 
-/** The case a child was given with `--case JSON`, parsed; undefined in the parent. */
-export function caseArgument<T>(argv: readonly string[] = process.argv.slice(2)): T | undefined {
+/**
+ * In a child (given `--case JSON`): runs `run` on the parsed case, prints its record and returns
+ * true; in the parent: returns false, running nothing.
+ */
+export async function answerCase<T>(run: (c: T) => Promise<unknown>): Promise<boolean> {
+  const argv = process.argv.slice(2);
   const i = argv.indexOf('--case');
-  return i >= 0 ? (JSON.parse(argv[i + 1]!) as T) : undefined;
+  if (i < 0) return false;
+  console.log(JSON.stringify(await run(JSON.parse(argv[i + 1]!) as T)));
+  return true;
 }
 
 /**

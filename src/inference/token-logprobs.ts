@@ -8,7 +8,6 @@ import * as tf from '@tensorflow/tfjs';
 import type { LlamaModel } from '../model/llama.js';
 import { FullAttention } from '../model/attention.js';
 import { padRows, type TokenBatch } from '../../data/collate.js';
-import { tokenLogprobs } from '../../losses/logprobs.js';
 import { labelLogprobs } from '../model/lm-head.js';
 
 /**
@@ -24,10 +23,6 @@ export function batchTokenLogprobs(model: LlamaModel, batch: TokenBatch, opts: {
     const c = hidden.shape[2];
     const predicting = tf.slice(hidden, [0, 0, 0], [b, t - 1, c]); // [B, T−1, C]
     if (opts.positions !== 'targets') {
-      if (model.headChunkTokens === 0) {
-        const logits = model.logits(predicting); // [B, T−1, V]
-        return tokenLogprobs(logits, tf.tensor2d(batch.labels, [b, t - 1], 'int32')); // [B, T−1]
-      }
       const rows = tf.reshape(predicting, [b * (t - 1), c]) as tf.Tensor2D; // [B·(T−1), C]
       const logps = labelLogprobs(model, rows, tf.tensor1d(batch.labels, 'int32'), model.headChunkTokens); // [B·(T−1)]
       return tf.reshape(logps, [b, t - 1]) as tf.Tensor2D; // [B, T−1]

@@ -28,33 +28,33 @@ const slots = slotViews(init.slots, init.numReplicas, layout.numElements);
 const noDecayNames = new Set(init.optimizer.noDecayNames);
 const optimizer = new AdamW({ ...init.optimizer, noDecay: (name) => noDecayNames.has(name) });
 
-/** The replica model and its loss, built at the first `sync`. */
-let model: LlamaModel | undefined;
+/** What a step trains of the replica model (`trainingParameters`: with LoRA, base and adapters) and its loss, built at the first `sync`. */
+let params: Map<string, tf.Variable> | undefined;
 let lossFn: LossFn<unknown> | undefined;
 /** Optimizer step being computed (for the task's fault injection). */
 let currentStep = 0;
 
-function replicaModel(): LlamaModel {
-  if (!model || !lossFn) throw new Error(`worker ${init.replica}: a step arrived before the weights (sync)`);
-  return model;
+function replicaParams(): Map<string, tf.Variable> {
+  if (!params || !lossFn) throw new Error(`worker ${init.replica}: a step arrived before the weights (sync)`);
+  return params;
 }
 
 async function sync(request: Extract<WorkerRequest, { type: 'sync' }>): Promise<null> {
-  if (!model) {
-    const params = new Map<string, tf.Variable>();
+  if (!params) {
+    const baseParams = new Map<string, tf.Variable>();
     const adapterParams = new Map<string, tf.Variable>();
     for (const p of request.params) {
-      (isAdapterParameter(p.name) ? adapterParams : params).set(p.name, tf.tidy(() => tf.variable(tf.tensor(p.values, p.shape, 'float32'), p.trainable)));
+      (isAdapterParameter(p.name) ? adapterParams : baseParams).set(p.name, tf.tidy(() => tf.variable(tf.tensor(p.values, p.shape, 'float32'), p.trainable)));
     }
-    model = new LlamaModel(init.config, params);
+    const model = new LlamaModel(init.config, baseParams);
     model.gradientCheckpointing = init.model.gradientCheckpointing;
     model.headChunkTokens = init.model.headChunkTokens;
     if (init.model.lora) LoraAdapters.fromVariables(model, init.model.lora, adapterParams);
+    params = trainingParameters(model);
     lossFn = await buildTaskLoss(init.task, model, { replica: init.replica, currentStep: () => currentStep });
   } else {
-    const replicaParams = trainingParameters(model);
     for (const p of request.params) {
-      const variable = replicaParams.get(p.name);
+      const variable = replicaParams().get(p.name);
       if (!variable) throw new Error(`worker ${init.replica}: sync: parameter '${p.name}' is not in the replica model`);
       tf.tidy(() => variable.assign(tf.tensor(p.values, p.shape, 'float32')));
     }
@@ -68,19 +68,18 @@ async function handle(request: WorkerRequest): Promise<WorkerResults[WorkerReque
     case 'sync':
       return sync(request);
     case 'compute': {
-      const m = replicaModel();
+      const trained = replicaParams();
       currentStep = request.step;
-      return computeShard(trainingParameters(m), lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
+      return computeShard(trained, lossFn!, request.microBatches, request.totals, layout, slots[init.replica]);
     }
     case 'reduce':
       reduceSlotRange(slots, request.start, request.end);
       return null;
     case 'apply':
-      return { gradNorm: applyReduced(trainingParameters(replicaModel()), optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };
+      return { gradNorm: applyReduced(replicaParams(), optimizer, layout, slots[0], request.present, init.maxGradNorm, request.lr) };
     case 'read-state': {
-      const m = replicaModel();
       return {
-        weights: [...trainingParameters(m)].map(([name, v]) => [name, Float32Array.from(v.dataSync() as Float32Array)] as [string, Float32Array]),
+        weights: [...replicaParams()].map(([name, v]) => [name, Float32Array.from(v.dataSync() as Float32Array)] as [string, Float32Array]),
         optimizerStep: optimizer.step,
         optimizerStates: optimizer.stateNames().map((name) => [name, optimizer.readState(name)!] as [string, AdamWParamState]),
       };

@@ -325,8 +325,15 @@ function roundsSection(report: RunReport, options: ReportOptions): string {
   const baseRow =
     base === undefined
       ? ''
-      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => (metric === 'eval/judge_score' || metric === 'eval/judge_score_greedy' ? metricCell(metric.replace('eval/', 'eval/base_'), rounds[0]!.metrics[metric.replace('eval/', 'eval/base_')], rounds[0]!.metrics) : '<td class="num missing">—</td>')).join('')}<td class="policy">the starting model</td></tr>`;
+      : `<tr data-round="base"><th>base</th><td>—</td>${columns.map(([, metric]) => baseCell(metric, rounds[0]!.metrics)).join('')}<td class="policy">the starting model</td></tr>`;
   return `<section id="rounds"><h2>Rounds</h2><table class="rounds">${header}${baseRow}${rows.join('')}</table></section>`;
+}
+
+/** The base row's cell under `metric`'s column: the base model's judge scores (sampled, greedy), nothing else. */
+function baseCell(metric: string, metrics: Record<string, number>): string {
+  if (metric !== 'eval/judge_score' && metric !== 'eval/judge_score_greedy') return '<td class="num missing">—</td>';
+  const base = metric.replace('eval/', 'eval/base_');
+  return metricCell(base, metrics[base], metrics);
 }
 
 function roundChartsSection(report: RunReport): string {

@@ -61,6 +61,15 @@ function perturb(adapters: LoraAdapters, seed: number): void {
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'tfalign-lora-'));
 
+/** A fresh folder with a random-initialised model saved in `base/` (and the model, still loaded). */
+async function savedBase(): Promise<{ dir: string; baseDir: string; model: LlamaModel }> {
+  const dir = tmp();
+  const baseDir = path.join(dir, 'base');
+  const model = initModel(config, 4);
+  await savePretrained(model, baseDir);
+  return { dir, baseDir, model };
+}
+
 describe('LoRA adapters', () => {
   beforeAll(async () => {
     await initBackend('cpu', { quiet: true });
@@ -123,10 +132,7 @@ describe('LoRA adapters', () => {
   });
 
   it('round-trips a PEFT folder: names, shapes, config; loads onto its base; loadPretrained merges it', async () => {
-    const dir = tmp();
-    const baseDir = path.join(dir, 'base');
-    const model = initModel(config, 4);
-    await savePretrained(model, baseDir);
+    const { dir, baseDir, model } = await savedBase();
     const adapters = LoraAdapters.create(model, LoraOptionsSchema.parse({ r: 4, alpha: 16, dropout: 0.1 }), 6);
     perturb(adapters, 13);
     const adapted = logits(model);
@@ -154,10 +160,7 @@ describe('LoRA adapters', () => {
   });
 
   it('refuses a bad adapter folder with one line naming the file and field', async () => {
-    const dir = tmp();
-    const baseDir = path.join(dir, 'base');
-    const model = initModel(config, 4);
-    await savePretrained(model, baseDir);
+    const { dir, baseDir, model } = await savedBase();
     const adapters = LoraAdapters.create(model, LoraOptionsSchema.parse({ r: 4 }), 6);
     const adapterDir = path.join(dir, 'adapter');
     saveAdapterFolder(model, adapters, adapterDir, { baseModel: baseDir });
@@ -173,10 +176,7 @@ describe('LoRA adapters', () => {
   });
 
   it('a reward-model adapter saves the score head (modules_to_save) and loads onto the causal base', async () => {
-    const dir = tmp();
-    const baseDir = path.join(dir, 'base');
-    const causal = initModel(config, 4);
-    await savePretrained(causal, baseDir);
+    const { dir, baseDir, model: causal } = await savedBase();
     const rm = toRewardModel(causal, 8);
     const adapters = LoraAdapters.create(rm, LoraOptionsSchema.parse({ r: 2 }), 6);
     perturb(adapters, 17);
